@@ -1,0 +1,1 @@
+"""What every investflow service uses: the event contract, settings, streams, storage, rules."""

@@ -1,0 +1,233 @@
+"""Inbound payloads: what a unit's system publishes on `intake.<unit>.<kind>` (SPEC §8).
+
+Strict: unknown keys are refused (a typo must not silently drop a field), money is
+Decimal, dates are ISO dates. Unit codes are checked against the directory by intake,
+since the directory is data, not contract.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from .credit_code import credit_code_problem
+from .enums import (
+    Decision,
+    DocumentType,
+    FundsForm,
+    InboundKind,
+    Land,
+    MilestoneKind,
+    Origin,
+    ProjectKind,
+    VoucherKind,
+)
+
+EARLIEST = dt.date(1990, 1, 1)
+LATEST = dt.date(2100, 12, 31)
+
+
+def _plausible(day: dt.date) -> dt.date:
+    if not EARLIEST <= day <= LATEST:
+        raise ValueError(f"date {day} is outside {EARLIEST}..{LATEST} / 日期超出范围")
+    return day
+
+
+def _credit_code(code: str) -> str:
+    problem = credit_code_problem(code)
+    if problem:
+        raise ValueError(problem)
+    return code
+
+
+Day = Annotated[dt.date, AfterValidator(_plausible)]
+Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2, allow_inf_nan=False)]
+PositiveMoney = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=2, allow_inf_nan=False)]
+Quantity = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4, allow_inf_nan=False)]
+Code = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{1,31}$")]
+Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+ProjectId = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{1,31}-[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+Text = Annotated[str, Field(min_length=1, max_length=500)]
+CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+CreditCode = Annotated[str, AfterValidator(_credit_code)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Investor(Strict):
+    name: Text
+    credit_code: CreditCode | None = None  # 统一社会信用代码
+    origin: Origin
+    country: Annotated[str, Field(min_length=2, max_length=60)] | None = None
+    fortune_global_500: bool = False
+    china_top_500: bool = False
+    little_giant: bool = False  # 国家级专精特新"小巨人"
+    single_champion: bool = False  # 单项冠军
+
+    @model_validator(mode="after")
+    def _domestic_needs_code(self) -> Investor:
+        if self.origin != Origin.foreign and self.credit_code is None:
+            raise ValueError("credit_code is required unless origin is foreign / 境内投资方须填统一社会信用代码")
+        return self
+
+
+class Flags(Strict):
+    provincial_dispatch_list: bool = False  # 省内资调度库
+    city_leader_campaign: bool = False  # 市领导带队外出招商/见证签约
+    city_observation_stop: bool = False  # 市大项目观摩点
+
+
+class Environment(Strict):
+    """能耗/环保/安全: None means not yet assessed, which never fails a rule."""
+
+    energy_tce: Quantity | None = None
+    water_m3: Quantity | None = None
+    emissions_ok: bool | None = None
+    safety_ok: bool | None = None
+    energy_ok: bool | None = None
+
+
+class DocumentRef(Strict):
+    type: DocumentType
+    ref: Text
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    issued_on: Day | None = None
+
+
+class Lead(Strict):
+    """A new project reported by its 招商单位 (attracting unit)."""
+
+    unit: Code | None = None
+    lead_id: Ident
+    title: Text
+    attracting_unit: Code
+    landing_area: Code
+    kind: ProjectKind
+    industry: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")]
+    planned_investment: PositiveMoney
+    land: Land
+    investor: Investor
+    flags: Flags = Flags()
+    commercial_floor_area_m2: Quantity | None = None
+    environment: Environment = Environment()
+    reported_on: Day
+    documents: Annotated[list[DocumentRef], Field(max_length=50)] = []
+
+    @model_validator(mode="after")
+    def _complex_needs_area(self) -> Lead:
+        if self.kind == ProjectKind.urban_complex and self.commercial_floor_area_m2 is None:
+            raise ValueError("commercial_floor_area_m2 is required for an urban_complex / 城市综合体须填商业面积")
+        return self
+
+
+class Document(Strict):
+    unit: Code | None = None
+    project_id: ProjectId
+    type: DocumentType
+    ref: Text
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    issued_on: Day | None = None
+
+
+class Milestone(Strict):
+    unit: Code | None = None
+    project_id: ProjectId
+    milestone: MilestoneKind
+    on: Day
+    amount: PositiveMoney | None = None  # the signed amount, for `signed`
+
+    @model_validator(mode="after")
+    def _signed_needs_amount(self) -> Milestone:
+        if self.milestone == MilestoneKind.signed and self.amount is None:
+            raise ValueError("amount is required for a signed milestone / 签约须填金额")
+        return self
+
+
+class Voucher(Strict):
+    kind: VoucherKind
+    ref: Text
+
+
+class Funds(Strict):
+    """到位资金: one funds-in-place record."""
+
+    unit: Code | None = None
+    project_id: ProjectId
+    funds_id: Ident
+    amount: PositiveMoney
+    currency: CurrencyCode
+    arrived_on: Day
+    form: FundsForm
+    voucher: Voucher
+
+
+class Visit(Strict):
+    """A sponsor leader's site visit (包保县级领导现场调度)."""
+
+    unit: Code | None = None
+    project_id: ProjectId
+    leader: Code
+    on: Day
+
+
+class Meeting(Strict):
+    """A landing review meeting (落地评审会) and its agenda, from the Center."""
+
+    unit: Code | None = None
+    meeting_id: Ident
+    on: Day
+    agenda: Annotated[list[ProjectId], Field(min_length=1, max_length=200)]
+
+
+class Headquarters(Strict):
+    """项目指挥部: commander and member units."""
+
+    commander: Code
+    members: Annotated[list[Code], Field(max_length=50)] = []
+
+
+class CommitteeDecision(Strict):
+    """The committee's collective decision (集体决策)."""
+
+    unit: Code | None = None
+    project_id: ProjectId
+    meeting_id: Ident
+    decision: Decision
+    minutes_ref: Text
+    responsible_leader: Code | None = None
+    sponsor_leader: Code | None = None
+    hq: Headquarters | None = None
+
+    @model_validator(mode="after")
+    def _approval_names_sponsor(self) -> CommitteeDecision:
+        if self.decision == Decision.approved and self.sponsor_leader is None:
+            raise ValueError("sponsor_leader is required for an approval / 批准须指定包保县级领导")
+        return self
+
+
+class Rates(Strict):
+    """Exchange rates of one day, CNY per unit of each currency, from the Center."""
+
+    unit: Code | None = None
+    on: Day
+    rates: Annotated[
+        dict[CurrencyCode, Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=8)]],
+        Field(min_length=1, max_length=100),
+    ]
+
+
+INBOUND_MODELS: dict[InboundKind, type[Strict]] = {
+    InboundKind.lead: Lead,
+    InboundKind.document: Document,
+    InboundKind.milestone: Milestone,
+    InboundKind.funds: Funds,
+    InboundKind.visit: Visit,
+    InboundKind.decision: CommitteeDecision,
+    InboundKind.meeting: Meeting,
+    InboundKind.rates: Rates,
+}

@@ -1,0 +1,178 @@
+"""Events the services emit on `project.*`, `intake.rejected.*`, `review.*`, `score.*`, `notify.*`.
+
+Every canonical `project.<kind>` event wraps the validated inbound payload in the same
+envelope, so a consumer knows which unit said what, when, under which idempotency key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .enums import Outcome, Track
+from .inbound import (
+    CommitteeDecision,
+    Document,
+    Funds,
+    Lead,
+    Meeting,
+    Milestone,
+    Rates,
+    Visit,
+)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldError(Event):
+    field: str = Field(description="dotted path of the offending field, or `$` for the whole message")
+    problem: str
+
+
+class Rejected(Event):
+    """`intake.rejected.<unit>.<kind>`: bad input, stored nowhere."""
+
+    unit: str
+    kind: str
+    subject: str
+    idempotency_key: str | None
+    errors: list[FieldError]
+    received_at: dt.datetime
+
+
+class Envelope(Event):
+    event_id: str = Field(description="unique per logical event; also its Nats-Msg-Id")
+    project_id: str | None
+    unit: str = Field(description="the reporting unit (from the subject)")
+    idempotency_key: str
+    received_at: dt.datetime
+
+
+class LeadReported(Envelope):
+    data: Lead
+
+
+class DocumentFiled(Envelope):
+    data: Document
+
+
+class MilestoneReached(Envelope):
+    data: Milestone
+
+
+class FundsArrived(Envelope):
+    data: Funds
+
+
+class SiteVisited(Envelope):
+    data: Visit
+
+
+class DecisionTaken(Envelope):
+    data: CommitteeDecision
+
+
+class MeetingScheduled(Envelope):
+    data: Meeting
+
+
+class RatesPublished(Envelope):
+    data: Rates
+
+
+class DuplicateClaim(Event):
+    """`project.duplicate`: one project, one claim — the later report is held for the Center."""
+
+    event_id: str
+    project_id: str = Field(description="the held report's id")
+    duplicate_of: str
+    units: list[str] = Field(description="[reporting unit, unit that reported first]")
+    reason: str
+    received_at: dt.datetime
+
+
+class Explanation(Event):
+    """Why a rule decision came out as it did; enough to replay it."""
+
+    ruleset_id: str
+    version: str
+    matched: list[str]
+    parameters: dict[str, Any]
+    deciding_rule: str | None
+    input_sha256: str | None = None
+
+
+class Screened(Event):
+    project_id: str
+    outcome: Outcome
+    track: Track | None
+    reasons: list[str]
+    explanation: Explanation
+
+
+class MaterialsStatus(Event):
+    project_id: str
+    complete: bool
+    missing_materials: list[str]
+    deadline: dt.date | None
+    explanation: Explanation
+
+
+class Recognition(Event):
+    project_id: str
+    recognized: bool
+    recognition_blockers: list[str]
+    missing_proofs: list[str]
+    explanation: Explanation
+
+
+class Decided(Event):
+    project_id: str
+    meeting_id: str
+    decision: str
+    minutes_ref: str
+    sponsor_leader: str | None
+    responsible_leader: str | None
+    hq_commander: str | None
+    hq_members: list[str]
+
+
+class Credited(Event):
+    project_id: str
+    funds_id: str
+    year: int
+    quarter: int
+    amount_rmb: Decimal
+    multiplier: Decimal
+    points: Decimal
+    matched: list[str]
+    deciding_rule: str | None
+    credited_to: list[str]
+    explanation: Explanation
+
+
+class Held(Event):
+    project_id: str
+    funds_id: str
+    reason: str
+
+
+class Reversed(Event):
+    project_id: str
+    funds_id: str
+    points: Decimal
+    reason: str
+
+
+class NotifyOutcome(Event):
+    project_id: str | None
+    cause: str
+    recipient: str
+    channel: str
+    attempts: int
+    error: str | None = None
