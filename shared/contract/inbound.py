@@ -45,7 +45,9 @@ def _credit_code(code: str) -> str:
 
 Day = Annotated[dt.date, AfterValidator(_plausible)]
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2, allow_inf_nan=False)]
-PositiveMoney = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=2, allow_inf_nan=False)]
+PositiveMoney = Annotated[
+    Decimal, Field(gt=0, max_digits=18, decimal_places=2, allow_inf_nan=False)
+]
 Quantity = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4, allow_inf_nan=False)]
 Code = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{1,31}$")]
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -72,7 +74,9 @@ class Investor(Strict):
     @model_validator(mode="after")
     def _domestic_needs_code(self) -> Investor:
         if self.origin != Origin.foreign and self.credit_code is None:
-            raise ValueError("credit_code is required unless origin is foreign / 境内投资方须填统一社会信用代码")
+            raise ValueError(
+                "credit_code: required unless origin is foreign / 境内投资方须填统一社会信用代码"
+            )
         return self
 
 
@@ -121,7 +125,9 @@ class Lead(Strict):
     @model_validator(mode="after")
     def _complex_needs_area(self) -> Lead:
         if self.kind == ProjectKind.urban_complex and self.commercial_floor_area_m2 is None:
-            raise ValueError("commercial_floor_area_m2 is required for an urban_complex / 城市综合体须填商业面积")
+            raise ValueError(
+                "commercial_floor_area_m2: required for an urban_complex / 城市综合体须填商业面积"
+            )
         return self
 
 
@@ -144,7 +150,7 @@ class Milestone(Strict):
     @model_validator(mode="after")
     def _signed_needs_amount(self) -> Milestone:
         if self.milestone == MilestoneKind.signed and self.amount is None:
-            raise ValueError("amount is required for a signed milestone / 签约须填金额")
+            raise ValueError("amount: required for a signed milestone / 签约须填金额")
         return self
 
 
@@ -206,7 +212,7 @@ class CommitteeDecision(Strict):
     @model_validator(mode="after")
     def _approval_names_sponsor(self) -> CommitteeDecision:
         if self.decision == Decision.approved and self.sponsor_leader is None:
-            raise ValueError("sponsor_leader is required for an approval / 批准须指定包保县级领导")
+            raise ValueError("sponsor_leader: required for an approval / 批准须指定包保县级领导")
         return self
 
 

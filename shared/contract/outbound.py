@@ -30,7 +30,9 @@ class Event(BaseModel):
 
 
 class FieldError(Event):
-    field: str = Field(description="dotted path of the offending field, or `$` for the whole message")
+    field: str = Field(
+        description="dotted path of the offending field, or `$` for the whole message"
+    )
     problem: str
 
 

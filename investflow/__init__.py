@@ -1,0 +1,1 @@
+"""The `investflow` command: the embedded runtime, the demo, and operators' tools."""

@@ -1,0 +1,181 @@
+"""`investflow`: run the system, feed it, and the operators' and rule maintainers' tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from shared.settings import REPO_ROOT, Settings
+
+from .nats_server import free_port
+
+DEFAULT_SAMPLES = REPO_ROOT / "samples" / "year-2022.jsonl"
+
+
+def _print_ready(system) -> None:  # type: ignore[no-untyped-def]
+    print(f"NATS: {system.nats_url}", flush=True)
+    print(f"HTTP: {system.http_url}", flush=True)
+
+
+async def _up(args: argparse.Namespace) -> int:
+    from .runtime import StartupError, running_system
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with running_system(Path(args.data), args.nats_port, args.http_port) as system:
+            _print_ready(system)
+            await stop.wait()
+            print("stopping …", flush=True)
+    except StartupError as exc:
+        print(f"investflow up: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from .feed import feed_file
+    from .runtime import StartupError, running_system, wait_until_idle
+    from .summary import render, subject_counts
+
+    samples = Path(args.samples)
+    if not samples.exists():
+        print(
+            f"investflow demo: {samples} not found (regenerate with: python -m samples.generate)",
+            file=sys.stderr,
+        )
+        return 1
+    with tempfile.TemporaryDirectory(prefix="investflow-demo-") as tmp:
+        data = Path(args.data) if args.data else Path(tmp)
+        try:
+            async with running_system(data, free_port(), free_port()) as system:
+                _print_ready(system)
+                print(f"Feeding {samples.name} …", flush=True)
+                fed = await feed_file(system.js, samples)
+                print(
+                    f"Fed {fed.published} messages in {fed.seconds:.1f}s "
+                    f"({fed.dropped_as_duplicate} re-sends dropped by JetStream's duplicate window)",
+                    flush=True,
+                )
+                started = time.monotonic()
+                await wait_until_idle(system.js, timeout=args.timeout, progress=True)
+                print(f"All services drained in {time.monotonic() - started:.1f}s.", flush=True)
+                print(render(await subject_counts(system.js)), flush=True)
+        except StartupError as exc:
+            print(f"investflow demo: {exc}", file=sys.stderr)
+            return 1
+    print("\nDemo finished; everything stopped.", flush=True)
+    return 0
+
+
+async def _nats_init(args: argparse.Namespace) -> int:
+    import nats
+
+    from shared.streams import ensure_streams
+
+    settings = Settings.from_env()
+    url = args.url or settings.nats_url
+    try:
+        nc = await nats.connect(
+            url, connect_timeout=settings.connect_timeout_s, max_reconnect_attempts=1
+        )
+    except Exception as exc:
+        print(f"investflow nats init: cannot connect to {url}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        for line in await ensure_streams(nc.jetstream(), settings.duplicate_window_s):
+            print(line)
+    finally:
+        await nc.close()
+    return 0
+
+
+async def _feed(args: argparse.Namespace) -> int:
+    import nats
+
+    from .feed import feed_file
+
+    url = args.url or Settings.from_env().nats_url
+    nc = await nats.connect(url, connect_timeout=10, max_reconnect_attempts=1)
+    try:
+        fed = await feed_file(nc.jetstream(), Path(args.file))
+        print(
+            f"published {fed.published} ({fed.dropped_as_duplicate} dropped as duplicates) in {fed.seconds:.1f}s"
+        )
+    finally:
+        await nc.close()
+    return 0
+
+
+def _asyncapi(args: argparse.Namespace) -> int:
+    from .asyncapi import write_asyncapi
+
+    path = write_asyncapi(Path(args.out))
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="investflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run NATS and every service until stopped (Ctrl-C)")
+    up.add_argument(
+        "--data",
+        default=str(REPO_ROOT / "data"),
+        help="data dir: JetStream store, SQLite files, logs",
+    )
+    up.add_argument("--nats-port", type=int, default=4222)
+    up.add_argument("--http-port", type=int, default=8080)
+    up.set_defaults(func=lambda a: asyncio.run(_up(a)))
+
+    demo = sub.add_parser(
+        "demo", help="up on free ports + feed the sample year + print the outcome + stop"
+    )
+    demo.add_argument("--samples", default=str(DEFAULT_SAMPLES))
+    demo.add_argument("--data", default=None, help="keep the data here instead of a temporary dir")
+    demo.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait for the services to drain"
+    )
+    demo.set_defaults(func=lambda a: asyncio.run(_demo(a)))
+
+    nats_cmd = sub.add_parser("nats", help="NATS administration")
+    nats_sub = nats_cmd.add_subparsers(dest="nats_command", required=True)
+    init = nats_sub.add_parser("init", help="create or update the JetStream streams (idempotent)")
+    init.add_argument("--url", default=None, help="default: $NATS_URL")
+    init.set_defaults(func=lambda a: asyncio.run(_nats_init(a)))
+
+    feed = sub.add_parser("feed", help="publish a JSON Lines file of inbound messages")
+    feed.add_argument("file")
+    feed.add_argument("--url", default=None, help="default: $NATS_URL")
+    feed.set_defaults(func=lambda a: asyncio.run(_feed(a)))
+
+    api = sub.add_parser("asyncapi", help="write the AsyncAPI document generated from the services")
+    api.add_argument("--out", default=str(REPO_ROOT / "docs" / "asyncapi.yaml"))
+    api.set_defaults(func=_asyncapi)
+
+    # The rules tools live in their own module; a broken one must fail loudly, not vanish.
+    if (Path(__file__).parent / "rules_cli.py").exists():
+        from . import rules_cli
+
+        rules_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""The embedded runtime: nats-server + streams + every service, as one context manager.
+
+`investflow up`, `investflow demo` and the end-to-end tests all start the system this way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from shared.settings import Settings
+from shared.streams import STREAMS, ensure_streams
+
+from .nats_server import NatsServer, NatsServerError, port_taken, wait_for_jetstream
+from .services import SERVICES, ServiceSpec
+from .supervisor import Supervisor
+
+
+class StartupError(RuntimeError):
+    """The system could not start; the message says why in words an operator can act on."""
+
+
+@dataclass
+class System:
+    nats_url: str
+    http_url: str
+    data_dir: Path
+    supervisor: Supervisor
+    nc: Client
+    js: JetStreamContext
+
+
+async def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            code = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(url + "/health", timeout=2).status
+            )
+            if code == 200:
+                return
+        except Exception:
+            pass
+        await asyncio.sleep(0.2)
+    raise StartupError(f"{url}/health did not answer 200 within {timeout:.0f}s")
+
+
+@contextlib.asynccontextmanager
+async def running_system(
+    data_dir: Path,
+    nats_port: int,
+    http_port: int,
+    *,
+    services: tuple[ServiceSpec, ...] = SERVICES,
+    echo: bool = True,
+    extra_env: dict[str, str] | None = None,
+    ready_timeout: float = 60.0,
+) -> AsyncIterator[System]:
+    for port, flag in ((nats_port, "--nats-port"), (http_port, "--http-port")):
+        if port_taken(port):
+            raise StartupError(f"port {port} is already in use; pick another with {flag}")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = NatsServer(nats_port, data_dir / "nats", log_file=data_dir / "nats-server.log")
+    try:
+        server.start()
+    except NatsServerError as exc:
+        raise StartupError(str(exc)) from exc
+    supervisor: Supervisor | None = None
+    nc: Client | None = None
+    try:
+        await wait_for_jetstream(server.url)
+        window = (extra_env or {}).get("INVESTFLOW_DUPLICATE_WINDOW")
+        nc = await nats.connect(server.url, max_reconnect_attempts=-1)
+        js = nc.jetstream()
+        await ensure_streams(js, int(window) if window else Settings.from_env().duplicate_window_s)
+        env = (
+            dict(os.environ)
+            | {
+                "NATS_URL": server.url,
+                "INVESTFLOW_DATA_DIR": str(data_dir),
+                "INTAKE_HTTP_PORT": str(http_port),
+            }
+            | (extra_env or {})
+        )
+        supervisor = Supervisor(services, env, echo=echo)
+        await supervisor.start()
+        await supervisor.wait_ready(ready_timeout)
+        http_url = f"http://127.0.0.1:{http_port}"
+        await _wait_http(http_url, ready_timeout)
+        yield System(server.url, http_url, data_dir, supervisor, nc, js)
+    finally:
+        if supervisor is not None:
+            await supervisor.stop()
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.close()
+        server.stop()
+
+
+async def consumers_idle(js: JetStreamContext) -> tuple[bool, int]:
+    """True when every durable consumer has nothing pending or unacknowledged; and the backlog."""
+    backlog = 0
+    for spec in STREAMS:
+        for info in await js.consumers_info(spec.name):
+            backlog += int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+    return backlog == 0, backlog
+
+
+async def wait_until_idle(js: JetStreamContext, timeout: float, progress: bool = False) -> None:
+    """Wait until every consumer has drained and stayed drained for a moment."""
+    deadline = time.monotonic() + timeout
+    calm = 0
+    last_print = 0.0
+    while time.monotonic() < deadline:
+        idle, backlog = await consumers_idle(js)
+        calm = calm + 1 if idle else 0
+        if calm >= 3:
+            return
+        if progress and not idle and time.monotonic() - last_print > 2:
+            print(f"  … {backlog} messages still being processed", flush=True)
+            last_print = time.monotonic()
+        await asyncio.sleep(0.3)
+    raise TimeoutError(f"the services did not drain within {timeout:.0f}s")

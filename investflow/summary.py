@@ -1,0 +1,51 @@
+"""What the system did, counted from the streams themselves: every service's output shows up."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from nats.js import JetStreamContext
+
+from shared.streams import STREAMS
+
+
+async def subject_counts(js: JetStreamContext) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for spec in STREAMS:
+        info = await js.stream_info(spec.name, subjects_filter=">")
+        counts.update(info.state.subjects or {})
+    return counts
+
+
+def render(counts: dict[str, int]) -> str:
+    inbound: Counter[str] = Counter()
+    rejected: Counter[str] = Counter()
+    outputs: dict[str, Counter[str]] = defaultdict(Counter)
+    for subject, n in counts.items():
+        parts = subject.split(".")
+        if parts[0] == "intake" and parts[1] == "rejected":
+            rejected[parts[3]] += n
+        elif parts[0] == "intake":
+            inbound[parts[2]] += n
+        else:
+            outputs[parts[0]][".".join(parts[1:])] += n
+    lines = [
+        "",
+        "Inbound by kind (intake.<unit>.<kind>) / 报送事件:",
+        f"  {'kind':<12}{'received':>10}{'accepted':>10}{'rejected':>10}",
+    ]
+    for kind in sorted(set(inbound) | set(rejected)):
+        accepted = outputs["project"].get(kind, 0)
+        lines.append(f"  {kind:<12}{inbound[kind]:>10}{accepted:>10}{rejected[kind]:>10}")
+    lines.append(
+        f"  {'total':<12}{sum(inbound.values()):>10}{sum(outputs['project'].values()) - outputs['project'].get('duplicate', 0):>10}{sum(rejected.values()):>10}"
+    )
+    if outputs["project"].get("duplicate"):
+        lines.append(
+            f"  duplicate claims held for the Center / 重复认领: {outputs['project']['duplicate']}"
+        )
+    for stream in ("review", "score", "notify", "dlq"):
+        if outputs.get(stream):
+            lines.append(f"\n{stream}.* events:")
+            lines.extend(f"  {stream}.{k:<24}{v:>8}" for k, v in sorted(outputs[stream].items()))
+    return "\n".join(lines)

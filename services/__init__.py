@@ -1,0 +1,1 @@
+"""The four investflow services: intake, review, scoring, notify."""

@@ -1,0 +1,289 @@
+"""Intake's wiring: the JetStream subscription, the HTTP routes, and the publishers.
+
+A message is read top to bottom: `parse` (validate.py) checks it without state, `record`
+(record.py) checks and stores it in one transaction with the events it causes, and only
+then are those events published and the message acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse, Response
+from faststream.nats.annotations import NatsMessage
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from sqlalchemy import Engine, text
+
+from shared import subjects
+from shared.contract import CANONICAL_MODELS, DuplicateClaim, FieldError, Rejected
+from shared.db import create_tables, make_engine, unit_of_work
+from shared.directory import load_directory
+from shared.messaging import configure_logging, durable_subscriber, make_broker, settle
+from shared.settings import Settings
+
+from . import store
+from .record import Recorded, check, record
+from .validate import Parsed, parse
+
+SERVICE = "intake"
+log = logging.getLogger("investflow.intake")
+
+settings = Settings.from_env()
+directory = load_directory(settings.units_file)
+broker = make_broker(settings, SERVICE, "Intake: units report leads and progress (信息统一报送)")
+_engine: Engine | None = None
+
+MESSAGES = Counter(
+    "investflow_intake_messages_total", "Inbound messages by kind and outcome", ["kind", "outcome"]
+)
+
+
+def engine() -> Engine:
+    global _engine
+    if _engine is None:
+        _engine = make_engine(settings.database_url_for(SERVICE))
+        create_tables(_engine, store.TABLES)
+    return _engine
+
+
+# Publishers are declared so the AsyncAPI document lists what intake emits.
+for _kind, _model in CANONICAL_MODELS.items():
+    broker.publisher(
+        subjects.canonical(_kind),
+        schema=_model,
+        title=f"{subjects.canonical(_kind)}:Publish",
+        description=f"canonical {_kind.value} event, emitted once per accepted message",
+    )
+broker.publisher(
+    subjects.PROJECT_DUPLICATE,
+    schema=DuplicateClaim,
+    title=f"{subjects.PROJECT_DUPLICATE}:Publish",
+    description="a lead for a project another report already claims (一个项目一个认领)",
+)
+broker.publisher(
+    "intake.rejected.{unit}.{kind}",
+    schema=Rejected,
+    title="intake.rejected:Publish",
+    description="bad input, naming each field and its problem; nothing was stored",
+)
+
+
+def idempotency_key(msg: NatsMessage) -> str:
+    headers = msg.raw_message.headers or {}
+    key = headers.get("Nats-Msg-Id") or headers.get("Idempotency-Key")
+    if key:
+        return key[:200]
+    # Without a key, identical content is one event (a re-send), which is the safe reading.
+    return (
+        "sha256:"
+        + hashlib.sha256(
+            msg.raw_message.subject.encode() + b"\n" + msg.raw_message.data
+        ).hexdigest()
+    )
+
+
+async def publish_rejection(
+    unit: str, kind: str, subject: str, key: str | None, errors: list[FieldError]
+) -> None:
+    event = Rejected(
+        unit=unit,
+        kind=kind,
+        subject=subject,
+        idempotency_key=key,
+        errors=errors,
+        received_at=dt.datetime.now(dt.UTC),
+    )
+    headers = {"Nats-Msg-Id": f"rejected:{unit}:{kind}:{key}"} if key else None
+    # Sanitise: a bad subject token must not turn into a wildcard or extra tokens.
+    safe = [t if t.isidentifier() else "_" for t in (unit, kind)]
+    await broker.publish(
+        event.model_dump_json().encode(), subjects.rejected(*safe), headers=headers, stream="INTAKE"
+    )
+    MESSAGES.labels(kind=kind if kind.isidentifier() else "_", outcome="rejected").inc()
+
+
+async def publish_outbox(result: Recorded) -> None:
+    if not result.outbox:
+        return
+    for row in result.outbox:
+        await broker.publish(
+            row.body.encode(),
+            row.subject,
+            headers={"Nats-Msg-Id": row.msg_id},
+            stream=row.subject.split(".")[0].upper(),
+        )
+    ids = [row.msg_id for row in result.outbox]
+    now = dt.datetime.now(dt.UTC)
+
+    def mark() -> None:
+        with unit_of_work(engine()) as session:
+            store.mark_published(session, ids, now)
+
+    await asyncio.to_thread(mark)
+
+
+async def process(unit: str, kind: str, raw: bytes, key: str, subject: str) -> None:
+    parsed = parse(unit, kind, raw, directory, settings.max_payload_bytes)
+    if isinstance(parsed, list):
+        await publish_rejection(unit, kind, subject, key, parsed)
+        return
+
+    def transaction() -> Recorded | list[FieldError]:
+        with unit_of_work(engine()) as session:
+            return record(session, parsed, key, dt.datetime.now(dt.UTC))
+
+    result = await asyncio.to_thread(transaction)
+    if isinstance(result, list):
+        await publish_rejection(unit, kind, subject, key, result)
+        return
+    await publish_outbox(result)
+    MESSAGES.labels(kind=kind, outcome=result.outcome).inc()
+
+
+@durable_subscriber(
+    broker,
+    subjects.INBOUND_FILTER,
+    stream="INTAKE",
+    durable=SERVICE,
+    settings=settings,
+    title="intake.{unit}.{kind}:Consume",
+    description="Inbound events from units' systems; see docs/asyncapi.yaml for each kind's payload",
+)
+async def on_inbound(msg: NatsMessage) -> None:
+    subject = msg.raw_message.subject
+    _, unit, kind = subject.split(".", 2)
+    await settle(
+        msg,
+        broker,
+        SERVICE,
+        settings,
+        lambda: process(unit, kind, msg.raw_message.data, idempotency_key(msg), subject),
+    )
+
+
+# ---- HTTP: the same contract as POST /v1/units/{unit}/{kind} -------------------------------
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    await asyncio.to_thread(engine)
+    await broker.start()
+    print(f"investflow: {SERVICE} ready", flush=True)
+    try:
+        yield
+    finally:
+        await broker.stop()
+
+
+http = FastAPI(
+    title="investflow intake",
+    description="Units report leads and progress events (信息统一报送). Same payloads as the NATS subjects "
+    "`intake.<unit>.<kind>`; `Idempotency-Key` makes a re-sent request change nothing.",
+    version="1",
+    lifespan=lifespan,
+)
+
+
+def _errors_response(errors: list[FieldError], status: int = 422) -> JSONResponse:
+    return JSONResponse({"errors": [e.model_dump() for e in errors]}, status_code=status)
+
+
+@http.post(
+    "/v1/units/{unit}/{kind}",
+    status_code=202,
+    responses={422: {"description": "errors: [{field, problem}]"}},
+)
+async def post_event(
+    unit: str,
+    kind: str,
+    request: Request,
+    idempotency_key: str | None = Header(default=None, max_length=200),
+) -> JSONResponse:
+    if not idempotency_key:
+        return _errors_response(
+            [FieldError(field="Idempotency-Key", problem="header required / 须提供幂等键")]
+        )
+    raw = await request.body()
+    parsed = parse(unit, kind, raw, directory, settings.max_payload_bytes)
+    if isinstance(parsed, list):
+        MESSAGES.labels(kind=kind if kind.isidentifier() else "_", outcome="rejected_http").inc()
+        return _errors_response(parsed)
+
+    def stateful_check(p: Parsed) -> list[FieldError]:
+        with unit_of_work(engine()) as session:
+            if store.find_inbound(session, unit, idempotency_key) is not None:
+                return []  # a re-send of something already stored: accepted, changes nothing
+            return check(session, p)
+
+    errors = await asyncio.to_thread(stateful_check, parsed)
+    if errors:
+        MESSAGES.labels(kind=kind, outcome="rejected_http").inc()
+        return _errors_response(errors)
+    # The stream is the one write path: the consumer stores it, exactly as for NATS publishers.
+    ack = await broker.publish(
+        raw, subjects.inbound(unit, kind), headers={"Nats-Msg-Id": idempotency_key}, stream="INTAKE"
+    )
+    return JSONResponse(
+        {
+            "project_id": parsed.project_id,
+            "subject": subjects.inbound(unit, kind),
+            "duplicate": bool(getattr(ack, "duplicate", False)),
+        },
+        status_code=202,
+    )
+
+
+@http.get("/v1/projects/{project_id}")
+async def get_project(project_id: str) -> JSONResponse:
+    def load() -> store.Project | None:
+        with unit_of_work(engine()) as session:
+            return store.get_project(session, project_id)
+
+    project = await asyncio.to_thread(load)
+    if project is None:
+        return JSONResponse(
+            {"errors": [{"field": "project_id", "problem": "unknown project / 项目不存在"}]},
+            status_code=404,
+        )
+    return JSONResponse(project.model_dump(mode="json"))
+
+
+@http.get("/health")
+async def health() -> JSONResponse:
+    nats_ok = broker.connection is not None and broker.connection.is_connected  # type: ignore[union-attr]
+    try:
+
+        def ping() -> None:
+            with engine().connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        await asyncio.to_thread(ping)
+        db_ok = True
+    except Exception:
+        db_ok = False
+    ok = nats_ok and db_ok
+    return JSONResponse(
+        {"status": "ok" if ok else "degraded", "nats": nats_ok, "db": db_ok},
+        status_code=200 if ok else 503,
+    )
+
+
+@http.get("/metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def main() -> None:
+    import uvicorn
+
+    configure_logging(SERVICE)
+    port = int(os.environ.get("INTAKE_HTTP_PORT", "8080"))
+    host = os.environ.get("INTAKE_HTTP_HOST", "127.0.0.1")
+    uvicorn.run(http, host=host, port=port, log_level="warning")

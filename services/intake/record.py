@@ -1,0 +1,218 @@
+"""Recording one parsed inbound event: the checks that need intake's tables, then the rows.
+
+All of it runs inside one transaction (see app.py): either the event, its project changes
+and its outbox rows are stored together, or nothing is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from sqlmodel import Session
+
+from shared import subjects
+from shared.contract import (
+    CANONICAL_MODELS,
+    CommitteeDecision,
+    DuplicateClaim,
+    FieldError,
+    Funds,
+    Lead,
+    Meeting,
+)
+from shared.directory import Directory
+
+from . import store
+from .validate import Parsed
+
+
+@dataclass
+class Recorded:
+    """What the transaction stored; `outbox` are the events to publish after commit."""
+
+    inbound_id: int
+    project_id: str | None
+    outcome: str  # stored | duplicate_claim | resent
+    outbox: list[store.Outbox] = field(default_factory=list)
+
+
+def _norm(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return re.sub(r"[\s\W_]+", "", text)
+
+
+def claim_keys(lead: Lead) -> list[str]:
+    """SPEC §2 item 6: same credit code and landing area, or same title and investor name."""
+    keys = [f"name:{_norm(lead.title)}:{_norm(lead.investor.name)}"]
+    if lead.investor.credit_code:
+        keys.append(f"code:{lead.investor.credit_code}:{lead.landing_area}")
+    return keys
+
+
+def natural_key(parsed: Parsed) -> str | None:
+    p = parsed.payload
+    if isinstance(p, Lead):
+        return f"lead:{parsed.project_id}"
+    if isinstance(p, Funds):
+        return f"funds:{p.project_id}:{p.funds_id}"
+    if isinstance(p, Meeting):
+        return f"meeting:{p.meeting_id}"
+    if isinstance(p, CommitteeDecision):
+        return f"decision:{p.project_id}:{p.meeting_id}"
+    return None
+
+
+def _project_problem(
+    session: Session, unit: str, project_id: str, field_name: str
+) -> FieldError | None:
+    project = store.get_project(session, project_id)
+    if project is None:
+        return FieldError(
+            field=field_name,
+            problem=f"unknown project {project_id!r}; report its lead first / 项目不存在",
+        )
+    if project.status == "duplicate":
+        return FieldError(
+            field=field_name,
+            problem=f"project {project_id!r} is held as a duplicate of {project.duplicate_of!r} until the Center assigns it / 重复项目待中心认定归属",
+        )
+    if unit not in (project.attracting_unit, project.landing_area, Directory.CENTER):
+        return FieldError(
+            field=field_name,
+            problem=f"project {project_id!r} belongs to {project.attracting_unit}; only it, the landing area "
+            f"{project.landing_area} or the Center may report on it / 无权报送该项目",
+        )
+    return None
+
+
+def check(session: Session, parsed: Parsed) -> list[FieldError]:
+    """The checks that need the tables. Run by HTTP before accepting, and again by the consumer."""
+    p = parsed.payload
+    errors: list[FieldError] = []
+    nkey = natural_key(parsed)
+    taken = store.natural_key_taken(session, nkey) if nkey else None
+    if taken is not None:
+        what = {
+            "lead": "lead_id",
+            "funds": "funds_id",
+            "meeting": "meeting_id",
+            "decision": "meeting_id",
+        }[nkey.split(":")[0]]
+        errors.append(
+            FieldError(
+                field=what,
+                problem=f"already reported under another idempotency key ({taken.idempotency_key!r}) / 已报送过",
+            )
+        )
+    if isinstance(p, Meeting):
+        for i, pid in enumerate(p.agenda):
+            problem = _project_problem(session, parsed.unit, pid, f"agenda[{i}]")
+            if problem:
+                errors.append(problem)
+    elif isinstance(p, CommitteeDecision):
+        problem = _project_problem(session, parsed.unit, p.project_id, "project_id")
+        if problem:
+            errors.append(problem)
+        if store.natural_key_taken(session, f"meeting:{p.meeting_id}") is None:
+            errors.append(
+                FieldError(
+                    field="meeting_id", problem=f"unknown meeting {p.meeting_id!r} / 会议不存在"
+                )
+            )
+    elif not isinstance(p, Lead) and parsed.project_id is not None:
+        problem = _project_problem(session, parsed.unit, parsed.project_id, "project_id")
+        if problem:
+            errors.append(problem)
+    return errors
+
+
+def record(
+    session: Session, parsed: Parsed, key: str, received_at: dt.datetime
+) -> Recorded | list[FieldError]:
+    """Store `parsed` under idempotency `key`, or say why not. Idempotent per (unit, key)."""
+    seen = store.find_inbound(session, parsed.unit, key)
+    if seen is not None:
+        assert seen.id is not None
+        return Recorded(seen.id, seen.project_id, "resent", store.pending_outbox(session, seen.id))
+    errors = check(session, parsed)
+    if errors:
+        return errors
+
+    payload_json = parsed.payload.model_dump_json()
+    row = store.InboundEvent(
+        unit=parsed.unit,
+        kind=parsed.kind.value,
+        idempotency_key=key,
+        natural_key=natural_key(parsed),
+        project_id=parsed.project_id,
+        payload=payload_json,
+        received_at=received_at,
+    )
+    session.add(row)
+    session.flush()  # assigns row.id; a unique-key race fails here and the message is retried
+    assert row.id is not None
+    result = Recorded(row.id, parsed.project_id, "stored")
+
+    if isinstance(parsed.payload, Lead):
+        duplicate = _add_project(session, parsed, parsed.payload)
+        if duplicate is not None:
+            result.outcome = "duplicate_claim"
+            event = DuplicateClaim(
+                event_id=f"duplicate:{parsed.project_id}",
+                project_id=parsed.project_id or "",
+                duplicate_of=duplicate.project_id,
+                units=[parsed.unit, duplicate.attracting_unit],
+                reason=f"same project as {duplicate.project_id} reported by {duplicate.attracting_unit} "
+                "(same investor credit code and landing area, or same title and investor) / 一个项目只能一个招商单位认领",
+                received_at=received_at,
+            )
+            result.outbox.append(
+                _outbox(row.id, event.event_id, subjects.PROJECT_DUPLICATE, event.model_dump_json())
+            )
+            session.add_all(result.outbox)
+            return result
+
+    msg_id = f"{parsed.kind.value}:{parsed.unit}:{key}"
+    envelope = CANONICAL_MODELS[parsed.kind](
+        event_id=msg_id,
+        project_id=parsed.project_id,
+        unit=parsed.unit,
+        idempotency_key=key,
+        received_at=received_at,
+        data=json.loads(payload_json),
+    )
+    result.outbox.append(
+        _outbox(row.id, msg_id, subjects.canonical(parsed.kind), envelope.model_dump_json())
+    )
+    session.add_all(result.outbox)
+    return result
+
+
+def _outbox(inbound_id: int, msg_id: str, subject: str, body: str) -> store.Outbox:
+    return store.Outbox(msg_id=msg_id, inbound_id=inbound_id, subject=subject, body=body)
+
+
+def _add_project(session: Session, parsed: Parsed, lead: Lead) -> store.Project | None:
+    """Add the lead's project; if another report already claims it, hold this one and return that."""
+    keys = claim_keys(lead)
+    existing = store.find_claims(session, keys)
+    original = store.get_project(session, existing[0].project_id) if existing else None
+    project = store.Project(
+        project_id=parsed.project_id or "",
+        attracting_unit=lead.attracting_unit,
+        landing_area=lead.landing_area,
+        title=lead.title,
+        investor_name=lead.investor.name,
+        credit_code=lead.investor.credit_code,
+        status="duplicate" if original else "active",
+        duplicate_of=original.project_id if original else None,
+        reported_on=lead.reported_on,
+    )
+    session.add(project)
+    if original is None:
+        session.add_all(store.Claim(claim_key=k, project_id=project.project_id) for k in keys)
+    return original

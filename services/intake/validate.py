@@ -1,0 +1,190 @@
+"""Pure checks of one inbound message: no NATS, no database.
+
+Returns the parsed payload or the list of every problem found, each naming its field,
+so a unit's developer can fix them all in one go.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ValidationError
+
+from shared.contract import (
+    CENTER_ONLY_KINDS,
+    INBOUND_MODELS,
+    CommitteeDecision,
+    FieldError,
+    InboundKind,
+    Lead,
+    Meeting,
+    Visit,
+)
+from shared.directory import Directory
+
+KINDS = ", ".join(k.value for k in InboundKind)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    unit: str
+    kind: InboundKind
+    payload: BaseModel
+
+    @property
+    def project_id(self) -> str | None:
+        """The project the event is about; a lead's id is `<unit>-<lead_id>`."""
+        if isinstance(self.payload, Lead):
+            return f"{self.unit}-{self.payload.lead_id}"
+        return getattr(self.payload, "project_id", None)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "$"
+
+
+def _problem(err: dict) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field / 未知字段"
+    if kind == "missing":
+        return "required / 必填"
+    msg = err["msg"]
+    # Drop pydantic's "Value error, " prefix: our own validators already speak plainly.
+    return msg.removeprefix("Value error, ")
+
+
+_NAMED = re.compile(r"^([a-z_][a-z0-9_]*): (.*)$", re.S)
+
+
+def pydantic_errors(exc: ValidationError) -> list[FieldError]:
+    errors = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        problem = _problem(err)
+        # Cross-field validators in the contract say "field: problem"; name that field.
+        named = _NAMED.match(problem) if err["type"] == "value_error" else None
+        if named:
+            loc, problem = (*loc, named.group(1)), named.group(2)
+        errors.append(FieldError(field=_path(loc), problem=problem))
+    return errors
+
+
+def check_subject(unit: str, kind: str, directory: Directory) -> list[FieldError]:
+    errors = []
+    if kind not in InboundKind.__members__:
+        errors.append(
+            FieldError(
+                field="$subject",
+                problem=f"unknown kind {kind!r}; expected one of {KINDS} / 未知事件类型",
+            )
+        )
+    if not directory.is_unit(unit):
+        errors.append(FieldError(field="$subject", problem=f"unknown unit {unit!r} / 未登记的单位"))
+    elif kind in CENTER_ONLY_KINDS and unit != Directory.CENTER:
+        errors.append(
+            FieldError(
+                field="$subject",
+                problem=f"{kind} events come from the Center only / 仅限项目建设服务中心报送",
+            )
+        )
+    return errors
+
+
+def parse(
+    unit: str, kind: str, raw: bytes, directory: Directory, max_bytes: int
+) -> Parsed | list[FieldError]:
+    """Everything that can be checked without the database."""
+    errors = check_subject(unit, kind, directory)
+    if errors:
+        return errors
+    if len(raw) > max_bytes:
+        return [
+            FieldError(
+                field="$",
+                problem=f"payload is {len(raw)} bytes; the limit is {max_bytes} / 报文过大",
+            )
+        ]
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return [FieldError(field="$", problem=f"not valid JSON: {exc} / 不是合法的JSON")]
+    if not isinstance(doc, dict):
+        return [
+            FieldError(
+                field="$",
+                problem=f"expected a JSON object, got {type(doc).__name__} / 应为JSON对象",
+            )
+        ]
+    model = INBOUND_MODELS[InboundKind(kind)]
+    try:
+        payload = model.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        return pydantic_errors(exc)
+    errors = check_codes(unit, payload, directory)
+    return errors or Parsed(unit=unit, kind=InboundKind(kind), payload=payload)
+
+
+def check_codes(unit: str, payload: BaseModel, directory: Directory) -> list[FieldError]:
+    """The payload's unit and leader codes against the sender and the directory."""
+    errors: list[FieldError] = []
+
+    def need(ok: bool, field: str, problem: str) -> None:
+        if not ok:
+            errors.append(FieldError(field=field, problem=problem))
+
+    claimed = getattr(payload, "unit", None)
+    need(
+        claimed is None or claimed == unit,
+        "unit",
+        f"{claimed!r} does not match the sender {unit!r} in the subject / 与报送单位不符",
+    )
+    if isinstance(payload, Lead):
+        need(
+            payload.attracting_unit == unit,
+            "attracting_unit",
+            f"{payload.attracting_unit!r} does not match the sender {unit!r}: a unit reports its own leads / 招商单位须为报送单位",
+        )
+        need(
+            directory.is_landing_area(payload.landing_area),
+            "landing_area",
+            f"{payload.landing_area!r} is not a township, street or park in the directory / 落地区域不在名录中",
+        )
+    if isinstance(payload, Visit):
+        need(
+            directory.is_leader(payload.leader),
+            "leader",
+            f"{payload.leader!r} is not a county leader in the directory / 非县级领导",
+        )
+    if isinstance(payload, CommitteeDecision):
+        for field in ("sponsor_leader", "responsible_leader"):
+            code = getattr(payload, field)
+            need(
+                code is None or directory.is_leader(code),
+                field,
+                f"{code!r} is not a county leader in the directory / 非县级领导",
+            )
+        if payload.hq is not None:
+            need(
+                directory.is_leader(payload.hq.commander),
+                "hq.commander",
+                f"{payload.hq.commander!r} is not a county leader in the directory / 非县级领导",
+            )
+            for i, member in enumerate(payload.hq.members):
+                need(
+                    directory.is_unit(member),
+                    f"hq.members[{i}]",
+                    f"{member!r} is not a unit in the directory / 未登记的单位",
+                )
+    if isinstance(payload, Meeting):
+        need(
+            len(set(payload.agenda)) == len(payload.agenda),
+            "agenda",
+            "a project is listed twice / 议题重复",
+        )
+    return errors
