@@ -112,6 +112,8 @@ async def consumers_idle(js: JetStreamContext) -> tuple[bool, int]:
     backlog = 0
     for spec in STREAMS:
         for info in await js.consumers_info(spec.name):
+            if not info.config.durable_name:
+                continue  # someone's ephemeral reader (a test, an operator's tail), not a service
             backlog += int(info.num_pending or 0) + int(info.num_ack_pending or 0)
     return backlog == 0, backlog
 

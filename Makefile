@@ -1,0 +1,37 @@
+# The two commands a newcomer types: `make demo` and `make test`.
+# Both create .venv and install the pinned versions (requirements.lock) on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: demo test lint format lock asyncapi bench-rules clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"Python 3.11+ needed, found {sys.version.split()[0]}; run: make PYTHON=python3.11 ..."'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	@rm -f $(VENV)/.installed-* && touch $@
+
+demo: $(STAMP)  ## run the whole system on the sample year, print the outcome, stop
+	$(BIN)/investflow demo
+
+test: $(STAMP)  ## the test suite (real nats-server, SQLite, PostgreSQL when it answers)
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+asyncapi: $(STAMP)  ## regenerate docs/asyncapi.yaml from the services
+	$(BIN)/investflow asyncapi
+
+lock:  ## re-pin after changing dependencies in pyproject.toml
+	$(BIN)/pip install -q -e '.[dev]' && $(BIN)/pip freeze --exclude-editable > requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

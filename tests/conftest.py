@@ -1,0 +1,85 @@
+"""Fixtures every test shares: real PostgreSQL when it answers, a real running system.
+
+Each test session starts its own nats-server on a free port (never the machine's 4222)
+with a temporary store dir, through the same `running_system()` operators use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get("INVESTFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _pg_answers() -> str | None:
+    """None when PostgreSQL answers, else why not (the skip reason)."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=2):
+            return None
+    except Exception as exc:
+        return f"PostgreSQL at {PG_ADMIN_URL} does not answer: {exc}"
+
+
+PG_SKIP_REASON = _pg_answers()
+
+
+@contextlib.contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A throwaway database on the local server, dropped afterwards."""
+    import psycopg
+
+    name = f"investflow_t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each storage test runs on SQLite and, where it answers, on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    if PG_SKIP_REASON:
+        pytest.skip(PG_SKIP_REASON)
+    with fresh_pg_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+async def system(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator:
+    """The whole system on free ports, SQLite or PostgreSQL behind it; one per test module."""
+    from investflow.nats_server import free_port
+    from investflow.runtime import running_system
+
+    env = {"INVESTFLOW_DUPLICATE_WINDOW": "2"}
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgresql":
+            if PG_SKIP_REASON:
+                pytest.skip(PG_SKIP_REASON)
+            env["DATABASE_URL"] = stack.enter_context(fresh_pg_database())
+        data = tmp_path_factory.mktemp(f"system-{request.param}")
+        async with running_system(
+            data,
+            free_port(),
+            free_port(),
+            echo=bool(os.environ.get("INVESTFLOW_ECHO")),
+            extra_env=env,
+        ) as running:
+            running.database_url = env.get("DATABASE_URL") or f"sqlite:///{data / 'intake.db'}"  # type: ignore[attr-defined]
+            yield running
