@@ -1016,7 +1016,7 @@ def main(argv: list[str] | None = None) -> int:
             count = write(lines, fp)
         os.replace(tmp, out)
     elapsed = time.perf_counter() - started
-    print(f"samples: {count} messages to {out} in {elapsed:.1f}s", file=sys.stderr)
+    print(f"samples: {count} messages to {out} in {elapsed:.2f}s", file=sys.stderr)
     return 0
 
 
