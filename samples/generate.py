@@ -192,8 +192,6 @@ class _Facts:
     """What the plan of a project needs from its lead."""
 
     kind: str
-    industry: str
-    origin: str
     land: str
     landing: str
     planned: int
@@ -554,8 +552,6 @@ class _Year:
         terminated = (industry not in vocab.CATALOGUE and kind != "real_estate") or failed
         facts = _Facts(
             kind=kind,
-            industry=industry,
-            origin=origin,
             land=land,
             landing=landing,
             planned=planned,
