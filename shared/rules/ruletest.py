@@ -1,0 +1,369 @@
+"""Rule tests: YAML files of cases (input facts, a date, expected outcome) that policy staff
+read and extend (SPEC §7). Run by `investflow rules test`, and by the gate that keeps a
+ruleset whose tests fail from being loaded.
+
+The outcome of a case is computed by the service's own decision function (`case_result` in
+services/<ruleset>/decide.py), so a test checks exactly what the service would decide.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+from .facts import FactsError
+from .load import parse_yaml, pydantic_problems
+from .model import AnyRuleset, Problem, RulesetError
+from .registry import Gate, Rules, RulesetRegistry
+
+Decider = Callable[[Any, Rules], dict[str, Any]]
+
+DEFAULT_DECIDERS = {
+    "review": "services.review.decide:case_result",
+    "scoring": "services.scoring.decide:case_result",
+}
+
+# Expected values compared as sets: the order rules are written in is not part of a decision.
+SET_KEYS = {
+    "matched",
+    "reasons",
+    "missing_materials",
+    "recognition_blockers",
+    "missing_proofs",
+    "credited_to",
+}
+RULE_ID_KEYS = {"matched", "reasons", "recognition_blockers", "deciding_rule"}
+
+Number = StrictInt | StrictFloat
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReviewExpect(_Strict):
+    outcome: Literal["accepted", "terminated"] | None = None
+    reasons: list[StrictStr] | None = None
+    track: Literal["major", "standard"] | None = None
+    complete: StrictBool | None = None
+    missing_materials: list[StrictStr] | None = None
+    deadline: dt.date | None = None
+    recognized: StrictBool | None = None
+    recognition_blockers: list[StrictStr] | None = None
+    missing_proofs: list[StrictStr] | None = None
+    matched: list[StrictStr] | None = None
+
+
+class ScoringExpect(_Strict):
+    held: StrictBool | None = None
+    multiplier: Number | None = None
+    matched: list[StrictStr] | None = None
+    deciding_rule: StrictStr | None = None
+    amount_rmb: Number | None = None
+    points: Number | None = None
+    credited_to: list[StrictStr] | None = None
+    year: StrictInt | None = None
+    quarter: StrictInt | None = None
+
+
+class _Case(_Strict):
+    name: Annotated[StrictStr, Field(min_length=1)]
+    note: StrictStr | None = None
+    on: dt.date | None = None
+    parameters: dict[StrictStr, Any] = {}
+    project: dict[StrictStr, Any]
+
+
+class ReviewCase(_Case):
+    documents: list[Any] = []
+    meeting_on: dt.date | None = None
+    expect: ReviewExpect
+
+
+class ScoringCase(_Case):
+    funds: dict[StrictStr, Any]
+    rates: dict[StrictStr, Number] = {}
+    sponsor_leader: StrictStr | None = None
+    expect: ScoringExpect
+
+
+class ReviewTests(_Strict):
+    ruleset: Literal["review"]
+    cases: Annotated[list[ReviewCase], Field(min_length=1)]
+
+
+class ScoringTests(_Strict):
+    ruleset: Literal["scoring"]
+    cases: Annotated[list[ScoringCase], Field(min_length=1)]
+
+
+TestFile = ReviewTests | ScoringTests
+
+
+def load_tests(path: Path | str) -> TestFile:
+    """A rule-test file, or RulesetError naming the file, the case and the key."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RulesetError(
+            [Problem(file, "", "", f"cannot read: {exc.strerror} / 无法读取")]
+        ) from exc
+    data = parse_yaml(text, file)
+    if not isinstance(data, Mapping) or data.get("ruleset") not in ("review", "scoring"):
+        raise RulesetError(
+            [
+                Problem(
+                    file,
+                    "",
+                    "ruleset",
+                    "a rule-test file starts with `ruleset: review` or `ruleset: scoring`",
+                )
+            ]
+        )
+    model = ReviewTests if data["ruleset"] == "review" else ScoringTests
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RulesetError(pydantic_problems(exc, file, data, items="cases", label="case")) from exc
+
+
+def test_files(paths: Iterable[Path | str]) -> list[Path]:
+    """Files named, plus every *.yaml under directories named."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            out.extend(sorted(p for p in path.rglob("*.y*ml") if p.is_file()))
+        else:
+            out.append(path)
+    return out
+
+
+@dataclass
+class CaseResult:
+    file: str
+    case: str
+    ruleset: str
+    version: str | None = None
+    mismatches: list[tuple[str, Any, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.mismatches
+
+    def line(self) -> str:
+        head = f'FAIL {self.file}: case "{self.case}"'
+        if self.error is not None:
+            return f"{head}: {self.error}"
+        parts = [f"{k}: expected {_show(e)}, got {_show(a)}" for k, e, a in self.mismatches]
+        where = f" [{self.version}]" if self.version else ""
+        return f"{head}{where}: " + "; ".join(parts)
+
+
+@dataclass
+class Report:
+    results: list[CaseResult] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # files that could not be read
+
+    @property
+    def passed(self) -> int:
+        return sum(r.ok for r in self.results)
+
+    @property
+    def failed(self) -> int:
+        return sum(not r.ok for r in self.results) + len(self.problems)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    def lines(self) -> list[str]:
+        return [f"ERROR {p}" for p in self.problems] + [r.line() for r in self.results if not r.ok]
+
+    def summary(self) -> str:
+        return f"{self.passed} passed, {self.failed} failed"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return (
+            format(value.normalize(), "f")
+            if value != value.to_integral_value()
+            else str(int(value))
+        )
+    if isinstance(value, set | frozenset):
+        return "{" + ", ".join(sorted(map(str, value))) + "}"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _number(value: Any) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def compare(key: str, expected: Any, actual: Any) -> tuple[Any, Any] | None:
+    """None when equal, else (expected, actual) as shown."""
+    if key in SET_KEYS:
+        exp, act = set(expected), set(actual or [])
+        return None if exp == act else (exp, act)
+    if isinstance(expected, int | float) and not isinstance(expected, bool):
+        exp_n, act_n = _number(expected), _number(actual)
+        if exp_n is not None and act_n is not None and exp_n == act_n:
+            return None
+        return (exp_n, actual)
+    return None if expected == actual else (expected, actual)
+
+
+def case_date(case: Any) -> dt.date | None:
+    """The day that picks the ruleset version: `on`, else the event's own date."""
+    if case.on is not None:
+        return case.on
+    source = case.funds if isinstance(case, ScoringCase) else case.project
+    key = "arrived_on" if isinstance(case, ScoringCase) else "reported_on"
+    raw = source.get(key)
+    if isinstance(raw, dt.date):
+        return raw
+    try:
+        return dt.date.fromisoformat(str(raw)) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _deciders(deciders: Mapping[str, Decider | str] | None) -> dict[str, Decider]:
+    out: dict[str, Decider] = {}
+    for kind, target in (deciders or DEFAULT_DECIDERS).items():
+        if isinstance(target, str):
+            module, _, name = target.partition(":")
+            target = getattr(importlib.import_module(module), name)
+        out[kind] = target  # type: ignore[assignment]
+    return out
+
+
+def run_case(
+    case: Any, kind: str, file: str, registry: RulesetRegistry, decide: Decider
+) -> CaseResult:
+    result = CaseResult(file, case.name, kind)
+    where = f'case "{case.name}"'
+    if case_date(case) is None:
+        key = "funds.arrived_on" if kind == "scoring" else "project.reported_on"
+        result.error = f"on: needs `on` or `{key}` to pick the ruleset version / 缺少日期"
+        return result
+    rules: Rules = (
+        registry.with_parameters(kind, case.parameters, file=file, where=where)
+        if case.parameters
+        else registry
+    )
+    try:
+        actual = decide(case, rules)
+    except RulesetError as exc:
+        result.error = "; ".join(
+            f"{p.key}: {p.message}" if p.key else p.message for p in exc.problems
+        )
+        return result
+    except FactsError as exc:
+        result.error = "; ".join(f"{f}: {m}" for f, m in exc.problems)
+        return result
+    except LookupError as exc:
+        result.error = f"on: {exc}"
+        return result
+    result.version = actual.get("_version")
+    known = set(actual.get("_rules", ()))
+    expected = {k: getattr(case.expect, k) for k in case.expect.model_fields_set}
+    for key, value in expected.items():
+        ids = value if isinstance(value, list) else [value]
+        unknown = [i for i in ids if key in RULE_ID_KEYS and i is not None and i not in known]
+        if unknown:
+            result.error = (
+                f"expect.{key}: no rule {unknown[0]!r} in {result.version} "
+                f"(rules: {', '.join(sorted(known))}) / 无此规则"
+            )
+            return result
+    if actual.get("held") and "held" not in expected:
+        expected_keys = ", ".join(sorted(expected))
+        result.mismatches.append((expected_keys, "scored", f"held: {actual.get('reason')}"))
+        return result
+    for key, value in expected.items():
+        diff = compare(key, value, actual.get(key))
+        if diff is not None:
+            result.mismatches.append((key, *diff))
+    return result
+
+
+def run(
+    paths: Iterable[Path | str],
+    registry: RulesetRegistry,
+    deciders: Mapping[str, Decider | str] | None = None,
+    only: Callable[[str, dt.date | None], bool] | None = None,
+) -> Report:
+    """Run every case under `paths` against the registry's versions."""
+    decide = _deciders(deciders)
+    report = Report()
+    for path in test_files(paths):
+        try:
+            tests = load_tests(path)
+        except RulesetError as exc:
+            report.problems.extend(exc.problems)
+            continue
+        for case in tests.cases:
+            if only is not None and not only(tests.ruleset, case_date(case)):
+                continue
+            report.results.append(
+                run_case(case, tests.ruleset, str(path), registry, decide[tests.ruleset])
+            )
+    return report
+
+
+def tests_gate(tests_dir: Path | str, deciders: Mapping[str, Decider | str] | None = None) -> Gate:
+    """A registry gate: a version loads only if every rule test dated within its effective
+    range passes against it, and at least one such test exists."""
+    directory = Path(tests_dir)
+
+    def gate(ruleset: AnyRuleset, origin: str) -> list[str]:
+        files = test_files([directory]) if directory.is_dir() else []
+        with RulesetRegistry() as candidate:
+            candidate.load(ruleset, origin)
+            report = run(
+                files,
+                candidate,
+                deciders,
+                only=lambda kind, day: (
+                    kind == ruleset.id and day is not None and ruleset.effective.covers(day)
+                ),
+            )
+        failures = report.lines()
+        if not report.results and not report.problems:
+            failures.append(
+                f"no rule test covers {ruleset.key}: add cases to {directory} dated within "
+                f"{ruleset.effective} / 没有覆盖该版本的规则测试"
+            )
+        return failures
+
+    return gate
