@@ -43,7 +43,7 @@ async def _up(args: argparse.Namespace) -> int:
 async def _demo(args: argparse.Namespace) -> int:
     from .feed import feed_file
     from .runtime import StartupError, running_system, wait_until_idle
-    from .summary import render, subject_counts
+    from .summary import rejection_reasons, render, subject_counts
 
     samples = Path(args.samples)
     if not samples.exists():
@@ -67,7 +67,10 @@ async def _demo(args: argparse.Namespace) -> int:
                 started = time.monotonic()
                 await wait_until_idle(system.js, timeout=args.timeout, progress=True)
                 print(f"All services drained in {time.monotonic() - started:.1f}s.", flush=True)
-                print(render(await subject_counts(system.js)), flush=True)
+                print(
+                    render(await subject_counts(system.js), await rejection_reasons(system.js)),
+                    flush=True,
+                )
         except StartupError as exc:
             print(f"investflow demo: {exc}", file=sys.stderr)
             return 1

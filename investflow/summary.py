@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 
 from nats.js import JetStreamContext
@@ -17,7 +18,25 @@ async def subject_counts(js: JetStreamContext) -> dict[str, int]:
     return counts
 
 
-def render(counts: dict[str, int]) -> str:
+async def rejection_reasons(js: JetStreamContext, limit: int = 10_000) -> Counter[str]:
+    """`field: problem` of every rejection, so the demo shows why, not just how many."""
+    reasons: Counter[str] = Counter()
+    info = await js.stream_info("INTAKE", subjects_filter="intake.rejected.>")
+    expected = min(limit, sum((info.state.subjects or {}).values()))
+    if not expected:
+        return reasons
+    sub = await js.subscribe("intake.rejected.>", stream="INTAKE", ordered_consumer=True)
+    try:
+        for _ in range(expected):
+            msg = await sub.next_msg(timeout=5)
+            for err in json.loads(msg.data)["errors"]:
+                reasons[f"{err['field']}: {err['problem'].split(' / ')[0][:70]}"] += 1
+    finally:
+        await sub.unsubscribe()
+    return reasons
+
+
+def render(counts: dict[str, int], reasons: Counter[str] | None = None) -> str:
     inbound: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
     outputs: dict[str, Counter[str]] = defaultdict(Counter)
@@ -40,6 +59,9 @@ def render(counts: dict[str, int]) -> str:
     lines.append(
         f"  {'total':<12}{sum(inbound.values()):>10}{sum(outputs['project'].values()) - outputs['project'].get('duplicate', 0):>10}{sum(rejected.values()):>10}"
     )
+    if reasons:
+        lines.append("  rejected because / 退回原因:")
+        lines.extend(f"    {n:>4} × {reason}" for reason, n in reasons.most_common(12))
     if outputs["project"].get("duplicate"):
         lines.append(
             f"  duplicate claims held for the Center / 重复认领: {outputs['project']['duplicate']}"

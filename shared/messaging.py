@@ -8,6 +8,7 @@ to the dead-letter stream and terminate it, so the consumer keeps going.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from typing import Any
 
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
-from faststream.nats.message import NatsMessage
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import DeliverPolicy
 
@@ -30,7 +31,8 @@ def configure_logging(service: str) -> None:
     """Plain lines: the supervisor prefixes them with the service name."""
     level = os.environ.get("INVESTFLOW_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
-    logging.getLogger("faststream").setLevel(max(logging.getLevelName(level), logging.INFO))
+    # FastStream chats at INFO on every start and stop; the supervisor log wants only trouble.
+    logging.getLogger("faststream").setLevel(max(logging.getLevelName(level), logging.WARNING))
     del service
 
 
@@ -64,18 +66,25 @@ def durable_subscriber(
     settings: Settings,
     title: str | None = None,
     description: str | None = None,
-    batch_size: int = 32,
 ) -> Any:
-    """A durable pull consumer that replicas share by name; settlement is the handler's job."""
+    """A durable pull consumer that replicas share by name, one message at a time.
+
+    One at a time, because FastStream runs the messages of a pulled batch concurrently,
+    which would let a document overtake the lead it belongs to; and its batch mode waits
+    for a full batch or the timeout before handing anything over. The handler settles the
+    message itself with `settle_in_order`.
+    """
     return broker.subscriber(
         subject,
         stream=JStream(stream, declare=False),
         durable=durable,
-        pull_sub=PullSub(batch_size=batch_size, timeout=1.0),
+        # A long poll returns as soon as a message arrives; a short one can expire
+        # client-side just as the server hands it a message, leaving it unacked until ack_wait.
+        pull_sub=PullSub(batch_size=1, timeout=5.0),
         config=ConsumerConfig(
             ack_policy=JsAckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            # One more than our own limit: normally `settle` dead-letters first, with the error.
+            # One more than our own limit: normally `settle_in_order` dead-letters first, with the error.
             max_deliver=settings.max_deliver + 1,
             ack_wait=30,
             max_ack_pending=1000,
@@ -86,62 +95,75 @@ def durable_subscriber(
     )
 
 
-def delivery_count(msg: NatsMessage) -> int:
+def delivery_count(msg: Msg) -> int:
     try:
-        return int(msg.raw_message.metadata.num_delivered)
-    except Exception:  # core (non-JetStream) message in unit tests
+        return int(msg.metadata.num_delivered)
+    except Exception:  # a core (non-JetStream) message in unit tests
         return 1
 
 
-async def settle(
-    msg: NatsMessage,
+async def settle_in_order(
+    msgs: list[Msg],
     broker: NatsBroker,
     service: str,
     settings: Settings,
-    work: Callable[[], Awaitable[None]],
+    work: Callable[[Msg], Awaitable[None]],
 ) -> None:
-    """Run `work` for `msg` and acknowledge it according to the outcome."""
-    try:
-        await work()
-    except Exception as exc:
-        delivered = delivery_count(msg)
-        subject = msg.raw_message.subject
-        if delivered >= settings.max_deliver:
-            log.error("%s: %s failed %d times, dead-lettered: %s", service, subject, delivered, exc)
-            await dead_letter(broker, service, msg, exc, delivered)
-            await msg.raw_message.term()
-        else:
+    """Run `work` on each message in order, acking each as it succeeds.
+
+    On a failure the failed message and the rest of the batch are nak'd with a delay, and
+    we wait that delay before returning: JetStream hands out redeliveries before new
+    messages, so order holds and a database outage costs time, not messages. After
+    `max_deliver` attempts the message goes to the dead-letter stream with its error.
+    """
+    for i, msg in enumerate(msgs):
+        try:
+            await work(msg)
+        except Exception as exc:
+            delivered = delivery_count(msg)
+            if delivered >= settings.max_deliver:
+                log.error(
+                    "%s: %s failed %d times, dead-lettered: %s",
+                    service,
+                    msg.subject,
+                    delivered,
+                    exc,
+                )
+                await dead_letter(broker, service, msg, exc, delivered)
+                await msg.term()
+                continue
             delay = backoff_s(delivered)
             log.warning(
-                "%s: %s failed (try %d), retry in %.0fs: %s",
+                "%s: %s failed (try %d), retrying in %.0fs: %s",
                 service,
-                subject,
+                msg.subject,
                 delivered,
                 delay,
                 exc,
             )
-            await msg.nack(delay=delay)
-        return
-    await msg.ack()
+            for rest in msgs[i:]:
+                await rest.nak(delay=delay)
+            await asyncio.sleep(delay)
+            return
+        await msg.ack()
 
 
 async def dead_letter(
-    broker: NatsBroker, service: str, msg: NatsMessage, exc: BaseException, delivered: int
+    broker: NatsBroker, service: str, msg: Msg, exc: BaseException, delivered: int
 ) -> None:
-    raw = msg.raw_message
-    meta = getattr(raw, "metadata", None)
+    meta = getattr(msg, "metadata", None)
     seq = getattr(getattr(meta, "sequence", None), "stream", None)
     stream = getattr(meta, "stream", "core")
     record = {
         "service": service,
-        "subject": raw.subject,
+        "subject": msg.subject,
         "stream": stream,
         "stream_seq": seq,
         "deliveries": delivered,
         "error": f"{type(exc).__name__}: {exc}",
         "traceback": traceback.format_exception(exc)[-5:],
-        "headers": dict(raw.headers or {}),
-        "body": raw.data.decode("utf-8", errors="replace"),
+        "headers": dict(msg.headers or {}),
+        "body": msg.data.decode("utf-8", errors="replace"),
     }
     await broker.publish(
         json.dumps(record, ensure_ascii=False).encode(),

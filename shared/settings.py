@@ -43,7 +43,7 @@ class Settings:
             rulesets_dir=Path(os.environ.get("INVESTFLOW_RULESETS", REPO_ROOT / "rulesets")),
             # JetStream drops a re-sent Nats-Msg-Id inside this window; the tables catch the rest.
             duplicate_window_s=_int("INVESTFLOW_DUPLICATE_WINDOW", 600),
-            max_deliver=_int("INVESTFLOW_MAX_DELIVER", 5),
+            max_deliver=_int("INVESTFLOW_MAX_DELIVER", 8),
             max_payload_bytes=_int("INVESTFLOW_MAX_PAYLOAD", 64 * 1024),
             connect_timeout_s=_int("INVESTFLOW_CONNECT_TIMEOUT", 10),
         )

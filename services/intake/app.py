@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from faststream.nats.annotations import NatsMessage
+from nats.aio.msg import Msg
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from sqlalchemy import Engine, text
 
@@ -25,7 +26,7 @@ from shared import subjects
 from shared.contract import CANONICAL_MODELS, DuplicateClaim, FieldError, Rejected
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import load_directory
-from shared.messaging import configure_logging, durable_subscriber, make_broker, settle
+from shared.messaging import configure_logging, durable_subscriber, make_broker, settle_in_order
 from shared.settings import Settings
 
 from . import store
@@ -75,8 +76,8 @@ broker.publisher(
 )
 
 
-def idempotency_key(msg: NatsMessage) -> str:
-    headers = msg.raw_message.headers or {}
+def idempotency_key(msg: Msg) -> str:
+    headers = msg.headers or {}
     key = headers.get("Nats-Msg-Id") or headers.get("Idempotency-Key")
     if key:
         return key[:200]
@@ -156,16 +157,12 @@ async def process(unit: str, kind: str, raw: bytes, key: str, subject: str) -> N
     title="intake.{unit}.{kind}:Consume",
     description="Inbound events from units' systems; see docs/asyncapi.yaml for each kind's payload",
 )
-async def on_inbound(msg: NatsMessage) -> None:
-    subject = msg.raw_message.subject
-    _, unit, kind = subject.split(".", 2)
-    await settle(
-        msg,
-        broker,
-        SERVICE,
-        settings,
-        lambda: process(unit, kind, msg.raw_message.data, idempotency_key(msg), subject),
-    )
+async def on_inbound(message: NatsMessage) -> None:
+    async def one(msg: Msg) -> None:
+        _, unit, kind = msg.subject.split(".", 2)
+        await process(unit, kind, msg.data, idempotency_key(msg), msg.subject)
+
+    await settle_in_order([message.raw_message], broker, SERVICE, settings, one)
 
 
 # ---- HTTP: the same contract as POST /v1/units/{unit}/{kind} -------------------------------
