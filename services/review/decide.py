@@ -233,10 +233,34 @@ def recognize(
     return _recognition(_evaluate(project, documents, None, on, rules, sponsor_leader))
 
 
+@dataclass(frozen=True)
+class Review:
+    """All three review decisions from one evaluation, and the evaluation for explaining."""
+
+    screening: Screening
+    materials: Materials
+    recognition: RecognitionResult
+    evaluation: Evaluation
+
+
+def review(
+    project: Project,
+    documents: Iterable[Any] = (),
+    meeting_on: dt.date | None = None,
+    *,
+    on: dt.date | None = None,
+    rules: Rules | None = None,
+    sponsor_leader: str | None = None,
+) -> Review:
+    """Screening, materials and recognition at once (what `investflow rules explain` shows)."""
+    e = _evaluate(project, documents, meeting_on, on, rules, sponsor_leader)
+    return Review(_screening(e), _materials(e), _recognition(e), e.evaluation)
+
+
 def case_result(case: Any, rules: Rules) -> dict[str, Any]:
     """Every outcome a review rule test may expect, from one evaluation (see ruletest.py)."""
-    e = _evaluate(case.project, case.documents, case.meeting_on, case.on, rules, None)
-    screening, mats, recognition = _screening(e), _materials(e), _recognition(e)
+    r = review(case.project, case.documents, case.meeting_on, on=case.on, rules=rules)
+    screening, mats, recognition = r.screening, r.materials, r.recognition
     return {
         "outcome": screening.outcome.value,
         "reasons": screening.reasons,
@@ -247,7 +271,7 @@ def case_result(case: Any, rules: Rules) -> dict[str, Any]:
         "recognized": recognition.recognized,
         "recognition_blockers": recognition.recognition_blockers,
         "missing_proofs": recognition.missing_proofs,
-        "matched": list(e.evaluation.matched),
-        "_version": e.evaluation.resolved.key,
-        "_rules": [r.id for r in e.evaluation.resolved.rules],
+        "matched": list(r.evaluation.matched),
+        "_version": r.evaluation.resolved.key,
+        "_rules": [rule.id for rule in r.evaluation.resolved.rules],
     }

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from shared.contract import Credited, Explanation, Funds, Held, Lead, Rates
 from shared.rules import (
+    Evaluation,
     Rules,
     default_registry,
     explanation,
@@ -53,6 +54,7 @@ class Scored:
     credit_roles: list[str]  # e.g. attracting_unit, landing_area, sponsor_leader
     credited_to: list[str]  # the codes those roles name on this project, each once
     explanation: Explanation
+    evaluation: Evaluation | None = field(default=None, repr=False, compare=False)
 
     def to_event(self, project_id: str, funds_id: str) -> Credited:
         return Credited(
@@ -173,6 +175,7 @@ def score(
             digest,
             extra_parameters=["credit_roles"],
         ),
+        evaluation=ev,
     )
 
 

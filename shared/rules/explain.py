@@ -43,6 +43,8 @@ def show(value: Any, limit: int = 6) -> str:
         )
     if isinstance(value, dt.date):
         return value.isoformat()
+    if isinstance(value, Mapping):
+        return "{" + "; ".join(f"{k}: {show(v, limit)}" for k, v in value.items()) + "}"
     if isinstance(value, list | tuple):
         items = [show(v) for v in value[:limit]]
         more = f", … (+{len(value) - limit})" if len(value) > limit else ""

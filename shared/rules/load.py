@@ -103,8 +103,8 @@ def pydantic_problems(
             )
             loc = loc[2:]
         message = _ZH.get(err["type"], err["msg"].removeprefix("Value error, "))
-        if err["type"] == "union_tag_invalid" and not loc:
-            message = "`id` must be review or scoring / 规则集编号须为 review 或 scoring"
+        if err["type"] == "union_tag_invalid":
+            message += " / 取值无效"
         problems.append(Problem(file, where, _key(loc), message))
     return problems
 

@@ -362,8 +362,10 @@ def default_registry() -> RulesetRegistry:
     global _default
     with _default_lock:
         if _default is None:
-            from .ruletest import tests_gate
+            from .ruletest import gate_on_rule_tests
 
             directory = rulesets_dir()
-            _default = RulesetRegistry.from_paths([directory], gate=tests_gate(directory / "tests"))
+            _default = RulesetRegistry.from_paths(
+                [directory], gate=gate_on_rule_tests(directory / "tests")
+            )
         return _default

@@ -113,10 +113,10 @@ class ScoringTests(_Strict):
     cases: Annotated[list[ScoringCase], Field(min_length=1)]
 
 
-TestFile = ReviewTests | ScoringTests
+RuleTestFile = ReviewTests | ScoringTests
 
 
-def load_tests(path: Path | str) -> TestFile:
+def load_tests(path: Path | str) -> RuleTestFile:
     """A rule-test file, or RulesetError naming the file, the case and the key."""
     file = str(path)
     try:
@@ -144,7 +144,7 @@ def load_tests(path: Path | str) -> TestFile:
         raise RulesetError(pydantic_problems(exc, file, data, items="cases", label="case")) from exc
 
 
-def test_files(paths: Iterable[Path | str]) -> list[Path]:
+def rule_test_files(paths: Iterable[Path | str]) -> list[Path]:
     """Files named, plus every *.yaml under directories named."""
     out: list[Path] = []
     for raw in paths:
@@ -326,7 +326,7 @@ def run(
     """Run every case under `paths` against the registry's versions."""
     decide = _deciders(deciders)
     report = Report()
-    for path in test_files(paths):
+    for path in rule_test_files(paths):
         try:
             tests = load_tests(path)
         except RulesetError as exc:
@@ -341,13 +341,15 @@ def run(
     return report
 
 
-def tests_gate(tests_dir: Path | str, deciders: Mapping[str, Decider | str] | None = None) -> Gate:
+def gate_on_rule_tests(
+    tests_dir: Path | str, deciders: Mapping[str, Decider | str] | None = None
+) -> Gate:
     """A registry gate: a version loads only if every rule test dated within its effective
     range passes against it, and at least one such test exists."""
     directory = Path(tests_dir)
 
     def gate(ruleset: AnyRuleset, origin: str) -> list[str]:
-        files = test_files([directory]) if directory.is_dir() else []
+        files = rule_test_files([directory]) if directory.is_dir() else []
         with RulesetRegistry() as candidate:
             candidate.load(ruleset, origin)
             report = run(

@@ -1,0 +1,323 @@
+"""The engine wrapper around durable_rules, and the registry of versions, on the real engine."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import re
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from shared.rules import RulesEngine, RulesEngineError, RulesetError, RulesetRegistry, to_engine
+from shared.rules.compile import STATE_GUARD, compile_ruleset
+from shared.rules.engine import RulesetDropped
+from shared.rules.load import parse_yaml, ruleset_from_data
+from shared.rules.resolve import resolve
+from shared.rules.ruletest import gate_on_rule_tests
+
+ROOT = Path(__file__).resolve().parents[2]
+SCORING_TEXT = (ROOT / "rulesets" / "scoring-2022.1.yaml").read_text(encoding="utf-8")
+DAY = dt.date(2022, 6, 30)
+
+
+def scoring_text(**changes: Any) -> str:
+    data = parse_yaml(SCORING_TEXT, "s")
+    for key, value in changes.items():
+        if key in data["parameters"]:
+            data["parameters"][key]["value"] = value
+        else:
+            data[key] = value
+    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
+
+
+def tiny(rules: list[dict[str, Any]]) -> Any:
+    return ruleset_from_data(
+        {
+            "id": "review",
+            "version": "t",
+            "title": {"zh": "测", "en": "t"},
+            "effective": {"from": dt.date(2022, 1, 1)},
+            "rules": [
+                {
+                    "id": rid,
+                    "title": {"zh": rid, "en": rid},
+                    "when": when,
+                    "outcome": {"action": "terminate"},
+                }
+                for rid, when in rules
+            ],
+        },
+        "tiny.yaml",
+    )
+
+
+@pytest.fixture
+def engine() -> RulesEngine:
+    # A private engine so counts of registered rulesets are this test's own.
+    return RulesEngine()
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[RulesetRegistry]:
+    with RulesetRegistry.from_paths([ROOT / "rulesets"]) as reg:
+        yield reg
+
+
+def test_every_matching_rule_is_returned_not_just_the_first(registry: RulesetRegistry) -> None:
+    facts = {
+        "kind": "headquarters",
+        "investor": {"origin": "foreign", "fortune_global_500": True},
+        "flags": {"provincial_dispatch_list": True, "city_observation_stop": True},
+    }
+    ev = registry.evaluate("scoring", facts, DAY)
+    assert ev.matched == (
+        "foreign_funded",
+        "top_enterprise",
+        "provincial_dispatch_list",
+        "city_observation_stop",
+        "headquarters",
+    )
+
+
+def test_a_missing_fact_satisfies_no_comparison_but_satisfies_missing() -> None:
+    ruleset = tiny(
+        [
+            ("ne", {"fact": "kind", "ne": "industrial"}),
+            ("not_in", {"fact": "industry", "not_in": ["coal_mining"]}),
+            ("lt", {"fact": "planned_investment", "lt": 1}),
+            ("eq_false", {"fact": "environment.safety_ok", "eq": False}),
+            ("missing", {"fact": "environment.safety_ok", "missing": True}),
+            ("not_eq", {"not": {"fact": "kind", "eq": "industrial"}}),
+            ("not_gte", {"not": {"fact": "planned_investment", "gte": 1}}),
+        ]
+    )
+    with RulesetRegistry() as reg:
+        reg.load(ruleset)
+        assert reg.evaluate("review", {}, DAY).matched == ("missing", "not_eq", "not_gte")
+        present = {
+            "kind": "other",
+            "industry": "steel",
+            "planned_investment": Decimal("0.5"),
+            "environment": {"safety_ok": False},
+        }
+        assert reg.evaluate("review", present, DAY).matched == (
+            "ne",
+            "not_in",
+            "lt",
+            "eq_false",
+            "not_eq",
+            "not_gte",
+        )
+
+
+def test_in_compiles_to_equalities_and_every_pattern_guards_the_state_fact(
+    registry: RulesetRegistry,
+) -> None:
+    ruleset = registry.in_force("review", DAY)
+    compiled = compile_ruleset(resolve(ruleset))
+    text = json.dumps(compiled.definition)
+    assert "$in" not in text  # the engine reads `$in` as a field name and never fires
+    major = compiled.definition["m.major_project"]["all"][0]["m"]
+    assert STATE_GUARD in major["$and"]
+    assert {
+        "$or": [{"kind": k} for k in ("industrial", "headquarters", "modern_services", "expansion")]
+    } in major["$and"]
+    for rule in compiled.definition.values():
+        assert STATE_GUARD in rule["all"][0]["m"]["$and"]
+
+
+def test_the_engine_is_given_a_copy_of_the_definition(
+    engine: RulesEngine, registry: RulesetRegistry
+) -> None:
+    compiled = compile_ruleset(resolve(registry.in_force("scoring", DAY)))
+    before = copy.deepcopy(compiled.definition)
+    handle = engine.register("scoring@copy", compiled.definition)
+    assert compiled.definition == before  # durable deletes `run` from what it is given
+    engine.unregister(handle)
+
+
+def test_facts_are_retracted_so_the_one_session_stays_empty(
+    engine: RulesEngine, registry: RulesetRegistry
+) -> None:
+    compiled = compile_ruleset(resolve(registry.in_force("scoring", DAY)))
+    handle = engine.register("scoring@retract", compiled.definition)
+    for i in range(2000):
+        facts = {"kind": "headquarters" if i % 2 else "other", "investor": {"origin": "foreign"}}
+        engine.fire(handle, facts)
+    assert engine._host.get_facts(handle.name, "0") == []
+    engine.unregister(handle)
+
+
+def test_an_action_that_fails_is_reported_and_the_state_cleared(
+    engine: RulesEngine, registry: RulesetRegistry
+) -> None:
+    compiled = compile_ruleset(resolve(registry.in_force("scoring", DAY)))
+
+    def boom(name: str) -> None:
+        raise RuntimeError("collector broken")
+
+    engine._host._on_fire = boom  # actions bind their collector when registered
+    broken = engine.register("scoring@broken", compiled.definition)
+    with pytest.raises(RulesEngineError, match=r"action failed.*collector broken"):
+        engine.fire(broken, {"kind": "headquarters"})
+    assert "exception" not in engine._host.get_state(broken.name, "0")
+    assert engine.fire(broken, {"kind": "other"}) == frozenset()  # nothing fired, nothing failed
+
+
+def test_a_dropped_ruleset_cannot_be_used(engine: RulesEngine, registry: RulesetRegistry) -> None:
+    compiled = compile_ruleset(resolve(registry.in_force("scoring", DAY)))
+    handle = engine.register("scoring@drop", compiled.definition)
+    engine.unregister(handle)
+    assert handle.name not in engine._host._ruleset_directory
+    with pytest.raises(RulesetDropped):
+        engine.fire(handle, {"kind": "headquarters"})
+
+
+def test_republishing_releases_the_replaced_version(engine: RulesEngine) -> None:
+    with RulesetRegistry(engine=engine) as reg:
+        reg.add_version(SCORING_TEXT)
+        facts = {"kind": "headquarters", "investor": {"origin": "foreign"}}
+        reg.evaluate("scoring", facts, DAY).leaf_truths()  # also registers the explain ruleset
+        baseline = engine.registered
+        for i in range(40):
+            reg.add_version(scoring_text(foreign_multiplier=3 + i % 2))
+            reg.evaluate("scoring", facts, DAY).leaf_truths()
+        assert engine.registered == baseline
+    assert engine.registered == 0
+
+
+def test_the_version_in_force_is_picked_by_the_date_given() -> None:
+    with RulesetRegistry() as reg:
+        reg.add_version(SCORING_TEXT)
+        reg.add_version(
+            scoring_text(version="2023.1", effective={"from": "2023-01-01"}, foreign_multiplier=5)
+        )
+        foreign = {"investor": {"origin": "foreign"}}
+        last = reg.evaluate("scoring", foreign, dt.date(2022, 12, 31))
+        first = reg.evaluate("scoring", foreign, dt.date(2023, 1, 1))
+        assert (last.version, last.outcome("foreign_funded").multiplier) == ("2022.1", Decimal(3))
+        assert (first.version, first.outcome("foreign_funded").multiplier) == ("2023.1", Decimal(5))
+        with pytest.raises(LookupError, match="no scoring ruleset in force on 2021-12-31"):
+            reg.evaluate("scoring", foreign, dt.date(2021, 12, 31))
+        with pytest.raises(TypeError):
+            reg.evaluate("scoring", foreign, dt.datetime(2022, 1, 1, 12))  # type: ignore[arg-type]
+
+
+def test_an_invalid_publication_is_refused_and_the_running_version_kept() -> None:
+    with RulesetRegistry() as reg:
+        reg.add_version(SCORING_TEXT)
+        with pytest.raises(RulesetError, match="foreign_multiplier"):
+            reg.add_version(scoring_text(foreign_multiplier="三倍"))
+        with pytest.raises(RulesetError, match=re.escape("overlaps the running scoring@2022.1")):
+            reg.add_version(scoring_text(version="2022.2", effective={"from": "2022-06-01"}))
+        assert [r.key for r in reg.versions("scoring")] == ["scoring@2022.1"]
+        ev = reg.evaluate("scoring", {"investor": {"origin": "foreign"}}, DAY)
+        assert ev.outcome("foreign_funded").multiplier == Decimal(3)
+
+
+def test_a_publication_failing_its_rule_tests_is_never_loaded() -> None:
+    with RulesetRegistry(gate=gate_on_rule_tests(ROOT / "rulesets" / "tests")) as reg:
+        reg.add_version(SCORING_TEXT)
+        with pytest.raises(RulesetError) as info:
+            reg.add_version(scoring_text(foreign_multiplier=5))
+        assert "rule test failed" in str(info.value)
+        assert "外资项目按外资倍数" in str(info.value)  # the case that caught it
+        with pytest.raises(RulesetError, match=re.escape("no rule test covers scoring@2031.1")):
+            reg.add_version(scoring_text(version="2031.1", effective={"from": "2031-01-01"}))
+        ev = reg.evaluate("scoring", {"investor": {"origin": "foreign"}}, DAY)
+        assert ev.outcome("foreign_funded").multiplier == Decimal(3)
+        assert [r.key for r in reg.versions("scoring")] == ["scoring@2022.1"]
+
+
+def test_evaluations_on_many_threads_share_one_engine() -> None:
+    with RulesetRegistry.from_paths([ROOT / "rulesets"]) as reg:
+        cases = [
+            ({"kind": "headquarters"}, ("headquarters",)),
+            ({"investor": {"origin": "inside_city"}}, ("inside_city",)),
+            (
+                {"investor": {"origin": "foreign", "china_top_500": True}},
+                ("foreign_funded", "top_enterprise"),
+            ),
+            ({"kind": "other"}, ()),
+        ]
+        errors: list[str] = []
+
+        def work(offset: int) -> None:
+            for i in range(400):
+                facts, expected = cases[(i + offset) % len(cases)]
+                got = reg.evaluate("scoring", facts, DAY).matched
+                if got != expected:
+                    errors.append(f"{facts}: {got} != {expected}")
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+
+
+def test_publishing_while_evaluating_swaps_atomically() -> None:
+    with RulesetRegistry() as reg:
+        reg.add_version(SCORING_TEXT)
+        stop = threading.Event()
+        seen: set[Decimal] = set()
+        errors: list[BaseException] = []
+
+        def evaluate() -> None:
+            while not stop.is_set():
+                try:
+                    ev = reg.evaluate("scoring", {"investor": {"origin": "foreign"}}, DAY)
+                    assert ev.matched == ("foreign_funded",)
+                    seen.add(ev.outcome("foreign_funded").multiplier)  # type: ignore[arg-type]
+                except BaseException as exc:
+                    errors.append(exc)
+                    return
+
+        reader = threading.Thread(target=evaluate)
+        reader.start()
+        for i in range(30):
+            reg.add_version(scoring_text(foreign_multiplier=3 + i % 2))
+        stop.set()
+        reader.join()
+        assert errors == []
+        assert seen <= {Decimal(3), Decimal(4)}
+
+
+def test_facts_passed_in_are_left_as_they_were(registry: RulesetRegistry) -> None:
+    facts = {
+        "kind": "headquarters",
+        "planned_investment": Decimal("1.50"),
+        "reported_on": DAY,
+        "filed": {},
+    }
+    before = copy.deepcopy(facts)
+    registry.evaluate("review", facts, DAY)
+    assert facts == before
+
+
+def test_engine_form_of_facts() -> None:
+    out = to_engine(
+        {
+            "a": Decimal("100000000.00"),
+            "b": Decimal("99999999.99"),
+            "d": dt.date(2022, 1, 2),
+            "none": None,
+            "nested": {"flag": True, "docs": ["x"]},
+        }
+    )
+    assert out == {
+        "a": 100000000,
+        "b": 99999999.99,
+        "d": dt.date(2022, 1, 2).toordinal(),
+        "nested": {"flag": True},
+    }
+    with pytest.raises(TypeError):
+        to_engine({"at": dt.datetime(2022, 1, 1, 8, 0)})
