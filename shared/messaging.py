@@ -86,7 +86,7 @@ def durable_subscriber(
             deliver_policy=DeliverPolicy.ALL,
             # One more than our own limit: normally `settle_in_order` dead-letters first, with the error.
             max_deliver=settings.max_deliver + 1,
-            ack_wait=30,
+            ack_wait=settings.ack_wait_s,
             max_ack_pending=1000,
         ),
         ack_policy=AckPolicy.MANUAL,

@@ -30,6 +30,7 @@ class Settings:
     max_deliver: int
     max_payload_bytes: int
     connect_timeout_s: int
+    ack_wait_s: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -46,6 +47,8 @@ class Settings:
             max_deliver=_int("INVESTFLOW_MAX_DELIVER", 8),
             max_payload_bytes=_int("INVESTFLOW_MAX_PAYLOAD", 64 * 1024),
             connect_timeout_s=_int("INVESTFLOW_CONNECT_TIMEOUT", 10),
+            # How long a message a dead consumer held stays invisible before redelivery.
+            ack_wait_s=_int("INVESTFLOW_ACK_WAIT", 30),
         )
 
     def database_url_for(self, service: str) -> str:

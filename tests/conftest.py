@@ -67,7 +67,7 @@ async def system(
     from investflow.nats_server import free_port
     from investflow.runtime import running_system
 
-    env = {"INVESTFLOW_DUPLICATE_WINDOW": "2"}
+    env = {"INVESTFLOW_DUPLICATE_WINDOW": "2", "INVESTFLOW_ACK_WAIT": "5"}
     with contextlib.ExitStack() as stack:
         if request.param == "postgresql":
             if PG_SKIP_REASON:
