@@ -20,6 +20,9 @@ DEFAULT_SAMPLES = REPO_ROOT / "samples" / "year-2022.jsonl"
 def _print_ready(system) -> None:  # type: ignore[no-untyped-def]
     print(f"NATS: {system.nats_url}", flush=True)
     print(f"HTTP: {system.http_url}", flush=True)
+    for name, url in system.http_urls.items():
+        if name != "intake":
+            print(f"HTTP {name}: {url}", flush=True)
 
 
 async def _up(args: argparse.Namespace) -> int:

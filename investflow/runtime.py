@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from shared.settings import Settings
 from shared.streams import STREAMS, ensure_streams
 
-from .nats_server import NatsServer, NatsServerError, port_taken, wait_for_jetstream
+from .nats_server import NatsServer, NatsServerError, free_port, port_taken, wait_for_jetstream
 from .services import SERVICES, ServiceSpec
 from .supervisor import Supervisor
 
@@ -33,11 +33,12 @@ class StartupError(RuntimeError):
 @dataclass
 class System:
     nats_url: str
-    http_url: str
+    http_url: str  # intake's: the units' HTTP entry point
     data_dir: Path
     supervisor: Supervisor
     nc: Client
     js: JetStreamContext
+    http_urls: dict[str, str]  # every HTTP-serving service by name
 
 
 async def _wait_http(url: str, timeout: float) -> None:
@@ -83,21 +84,25 @@ async def running_system(
         nc = await nats.connect(server.url, max_reconnect_attempts=-1)
         js = nc.jetstream()
         await ensure_streams(js, int(window) if window else Settings.from_env().duplicate_window_s)
+        # intake gets the operator's --http-port; other HTTP services a free port each.
+        ports = {
+            s.name: (http_port if s.name == "intake" else free_port()) for s in services if s.http
+        }
         env = (
             dict(os.environ)
-            | {
-                "NATS_URL": server.url,
-                "INVESTFLOW_DATA_DIR": str(data_dir),
-                "INTAKE_HTTP_PORT": str(http_port),
-            }
+            | {"NATS_URL": server.url, "INVESTFLOW_DATA_DIR": str(data_dir)}
+            | {spec.http_port_env: str(ports[spec.name]) for spec in services if spec.http}
             | (extra_env or {})
         )
         supervisor = Supervisor(services, env, echo=echo)
         await supervisor.start()
         await supervisor.wait_ready(ready_timeout)
-        http_url = f"http://127.0.0.1:{http_port}"
-        await _wait_http(http_url, ready_timeout)
-        yield System(server.url, http_url, data_dir, supervisor, nc, js)
+        http_urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        for url in http_urls.values():
+            await _wait_http(url, ready_timeout)
+        yield System(
+            server.url, http_urls.get("intake", ""), data_dir, supervisor, nc, js, http_urls
+        )
     finally:
         if supervisor is not None:
             await supervisor.stop()

@@ -9,10 +9,16 @@ from dataclasses import dataclass
 class ServiceSpec:
     name: str
     module: str  # run as `python -m <module>`
-    http: bool = False  # serves HTTP on INTAKE_HTTP_PORT-style `<NAME>_HTTP_PORT`
+    http: bool = False  # serves HTTP on the port in `<NAME>_HTTP_PORT` (intake: --http-port)
     durable: str = ""  # its JetStream durable consumer, for progress and summaries
 
+    @property
+    def http_port_env(self) -> str:
+        return f"{self.name.upper()}_HTTP_PORT"
 
+
+# Order matters only for start-up logs. Add a service here and `investflow up`, the demo,
+# the AsyncAPI document and the end-to-end tests all pick it up.
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("intake", "services.intake", http=True, durable="intake"),
 )
