@@ -96,10 +96,10 @@ def _yaml_files(paths: list[str]) -> list[Path]:
 
 def cmd_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    files = _yaml_files(args.paths)
     rulesets: list[Path] = []
     problems: list[Problem] = []
-    tests_ok = 0
-    for path in _yaml_files(args.paths):
+    for path in files:
         try:
             data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
         except OSError as exc:
@@ -111,7 +111,6 @@ def cmd_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if isinstance(data, Mapping) and "cases" in data:
             try:
                 load_tests(path)
-                tests_ok += 1
                 print(f"ok     {path} (rule tests)", file=out)
             except RulesetError as exc:
                 problems.extend(exc.problems)
@@ -129,12 +128,10 @@ def cmd_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
             problems.extend(exc.problems)
     for problem in problems:
         print(f"ERROR  {problem}", file=out)
-    bad_files = len({p.file for p in problems})
-    print(
-        f"{len(rulesets) + tests_ok - min(bad_files, len(rulesets))} valid, {bad_files} invalid",
-        file=out,
-    )
-    return 1 if problems else 0
+    invalid = {p.file for p in problems}
+    valid = [f for f in files if str(f) not in invalid]
+    print(f"{len(valid)} valid, {len(invalid)} invalid", file=out)
+    return 1 if problems or not files else 0
 
 
 # --- test -------------------------------------------------------------------------------------

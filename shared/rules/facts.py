@@ -84,6 +84,19 @@ LABELS_ZH: dict[str, str] = {
     "reported_on": "报送日期",
     "funds.amount": "到位资金金额",
     "funds.amount_rmb": "到位资金（折人民币）",
+    "funds.arrived_on": "资金到位日期",
+    "funds.currency": "币种",
+    "funds.form": "出资方式",
+    "funds.voucher.kind": "凭证类型",
+    "environment.energy_tce": "综合能耗（吨标煤）",
+    "environment.water_m3": "用水量（m³）",
+    "investor.name": "投资方名称",
+    "investor.credit_code": "统一社会信用代码",
+    "investor.country": "投资方国别",
+    "title": "项目名称",
+    "lead_id": "线索编号",
+    "project_id": "项目编号",
+    "unit": "报送单位",
 }
 
 _DERIVED_COMMON = (

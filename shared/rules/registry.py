@@ -314,6 +314,8 @@ class RulesetRegistry:
 
     def _leaf_truths(self, version: _Version, engine_facts: Mapping[str, Any]) -> dict[Cmp, bool]:
         with self._changes:
+            if version.handle.dropped:
+                raise RulesetDropped(version.handle.name)  # replaced since; nothing to explain on
             if version.leaves is None:
                 definition, cmps = compile_leaves(version.resolved)
                 handle = self._engine.register(f"{version.handle.name}/leaves", definition)
