@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from sqlalchemy import Engine, text
 
-from shared import subjects
+from shared import outbox, subjects
 from shared.contract import CANONICAL_MODELS, DuplicateClaim, FieldError, Rejected
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import load_directory
@@ -110,26 +110,6 @@ async def publish_rejection(
     MESSAGES.labels(kind=kind if kind.isidentifier() else "_", outcome="rejected").inc()
 
 
-async def publish_outbox(result: Recorded) -> None:
-    if not result.outbox:
-        return
-    for row in result.outbox:
-        await broker.publish(
-            row.body.encode(),
-            row.subject,
-            headers={"Nats-Msg-Id": row.msg_id},
-            stream=row.subject.split(".")[0].upper(),
-        )
-    ids = [row.msg_id for row in result.outbox]
-    now = dt.datetime.now(dt.UTC)
-
-    def mark() -> None:
-        with unit_of_work(engine()) as session:
-            store.mark_published(session, ids, now)
-
-    await asyncio.to_thread(mark)
-
-
 async def process(unit: str, kind: str, raw: bytes, key: str, subject: str) -> None:
     parsed = parse(unit, kind, raw, directory, settings.max_payload_bytes)
     if isinstance(parsed, list):
@@ -144,7 +124,7 @@ async def process(unit: str, kind: str, raw: bytes, key: str, subject: str) -> N
     if isinstance(result, list):
         await publish_rejection(unit, kind, subject, key, result)
         return
-    await publish_outbox(result)
+    await outbox.publish(broker, engine(), store.Outbox, result.outbox)
     MESSAGES.labels(kind=kind, outcome=result.outcome).inc()
 
 

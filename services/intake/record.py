@@ -25,6 +25,7 @@ from shared.contract import (
     Meeting,
 )
 from shared.directory import Directory
+from shared.outbox import pending_for
 
 from . import store
 from .validate import Parsed
@@ -137,7 +138,9 @@ def record(
     seen = store.find_inbound(session, parsed.unit, key)
     if seen is not None:
         assert seen.id is not None
-        return Recorded(seen.id, seen.project_id, "resent", store.pending_outbox(session, seen.id))
+        return Recorded(
+            seen.id, seen.project_id, "resent", pending_for(session, store.Outbox, str(seen.id))
+        )
     errors = check(session, parsed)
     if errors:
         return errors
@@ -193,7 +196,7 @@ def record(
 
 
 def _outbox(inbound_id: int, msg_id: str, subject: str, body: str) -> store.Outbox:
-    return store.Outbox(msg_id=msg_id, inbound_id=inbound_id, subject=subject, body=body)
+    return store.Outbox(msg_id=msg_id, source=str(inbound_id), subject=subject, body=body)
 
 
 def _add_project(session: Session, parsed: Parsed, lead: Lead) -> store.Project | None:

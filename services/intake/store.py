@@ -7,6 +7,8 @@ import datetime as dt
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, Session, SQLModel, select
 
+from shared.outbox import OutboxRow
+
 
 class InboundEvent(SQLModel, table=True):
     """Every accepted inbound message, once: (unit, idempotency_key) is the re-send guard."""
@@ -48,16 +50,11 @@ class Claim(SQLModel, table=True):
     project_id: str = Field(max_length=100)
 
 
-class Outbox(SQLModel, table=True):
-    """Events to emit, written in the same transaction as the facts they announce."""
+class Outbox(OutboxRow, table=True):
+    """Events to emit, written in the same transaction as the facts they announce;
+    `source` is the inbound row's id."""
 
     __tablename__ = "intake_outbox"
-
-    msg_id: str = Field(primary_key=True, max_length=300)
-    inbound_id: int = Field(index=True)
-    subject: str = Field(max_length=100)
-    body: str
-    published_at: dt.datetime | None = Field(default=None, index=True)
 
 
 TABLES = (InboundEvent, Project, Claim, Outbox)
@@ -79,22 +76,6 @@ def get_project(session: Session, project_id: str) -> Project | None:
 
 def find_claims(session: Session, keys: list[str]) -> list[Claim]:
     return list(session.exec(select(Claim).where(Claim.claim_key.in_(keys))).all())  # type: ignore[attr-defined]
-
-
-def pending_outbox(session: Session, inbound_id: int) -> list[Outbox]:
-    return list(
-        session.exec(
-            select(Outbox).where(Outbox.inbound_id == inbound_id, Outbox.published_at.is_(None))  # type: ignore[union-attr]
-        ).all()
-    )
-
-
-def mark_published(session: Session, msg_ids: list[str], at: dt.datetime) -> None:
-    for msg_id in msg_ids:
-        row = session.get(Outbox, msg_id)
-        if row is not None and row.published_at is None:
-            row.published_at = at
-            session.add(row)
 
 
 def counts(session: Session) -> dict[str, int]:
