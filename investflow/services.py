@@ -21,4 +21,5 @@ class ServiceSpec:
 # the AsyncAPI document and the end-to-end tests all pick it up.
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("intake", "services.intake", http=True, durable="intake"),
+    ServiceSpec("review", "services.review", durable="review"),
 )

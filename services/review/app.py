@@ -1,0 +1,118 @@
+"""Review's wiring: one durable consumer on `project.>`, publishers for `review.*`.
+
+Screening (初步筛选), committee materials (评审会材料), the committee's decision (集体决策)
+and recognition for the assessment (认定): `cases.apply` decides inside one transaction with
+the events to emit; they are published, then the message is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from faststream import FastStream
+from faststream.nats.annotations import NatsMessage
+from nats.aio.msg import Msg
+from sqlalchemy import Engine
+
+from shared import outbox, subjects
+from shared.contract import Decided, MaterialsStatus, Recognition, Screened
+from shared.db import create_tables, make_engine, unit_of_work
+from shared.messaging import configure_logging, durable_subscriber, make_broker, settle_in_order
+from shared.rules import RulesetRegistry
+from shared.settings import Settings
+
+from . import store
+from .cases import apply
+
+SERVICE = "review"
+log = logging.getLogger("investflow.review")
+
+settings = Settings.from_env()
+broker = make_broker(
+    settings, SERVICE, "Review: screening, joint review, recognition (联审联批·认定)"
+)
+app = FastStream(broker)
+_engine: Engine | None = None
+_rules: RulesetRegistry | None = None
+
+
+def engine() -> Engine:
+    global _engine
+    if _engine is None:
+        _engine = make_engine(settings.database_url_for(SERVICE))
+        create_tables(_engine, store.TABLES)
+    return _engine
+
+
+def rules() -> RulesetRegistry:
+    global _rules
+    if _rules is None:
+        _rules = RulesetRegistry.from_paths([settings.rulesets_dir])
+    return _rules
+
+
+for _subject, _model, _what in (
+    (
+        subjects.REVIEW_SCREENED,
+        Screened,
+        "accepted with its track, or terminated with the rules that say why (告知终止洽谈)",
+    ),
+    (
+        subjects.REVIEW_MATERIALS,
+        MaterialsStatus,
+        "committee materials complete or missing, and the agenda deadline",
+    ),
+    (
+        subjects.REVIEW_DECIDED,
+        Decided,
+        "the committee's decision, sponsor leader (包保县级领导) and project HQ (指挥部)",
+    ),
+    (
+        subjects.REVIEW_RECOGNITION,
+        Recognition,
+        "whether the project counts for the assessment (认定), and what blocks it",
+    ),
+):
+    broker.publisher(_subject, schema=_model, title=f"{_subject}:Publish", description=_what)
+
+
+async def handle(msg: Msg) -> None:
+    event = json.loads(msg.data)
+
+    def transaction() -> list[store.Outbox]:
+        with unit_of_work(engine()) as session:
+            return apply(session, msg.subject, event, rules())
+
+    rows = await asyncio.to_thread(transaction)
+    await outbox.publish(broker, engine(), store.Outbox, rows)
+
+
+@durable_subscriber(
+    broker,
+    "project.>",
+    stream="PROJECT",
+    durable=SERVICE,
+    settings=settings,
+    title="project.>:Consume",
+    description="canonical project events from intake",
+)
+async def on_project_event(message: NatsMessage) -> None:
+    await settle_in_order([message.raw_message], broker, SERVICE, settings, handle)
+
+
+@app.on_startup
+async def _startup() -> None:
+    await asyncio.to_thread(engine)
+    await asyncio.to_thread(rules)
+
+
+@app.after_startup
+async def _ready() -> None:
+    print(f"investflow: {SERVICE} ready", flush=True)
+
+
+def main() -> None:
+    configure_logging(SERVICE)
+    asyncio.run(app.run())
