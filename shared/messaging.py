@@ -49,7 +49,16 @@ def make_broker(settings: Settings, name: str, description: str = "") -> NatsBro
         # FastStream logs each message's receipt at this level: keep it below what we emit,
         # since per-message logging cost ~40% of throughput (notes).
         log_level=logging.DEBUG,
+        # Our logger, not FastStream's coloured one: plain lines the supervisor can prefix,
+        # and its INFO chatter on every start and stop filtered out.
+        logger=_broker_logger(name),
     )
+
+
+def _broker_logger(name: str) -> logging.Logger:
+    logger = logging.getLogger(f"investflow.{name}.broker")
+    logger.setLevel(logging.WARNING)
+    return logger
 
 
 def backoff_s(delivered: int) -> float:

@@ -20,7 +20,7 @@ from shared import outbox, subjects
 from shared.contract import Decided, MaterialsStatus, Recognition, Screened
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.messaging import configure_logging, durable_subscriber, make_broker, settle_in_order
-from shared.rules import RulesetRegistry
+from shared.rules import RulesetRegistry, default_registry
 from shared.settings import Settings
 
 from . import store
@@ -35,7 +35,6 @@ broker = make_broker(
 )
 app = FastStream(broker)
 _engine: Engine | None = None
-_rules: RulesetRegistry | None = None
 
 
 def engine() -> Engine:
@@ -47,10 +46,8 @@ def engine() -> Engine:
 
 
 def rules() -> RulesetRegistry:
-    global _rules
-    if _rules is None:
-        _rules = RulesetRegistry.from_paths([settings.rulesets_dir])
-    return _rules
+    """The rulesets in force: each loaded only if it validates and passes its rule tests."""
+    return default_registry()
 
 
 for _subject, _model, _what in (
