@@ -128,3 +128,56 @@ async def test_a_killed_service_is_restarted_and_loses_nothing(system) -> None:
             time.sleep(0.5)
     else:
         raise AssertionError("HTTP did not come back after the restart")
+
+
+def test_nats_init_creates_streams_once_and_is_idempotent(tmp_path: Path) -> None:
+    from investflow.nats_server import NatsServer
+    from shared.streams import STREAMS
+
+    with NatsServer(free_port(), tmp_path / "js") as server:
+        run = lambda: subprocess.run(  # noqa: E731
+            [sys.executable, "-m", "investflow.main", "nats", "init", "--url", server.url],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        first, second = run(), run()
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert [line.split()[0] for line in first.stdout.splitlines()] == ["created"] * len(STREAMS)
+    assert [line.split()[0] for line in second.stdout.splitlines()] == ["ok"] * len(STREAMS)
+
+
+def test_nats_init_says_when_it_cannot_connect() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "investflow.main",
+            "nats",
+            "init",
+            "--url",
+            f"nats://127.0.0.1:{free_port()}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ | {"INVESTFLOW_CONNECT_TIMEOUT": "2"},
+    )
+    assert proc.returncode == 1 and "cannot connect" in proc.stderr
+
+
+async def test_openapi_page_and_metrics_are_served(system) -> None:
+    import urllib.request
+
+    def get(path: str) -> str:
+        with urllib.request.urlopen(system.http_url + path, timeout=5) as resp:
+            return resp.read().decode()
+
+    spec = json.loads(get("/openapi.json"))
+    assert "/v1/units/{unit}/{kind}" in spec["paths"]
+    assert "swagger" in get("/docs").lower()
+    await publish(system.js, "intake.TS01.lead", lead("TS01"))
+    await idle(system.js)
+    assert 'investflow_intake_messages_total{kind="lead",outcome="stored"}' in get("/metrics")
