@@ -9,7 +9,10 @@ The engine's sharp edges (see /work/shared/notes/durable-rules.md) are contained
 - a registered ruleset cannot be replaced, so each registration gets a fresh name and an
   old one is deleted from the native engine and from the host's private tables; its session
   state goes first (`delete_ruleset` alone leaves ~175 KB per used ruleset behind; measured
-  with bench/rules.py). `delete_state` crashed only with the timer threads running;
+  with bench/rules.py). The native `createStateNode` leaves the state's action context
+  uninitialised and `deleteStateNode` frees it, so deleting a state on which no action ever
+  ran frees garbage (the crashes the notes saw). Every ruleset therefore gets one internal
+  rule that matches only a release fact, asserted just before the state is deleted;
 - an action's exception is swallowed into the session state: it is checked after each call.
 All calls into the native engine hold one lock; it is not thread-safe.
 """
@@ -28,6 +31,12 @@ import durable_rules_engine
 from durable.engine import Host, MessageNotHandledException
 
 SID = "0"
+RELEASE = "_release"  # the internal rule run before a state is deleted (see above)
+_RELEASE_FIELD = "_release_"  # set only on the release fact; no real fact has it
+_RELEASE_RULE = {
+    "all": [{"m": {"$and": [{"$ex": {_RELEASE_FIELD: 1}}, {"$nex": {"$s": 1}}]}}],
+    "run": RELEASE,
+}
 
 
 class RulesEngineError(RuntimeError):
@@ -80,9 +89,19 @@ class RulesEngine:
         name = f"{label}#{next(self._generation)}"
         # The engine deletes `run` from the dict it is given: it must not be ours.
         rules = copy.deepcopy(dict(definition))
+        rules[RELEASE] = copy.deepcopy(_RELEASE_RULE)
         with self._lock:
             self._host.register_rulesets({name: rules})
         return Handle(name, frozenset(definition))
+
+    def _delete_state(self, handle: Handle) -> None:
+        """Delete the session state, after making sure an action has run on it."""
+        fact = {_RELEASE_FIELD: 1, "sid": SID, "id": next(self._fact_ids)}
+        self._host.assert_fact(handle.name, fact)
+        with contextlib.suppress(MessageNotHandledException):
+            self._host.retract_fact(handle.name, fact)
+        self._fired.clear()
+        self._host.delete_state(handle.name, SID)
 
     def unregister(self, handle: Handle) -> None:
         """Free a ruleset's native memory; evaluations on it afterwards raise RulesetDropped."""
@@ -91,7 +110,7 @@ class RulesEngine:
                 return
             handle.dropped = True
             if handle.used:
-                self._host.delete_state(handle.name, SID)
+                self._delete_state(handle)
             ruleset = self._host._ruleset_directory.pop(handle.name, None)
             if ruleset is None:
                 return
@@ -122,7 +141,7 @@ class RulesEngine:
                 self._fired.clear()
             if "exception" in state:
                 # Clear it, or every later call would report the same failure; the state is
-                # recreated by the next assert.
+                # recreated by the next assert. An action ran, so deleting it is safe.
                 self._host.delete_state(handle.name, SID)
                 raise RulesEngineError(f"{handle.name}: action failed: {state['exception']}")
         return fired

@@ -6,6 +6,8 @@ import copy
 import datetime as dt
 import json
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -349,3 +351,32 @@ def test_releasing_a_used_ruleset_frees_its_memory(
         engine.unregister(handle)
     assert _rss_mb() - before < 8
     assert engine.registered == 0
+
+
+def test_releasing_a_ruleset_on_which_nothing_ever_matched_does_not_crash() -> None:
+    # Native deleteStateNode frees an action context that is never initialised until an
+    # action runs; the engine runs its release rule first. In a subprocess, so a regression
+    # fails this test instead of killing the test run.
+    script = """
+import datetime as dt
+from shared.rules import RulesEngine
+guard = {"$nex": {"$s": 1}}
+never = {"a": {"all": [{"m": {"$and": [{"kind": "real_estate"}, guard]}}], "run": "a"}}
+engine = RulesEngine()
+for _ in range(50):
+    handle = engine.register("never", never)
+    engine.fire(handle, {"kind": "industrial"})
+    engine.fire(handle, {"filed": {}})
+    engine.unregister(handle)
+print("released", engine.registered)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "released 0"
