@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 import threading
@@ -31,6 +32,14 @@ from .model import AnyRuleset, Problem, RulesetError
 from .resolve import Cmp, Outcome, ResolvedRuleset, resolve
 
 Gate = Callable[[AnyRuleset, str], list[str]]
+
+
+def _covered(old: AnyRuleset, new: AnyRuleset) -> bool:
+    """Every day `old` is in force, `new` is too: nothing would ever pick `old` again."""
+    a, b = old.effective, new.effective
+    return b.from_ <= a.from_ and (b.to is None or (a.to is not None and a.to <= b.to))
+
+
 """Acceptance check run before a version is loaded: the failures (empty: accept)."""
 
 
@@ -111,6 +120,7 @@ class RulesetRegistry:
         self._gate = gate
         self._changes = threading.RLock()  # one change at a time; readers never wait
         self._versions: dict[str, tuple[_Version, ...]] = {}
+        self._serial = itertools.count(1)  # engine names stay unique across republications
 
     # --- loading ---
 
@@ -137,8 +147,16 @@ class RulesetRegistry:
         handle = self._engine.register(label, compiled.definition)
         return _Version(resolved, handle, origin, compiled.names)
 
-    def load(self, ruleset: AnyRuleset, origin: str = "<memory>") -> None:
-        """Load a checked ruleset; the same id and version replaces the running one."""
+    def load(
+        self, ruleset: AnyRuleset, origin: str = "<memory>", *, supersede: bool = False
+    ) -> None:
+        """Load a checked ruleset; the same id and version replaces the running one.
+
+        Files in `rulesets/` may not overlap (one version per day). A *published* version
+        (`supersede=True`) may: where it overlaps older ones it takes precedence, since the
+        newest publication covering a day decides that day; an older version it covers
+        entirely is dropped, so memory stays flat however often rules are published.
+        """
         with self._changes:
             current = self._versions.get(ruleset.id, ())
             problems = [
@@ -150,7 +168,8 @@ class RulesetRegistry:
                     f"({v.ruleset.effective}): one version per day / 生效期与运行中的版本重叠",
                 )
                 for v in current
-                if v.ruleset.version != ruleset.version
+                if not supersede
+                and v.ruleset.version != ruleset.version
                 and v.ruleset.effective.overlaps(ruleset.effective)
             ]
             if problems:
@@ -164,19 +183,24 @@ class RulesetRegistry:
                             for f in failures
                         ]
                     )
-            new = self._compile(ruleset, origin, ruleset.key)
-            kept = [v for v in current if v.ruleset.version != ruleset.version]
-            replaced = [v for v in current if v.ruleset.version == ruleset.version]
-            versions = tuple(sorted([*kept, new], key=lambda v: v.ruleset.effective.from_))
-            self._versions = {**self._versions, ruleset.id: versions}  # the atomic swap
-            for old in replaced:
+            new = self._compile(ruleset, origin, f"{ruleset.key}#{next(self._serial)}")
+            kept = [
+                v
+                for v in current
+                if v.ruleset.version != ruleset.version and not _covered(v.ruleset, ruleset)
+            ]
+            gone = [v for v in current if v not in kept]
+            # Publication order: `_pick` takes the last version covering a day.
+            self._versions = {**self._versions, ruleset.id: (*kept, new)}  # the atomic swap
+            for old in gone:
                 self._drop(old)
 
     def add_version(self, yaml_text: str, origin: str = "<published>") -> AnyRuleset:
         """Publish a version from its YAML text; refused (RulesetError) unless it validates and
-        passes the gate, in which case the running versions are untouched."""
+        passes the gate, in which case the running versions are untouched. It takes
+        precedence over older versions on the days it covers (see `load`)."""
         ruleset = load_text(yaml_text, origin)
-        self.load(ruleset, origin)
+        self.load(ruleset, origin, supersede=True)
         return ruleset
 
     def remove(self, ruleset_id: str, version: str) -> None:
@@ -214,7 +238,10 @@ class RulesetRegistry:
     # --- reading ---
 
     def versions(self, ruleset_id: str) -> list[AnyRuleset]:
-        return [v.ruleset for v in self._versions.get(ruleset_id, ())]
+        """Loaded versions by effective date (publication order decides overlaps)."""
+        return sorted(
+            (v.ruleset for v in self._versions.get(ruleset_id, ())), key=lambda r: r.effective.from_
+        )
 
     def ids(self) -> list[str]:
         return sorted(k for k, v in self._versions.items() if v)
@@ -223,7 +250,7 @@ class RulesetRegistry:
         if not isinstance(on, dt.date) or isinstance(on, dt.datetime):
             raise TypeError(f"`on` must be a date, got {on!r}")
         versions = self._versions.get(ruleset_id, ())
-        for version in versions:
+        for version in reversed(versions):  # the newest publication covering the day decides
             if version.ruleset.effective.covers(on):
                 return version
         known = (

@@ -218,11 +218,36 @@ def test_an_invalid_publication_is_refused_and_the_running_version_kept() -> Non
         reg.add_version(SCORING_TEXT)
         with pytest.raises(RulesetError, match="foreign_multiplier"):
             reg.add_version(scoring_text(foreign_multiplier="三倍"))
-        with pytest.raises(RulesetError, match=re.escape("overlaps the running scoring@2022.1")):
-            reg.add_version(scoring_text(version="2022.2", effective={"from": "2022-06-01"}))
         assert [r.key for r in reg.versions("scoring")] == ["scoring@2022.1"]
         ev = reg.evaluate("scoring", {"investor": {"origin": "foreign"}}, DAY)
         assert ev.outcome("foreign_funded").multiplier == Decimal(3)
+
+
+def test_a_published_version_takes_precedence_on_the_days_it_covers() -> None:
+    foreign = {"investor": {"origin": "foreign"}}
+    with RulesetRegistry() as reg:
+        reg.add_version(SCORING_TEXT)  # 2022.1: the whole year, ×3
+        reg.add_version(
+            scoring_text(
+                version="2022.2",
+                effective={"from": "2022-07-01", "to": "2022-12-31"},
+                foreign_multiplier=4,
+            )
+        )
+        before, after = (
+            reg.evaluate("scoring", foreign, dt.date(2022, 6, 30)),
+            reg.evaluate("scoring", foreign, dt.date(2022, 7, 1)),
+        )
+        assert (before.version, before.outcome("foreign_funded").multiplier) == (
+            "2022.1",
+            Decimal(3),
+        )
+        assert (after.version, after.outcome("foreign_funded").multiplier) == ("2022.2", Decimal(4))
+        # Rolling back is publishing 2022.1 again: it is newest, so it decides every day again.
+        reg.add_version(SCORING_TEXT)
+        assert reg.evaluate("scoring", foreign, dt.date(2022, 7, 1)).version == "2022.1"
+        # 2022.1 covers all of 2022.2's days, so 2022.2 is dropped rather than kept forever.
+        assert [r.key for r in reg.versions("scoring")] == ["scoring@2022.1"]
 
 
 def test_a_publication_failing_its_rule_tests_is_never_loaded() -> None:
