@@ -1,0 +1,149 @@
+"""What to do with one funds-in-place record (到位资金), given what scoring knows. Pure.
+
+A record is credited once its project's lead is known, the project is recognised (认定) and
+the arrival day's rate is known; `decide.score` does the arithmetic and picks the multiplier.
+Until then it is held, with every reason that still stands ("not recognised; no USD rate on
+2022-04-27"), and a new held event goes out only when that reason changes. A credited record
+is reversed when recognition is withdrawn, and reversed and credited again when the sponsor
+leader (包保县级领导) it was credited to changes.
+
+    settle(record, project, rate, rules)  ->  [Hold | Credit | Reverse, ...]   (empty: nothing to do)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from shared.rules import Rules
+from shared.rules.facts import FactsError
+
+from .decide import Scored, ScoreHeld, score
+
+NO_LEAD = "waiting for the project's lead (project.lead) / 等待项目信息"
+NOT_YET_RECOGNISED = "project not yet recognised for the assessment / 项目尚未认定"
+
+
+@dataclass(frozen=True)
+class ProjectState:
+    project_id: str
+    lead: Mapping[str, Any] | None  # the Lead payload as JSON values; None until it arrives
+    recognized: bool | None  # None: review has not said yet
+    recognition_blockers: list[str] = field(default_factory=list)
+    missing_proofs: list[str] = field(default_factory=list)
+    sponsor_leader: str | None = None
+
+
+@dataclass(frozen=True)
+class ActiveCredit:
+    points: Decimal
+    credited_to: list[str]
+
+
+@dataclass(frozen=True)
+class FundsState:
+    project_id: str
+    funds_id: str
+    funds: Mapping[str, Any]  # the Funds payload as JSON values
+    currency: str
+    arrived_on: dt.date
+    held_because: str | None  # the reason last announced, when held
+    credit: ActiveCredit | None  # the credit standing, when credited
+
+
+@dataclass(frozen=True)
+class Hold:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Credit:
+    scored: Scored
+
+
+@dataclass(frozen=True)
+class Reverse:
+    reason: str
+
+
+Step = Hold | Credit | Reverse
+
+
+def not_recognised(project: ProjectState) -> str:
+    if project.recognized is None:
+        return NOT_YET_RECOGNISED
+    why = []
+    if project.recognition_blockers:
+        why.append("blocked by " + ", ".join(project.recognition_blockers))
+    if project.missing_proofs:
+        why.append("missing proofs " + ", ".join(project.missing_proofs))
+    detail = f": {'; '.join(why)}" if why else ""
+    return f"project not recognised for the assessment{detail} / 项目未通过认定"
+
+
+def evaluate(
+    record: FundsState, project: ProjectState, rate: Decimal | None, rules: Rules
+) -> Scored | ScoreHeld | str:
+    """decide.score on this record, or why it cannot be scored (no lead, bad facts, no ruleset)."""
+    if project.lead is None:
+        return NO_LEAD
+    funds = {k: v for k, v in record.funds.items() if k not in ("unit", "project_id")}
+    rates = {record.currency: rate} if rate is not None else {}
+    try:
+        return score(project.lead, funds, rates, sponsor_leader=project.sponsor_leader, rules=rules)
+    except FactsError as exc:
+        return f"the facts cannot be scored: {exc} / 数据无法计分"
+    except LookupError as exc:  # no scoring ruleset in force on the arrival day
+        return str(exc)
+
+
+def settle(
+    record: FundsState,
+    project: ProjectState,
+    rate: Decimal | None,
+    rules: Rules,
+    *,
+    rescore: bool = False,
+) -> list[Step]:
+    """The steps that bring `record` in line with what is known now.
+
+    `rescore`: the sponsor leader changed; a credit whose points or subjects would differ now
+    is reversed and credited again. Otherwise a standing credit is only ever reversed (when
+    recognition is withdrawn): a ruleset published later never rewrites past credits.
+    """
+    if record.credit is not None:
+        if project.recognized is not True:
+            return [Reverse(f"recognition withdrawn: {not_recognised(project)}")]
+        if not rescore:
+            return []
+        result = evaluate(record, project, rate, rules)
+        if not isinstance(result, Scored):
+            return []  # cannot rescore (should not happen: it was scored before); keep it
+        if (result.points, result.credited_to) == (
+            record.credit.points,
+            record.credit.credited_to,
+        ):
+            return []
+        return [
+            Reverse(
+                f"credited again: sponsor leader is now {project.sponsor_leader} / 包保县级领导变更"
+            ),
+            Credit(result),
+        ]
+
+    reasons = []
+    if project.recognized is not True:
+        reasons.append(not_recognised(project))
+    result = evaluate(record, project, rate, rules)
+    if isinstance(result, str):
+        reasons.append(result)
+    elif isinstance(result, ScoreHeld):
+        reasons.append(result.reason)
+    if reasons:
+        reason = "; ".join(reasons)
+        return [] if reason == record.held_because else [Hold(reason)]
+    assert isinstance(result, Scored)
+    return [Credit(result)]

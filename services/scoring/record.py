@@ -1,0 +1,380 @@
+"""Applying one inbound event to scoring's tables, inside one transaction (see app.py).
+
+Every event stores its fact first, then settles the funds records the fact can move:
+
+| event | fact stored | records settled |
+|---|---|---|
+| `project.lead` | the project's facts | the project's held records |
+| `project.decision` (approved) | sponsor leader | the project's credited records, rescored |
+| `project.milestone` (`signed`) | the signing, for targets | — |
+| `project.funds` | the record | that record |
+| `project.rates` | the day's rates | records held on that day in those currencies |
+| `review.recognition` | recognised or not | all the project's records |
+
+So the outcome does not depend on the order events arrive in (a recognition may overtake
+the lead it is about: they travel on different streams, and replicas take turns). The ledger
+rows and the events announcing them are written together (the outbox); app.py publishes them
+after commit. `Applied.outbox` lists them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlmodel import Session
+
+from shared import outbox, subjects
+from shared.contract import (
+    DecisionTaken,
+    FundsArrived,
+    Held,
+    LeadReported,
+    MilestoneReached,
+    RatesPublished,
+    Recognition,
+    Reversed,
+)
+from shared.rules import Rules
+
+from . import store
+from .ledger import ActiveCredit, FundsState, Hold, ProjectState, Reverse, Step, settle
+from .store import from_fen, to_fen
+
+log = logging.getLogger("investflow.scoring")
+
+Event = (
+    LeadReported | DecisionTaken | MilestoneReached | FundsArrived | RatesPublished | Recognition
+)
+
+
+@dataclass
+class Applied:
+    outcome: str  # applied | ignored | resent
+    outbox: list[store.Outbox] = field(default_factory=list)
+
+
+@dataclass
+class _Context:
+    session: Session
+    inbox_key: str
+    rules: Rules
+    now: dt.datetime
+    outbox: list[store.Outbox] = field(default_factory=list)
+
+    def emit(self, msg_id: str, subject: str, body: str) -> None:
+        row = store.Outbox(msg_id=msg_id, source=self.inbox_key, subject=subject, body=body)
+        self.session.add(row)
+        self.outbox.append(row)
+
+
+def apply(
+    session: Session,
+    event: Event,
+    inbox_key: str,
+    subject: str,
+    stream_seq: int | None,
+    rules: Rules,
+    now: dt.datetime,
+) -> Applied:
+    """Apply `event` once: a key seen before returns the events still to publish for it."""
+    seen = store.find_inbox(session, inbox_key)
+    if seen is not None:
+        pending = outbox.pending_for(session, store.Outbox, inbox_key)
+        return Applied("resent", pending)  # type: ignore[arg-type]
+    inbox = store.Inbox(
+        key=inbox_key, subject=subject, stream_seq=stream_seq, outcome="applied", received_at=now
+    )
+    session.add(inbox)
+    session.flush()  # a replica that applied the same key first makes this fail: retried
+    ctx = _Context(session, inbox_key, rules, now)
+    seq = stream_seq or 0
+    applied = True
+    if isinstance(event, LeadReported):
+        _lead(ctx, event)
+    elif isinstance(event, DecisionTaken):
+        _decision(ctx, event, seq)
+    elif isinstance(event, MilestoneReached):
+        applied = _milestone(ctx, event, seq)
+    elif isinstance(event, FundsArrived):
+        _funds(ctx, event)
+    elif isinstance(event, RatesPublished):
+        _rates(ctx, event, seq)
+    elif isinstance(event, Recognition):
+        _recognition(ctx, event, seq)
+    else:  # pragma: no cover - the caller parses only the kinds above
+        raise TypeError(f"not a scoring input: {type(event).__name__}")
+    if not applied:
+        inbox.outcome = "ignored"
+        session.add(inbox)
+    return Applied(inbox.outcome, ctx.outbox)
+
+
+# --- facts --------------------------------------------------------------------------------------
+
+
+def _lead(ctx: _Context, event: LeadReported) -> None:
+    project_id = event.project_id or f"{event.unit}-{event.data.lead_id}"
+    row = store.project(ctx.session, project_id, create=True)
+    assert row is not None
+    if row.lead is not None:
+        log.warning("scoring: %s: a second lead for the project, kept the first", project_id)
+        return
+    lead = event.data
+    row.lead = lead.model_dump_json(exclude_none=True)
+    row.attracting_unit = lead.attracting_unit
+    row.landing_area = lead.landing_area
+    ctx.session.add(row)
+    ctx.session.flush()
+    _settle_all(ctx, row, only_held=True)
+
+
+def _decision(ctx: _Context, event: DecisionTaken, seq: int) -> None:
+    decision = event.data
+    if decision.decision != "approved" or decision.sponsor_leader is None:
+        return
+    row = store.project(ctx.session, decision.project_id, create=True)
+    assert row is not None
+    if seq and seq < row.sponsor_seq:
+        return  # an older decision overtaken by a newer one
+    changed = row.sponsor_leader != decision.sponsor_leader
+    row.sponsor_leader = decision.sponsor_leader
+    row.sponsor_seq = seq
+    ctx.session.add(row)
+    ctx.session.flush()
+    if changed:
+        _settle_all(ctx, row, rescore=True)
+
+
+# 签约过亿元项目: the plan's targets count signed projects of at least this amount.
+SIGNED_MIN_AMOUNT = Decimal(100_000_000)
+
+
+def _milestone(ctx: _Context, event: MilestoneReached, seq: int) -> bool:
+    m = event.data
+    if m.milestone != "signed" or m.amount is None:
+        return False
+    row = ctx.session.get(store.Signing, m.project_id)
+    if row is None:
+        row = store.Signing(
+            project_id=m.project_id, signed_on=m.on, amount_fen=to_fen(m.amount), stream_seq=seq
+        )
+    elif not seq or seq >= row.stream_seq:  # a corrected signing replaces the earlier one
+        row.signed_on, row.amount_fen, row.stream_seq = m.on, to_fen(m.amount), seq
+    ctx.session.add(row)
+    return True
+
+
+def _funds(ctx: _Context, event: FundsArrived) -> None:
+    f = event.data
+    record = store.funds_record(ctx.session, f.project_id, f.funds_id, lock=True)
+    if record is not None:
+        return  # the same record again (another event id): it counts once
+    record = store.FundsRecord(
+        project_id=f.project_id,
+        funds_id=f.funds_id,
+        amount_fen=to_fen(f.amount),
+        currency=f.currency,
+        arrived_on=f.arrived_on,
+        form=f.form.value,
+        payload=f.model_dump_json(exclude_none=True),
+        event_id=event.event_id,
+    )
+    ctx.session.add(record)
+    ctx.session.flush()  # a replica inserting the same record first makes this fail: retried
+    project = store.project(ctx.session, f.project_id, create=True)
+    assert project is not None
+    _settle(ctx, record, _project_state(project))
+
+
+def _rates(ctx: _Context, event: RatesPublished, seq: int) -> None:
+    day = event.data.on
+    for currency, value in event.data.rates.items():
+        row = ctx.session.get(store.Rate, (day, currency))
+        text = format(value.normalize(), "f")
+        if row is None:
+            ctx.session.add(
+                store.Rate(on=day, currency=currency, cny_per_unit=text, stream_seq=seq)
+            )
+        elif (not seq or seq >= row.stream_seq) and row.cny_per_unit != text:
+            # A correction applies to records credited from now on; past credits keep the
+            # rate they were credited at (it is in their ledger entry).
+            log.warning(
+                "scoring: %s rate of %s corrected from %s to %s",
+                currency,
+                day,
+                row.cny_per_unit,
+                text,
+            )
+            row.cny_per_unit, row.stream_seq = text, seq
+            ctx.session.add(row)
+    ctx.session.flush()
+    projects: dict[str, store.Project] = {}
+    for record in store.held_on(ctx.session, day, sorted(event.data.rates), lock=True):
+        project = projects.get(record.project_id) or store.project(
+            ctx.session, record.project_id, create=True
+        )
+        assert project is not None
+        projects[record.project_id] = project
+        _settle(ctx, record, _project_state(project))
+
+
+def _recognition(ctx: _Context, event: Recognition, seq: int) -> None:
+    row = store.project(ctx.session, event.project_id, create=True)
+    assert row is not None
+    if seq and seq < row.recognition_seq:
+        return  # an older recognition overtaken by a newer one
+    before = _reasons(row.recognition)
+    row.recognized = event.recognized
+    row.recognition = event.model_dump_json()
+    row.recognition_seq = seq
+    ctx.session.add(row)
+    ctx.session.flush()
+    if before != _reasons(row.recognition):
+        _settle_all(ctx, row)
+
+
+def _reasons(recognition_json: str | None) -> tuple[Any, ...]:
+    if recognition_json is None:
+        return ()
+    r = json.loads(recognition_json)
+    return (r["recognized"], r["recognition_blockers"], r["missing_proofs"])
+
+
+# --- settling funds records -----------------------------------------------------------------------
+
+
+def _project_state(row: store.Project) -> ProjectState:
+    recognition = json.loads(row.recognition) if row.recognition else {}
+    return ProjectState(
+        project_id=row.project_id,
+        lead=json.loads(row.lead) if row.lead else None,
+        recognized=row.recognized,
+        recognition_blockers=list(recognition.get("recognition_blockers", [])),
+        missing_proofs=list(recognition.get("missing_proofs", [])),
+        sponsor_leader=row.sponsor_leader,
+    )
+
+
+def _settle_all(
+    ctx: _Context, project: store.Project, *, only_held: bool = False, rescore: bool = False
+) -> None:
+    state = _project_state(project)
+    for record in store.funds_of(ctx.session, project.project_id, lock=True):
+        if only_held and record.state == "credited":
+            continue
+        if rescore and record.state != "credited":
+            continue
+        _settle(ctx, record, state, rescore=rescore)
+
+
+def _settle(
+    ctx: _Context, record: store.FundsRecord, project: ProjectState, *, rescore: bool = False
+) -> None:
+    active = store.active_credit(ctx.session, record)
+    state = FundsState(
+        project_id=record.project_id,
+        funds_id=record.funds_id,
+        funds=json.loads(record.payload),
+        currency=record.currency,
+        arrived_on=record.arrived_on,
+        held_because=record.hold_reason if record.state == "held" else None,
+        credit=ActiveCredit(from_fen(active.points_fen), json.loads(active.credited_to))
+        if active is not None
+        else None,
+    )
+    rate = store.rate(ctx.session, record.arrived_on, record.currency)
+    steps = settle(state, project, rate, ctx.rules, rescore=rescore)
+    for step in steps:
+        _write(ctx, record, step, active)
+        if isinstance(step, Reverse):
+            active = None
+    if steps:
+        ctx.session.add(record)
+        ctx.session.flush()
+
+
+def _write(
+    ctx: _Context, record: store.FundsRecord, step: Step, active: store.Entry | None
+) -> None:
+    pid, fid = record.project_id, record.funds_id
+    if isinstance(step, Hold):
+        record.state, record.hold_reason = "held", step.reason
+        record.holds += 1
+        held = Held(project_id=pid, funds_id=fid, reason=step.reason)
+        ctx.emit(
+            f"score.held:{pid}:{fid}:h{record.holds}", subjects.SCORE_HELD, held.model_dump_json()
+        )
+        return
+    record.entries += 1
+    seq = record.entries
+    if isinstance(step, Reverse):
+        assert active is not None
+        entry = store.Entry(
+            project_id=pid,
+            funds_id=fid,
+            seq=seq,
+            kind="reversal",
+            year=active.year,
+            quarter=active.quarter,
+            amount_rmb_fen=-active.amount_rmb_fen,
+            points_fen=-active.points_fen,
+            rate=active.rate,
+            multiplier=active.multiplier,
+            matched=active.matched,
+            deciding_rule=active.deciding_rule,
+            credited_to=active.credited_to,
+            ruleset_version=active.ruleset_version,
+            explanation=active.explanation,
+            reason=step.reason,
+            created_at=ctx.now,
+        )
+        record.state, record.hold_reason = "held", step.reason
+        event = Reversed(
+            project_id=pid, funds_id=fid, points=from_fen(active.points_fen), reason=step.reason
+        )
+        subject = subjects.SCORE_REVERSED
+    else:
+        s = step.scored
+        entry = store.Entry(
+            project_id=pid,
+            funds_id=fid,
+            seq=seq,
+            kind="credit",
+            year=s.year,
+            quarter=s.quarter,
+            amount_rmb_fen=to_fen(s.amount_rmb),
+            points_fen=to_fen(s.points),
+            rate=format(s.rate, "f"),
+            multiplier=format(s.multiplier, "f"),
+            matched=json.dumps(s.matched),
+            deciding_rule=s.deciding_rule,
+            credited_to=json.dumps(s.credited_to),
+            ruleset_version=f"{s.explanation.ruleset_id}@{s.explanation.version}",
+            explanation=s.explanation.model_dump_json(),
+            created_at=ctx.now,
+        )
+        record.state, record.hold_reason = "credited", None
+        event = s.to_event(pid, fid)
+        subject = subjects.SCORE_CREDITED
+    ctx.session.add(entry)
+    ctx.session.flush()  # the (project, funds, seq) key: a replica that got here first wins
+    assert entry.id is not None
+    for code in json.loads(entry.credited_to):
+        ctx.session.add(
+            store.CreditLine(
+                entry_id=entry.id,
+                project_id=pid,
+                subject=code,
+                year=entry.year,
+                quarter=entry.quarter,
+                amount_rmb_fen=entry.amount_rmb_fen,
+                points_fen=entry.points_fen,
+            )
+        )
+    kind = "credited" if entry.kind == "credit" else "reversed"
+    ctx.emit(f"score.{kind}:{pid}:{fid}:{seq}", subject, event.model_dump_json())
