@@ -11,6 +11,7 @@ class ServiceSpec:
     module: str  # run as `python -m <module>`
     http: bool = False  # serves HTTP on the port in `<NAME>_HTTP_PORT` (intake: --http-port)
     durable: str = ""  # its JetStream durable consumer, for progress and summaries
+    rules: bool = False  # decides with rulesets: `rules publish` waits for it to load a version
 
     @property
     def http_port_env(self) -> str:
@@ -21,5 +22,6 @@ class ServiceSpec:
 # the AsyncAPI document and the end-to-end tests all pick it up.
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("intake", "services.intake", http=True, durable="intake"),
-    ServiceSpec("review", "services.review", durable="review"),
+    ServiceSpec("review", "services.review", durable="review", rules=True),
+    ServiceSpec("scoring", "services.scoring", http=True, durable="scoring"),
 )

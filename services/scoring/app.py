@@ -1,0 +1,326 @@
+"""Scoring's wiring: two durable subscriptions, the publishers, and the HTTP scoreboard.
+
+A message is read top to bottom: `parse` turns it into a contract model (or dead-letters it
+with the reason), `record.apply` stores the fact and settles the funds records it moves, in
+one transaction with the events to emit (`ledger.settle` decides, `decide.score` scores);
+then those events are published with their deterministic Nats-Msg-Id, marked published, and
+only then is the message acknowledged.
+
+Replicas share the durable consumers. Two of them may race on the same funds record; the
+ledger's unique key lets one win, and the other's retried transaction finds the credit made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Query
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from faststream.nats.annotations import NatsMessage
+from nats.aio.msg import Msg
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from shared import outbox, subjects
+from shared.contract import (
+    Credited,
+    Held,
+    Reversed,
+)
+from shared.db import create_tables, make_engine, unit_of_work
+from shared.directory import load_directory
+from shared.messaging import (
+    configure_logging,
+    dead_letter,
+    delivery_count,
+    durable_subscriber,
+    make_broker,
+    settle_in_order,
+)
+from shared.rules import RulesetRegistry
+from shared.rules.ruletest import gate_on_rule_tests
+from shared.settings import Settings
+
+from . import scoreboard, store
+from .inputs import BadInput, inbox_key, parse
+from .record import Applied, apply
+
+SERVICE = "scoring"
+log = logging.getLogger("investflow.scoring")
+
+settings = Settings.from_env()
+broker = make_broker(
+    settings, SERVICE, "Scoring: funds in place × multipliers, credited per subject (考核办法·计分)"
+)
+_engine: Engine | None = None
+_rules: RulesetRegistry | None = None
+
+MESSAGES = Counter(
+    "investflow_scoring_messages_total",
+    "Inbound messages by subject and outcome",
+    ["subject", "outcome"],
+)
+EMITTED = Counter("investflow_scoring_events_total", "score.* events emitted", ["subject"])
+
+
+def engine() -> Engine:
+    global _engine
+    if _engine is None:
+        _engine = make_engine(settings.database_url_for(SERVICE))
+        create_tables(_engine, store.TABLES)
+    return _engine
+
+
+def rules() -> RulesetRegistry:
+    """The rulesets in force, each loaded only if it validates and passes its rule tests."""
+    global _rules
+    if _rules is None:
+        directory = settings.rulesets_dir
+        _rules = RulesetRegistry.from_paths(
+            [directory], gate=gate_on_rule_tests(directory / "tests")
+        )
+    return _rules
+
+
+broker.publisher(
+    subjects.SCORE_CREDITED,
+    schema=Credited,
+    title=f"{subjects.SCORE_CREDITED}:Publish",
+    description="a funds record credited, once: points, multiplier, matched rules and the subjects credited",
+)
+broker.publisher(
+    subjects.SCORE_HELD,
+    schema=Held,
+    title=f"{subjects.SCORE_HELD}:Publish",
+    description="a funds record held (not recognised yet, no exchange rate for its day, ...), with the reason; "
+    "emitted again only when the reason changes",
+)
+broker.publisher(
+    subjects.SCORE_REVERSED,
+    schema=Reversed,
+    title=f"{subjects.SCORE_REVERSED}:Publish",
+    description="a credit taken back (recognition withdrawn, or credited again to a new sponsor leader)",
+)
+
+
+# --- one message -----------------------------------------------------------------------------
+
+
+def stream_seq(msg: Msg) -> int | None:
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:  # a core message in unit tests
+        return None
+
+
+T = TypeVar("T")
+
+
+def retrying(work: Callable[[], T], attempts: int = 6) -> T:
+    """Run a transaction, again on a lost race (unique key, lock, deadlock): it then sees the winner."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except (IntegrityError, OperationalError) as exc:
+            if attempt == attempts:
+                raise
+            log.info("scoring: transaction retried (%s)", type(exc.orig).__name__)
+            time.sleep(0.02 * attempt)
+    raise AssertionError("unreachable")
+
+
+async def process(msg: Msg) -> None:
+    subject = msg.subject
+    try:
+        event = parse(subject, msg.data)
+    except BadInput as exc:
+        # Retrying cannot fix it: straight to the dead-letter stream, with the reason.
+        log.error("scoring: dead-lettered bad input: %s", exc)
+        await dead_letter(broker, SERVICE, msg, exc, delivery_count(msg))
+        MESSAGES.labels(subject=subject, outcome="bad_input").inc()
+        return
+    if event is None:
+        MESSAGES.labels(subject=subject, outcome="skipped").inc()
+        return
+    key, seq = inbox_key(subject, event, msg.headers, msg.data), stream_seq(msg)
+    rules_in_force = rules()
+
+    def transaction() -> Applied:
+        with unit_of_work(engine()) as session:
+            return apply(session, event, key, subject, seq, rules_in_force, dt.datetime.now(dt.UTC))
+
+    applied = await asyncio.to_thread(retrying, transaction)
+    await outbox.publish(broker, engine(), store.Outbox, applied.outbox)  # type: ignore[arg-type]
+    for row in applied.outbox:
+        EMITTED.labels(subject=row.subject).inc()
+    MESSAGES.labels(subject=subject, outcome=applied.outcome).inc()
+
+
+@durable_subscriber(
+    broker,
+    "project.*",
+    stream="PROJECT",
+    durable=SERVICE,
+    settings=settings,
+    title="project.*:Consume",
+    description="Project facts: lead, decision (sponsor leader), milestone (signed), funds, rates; "
+    "other kinds are skipped",
+)
+async def on_project(message: NatsMessage) -> None:
+    await settle_in_order([message.raw_message], broker, SERVICE, settings, process)
+
+
+@durable_subscriber(
+    broker,
+    subjects.REVIEW_RECOGNITION,
+    stream="REVIEW",
+    durable=SERVICE,
+    settings=settings,
+    title=f"{subjects.REVIEW_RECOGNITION}:Consume",
+    description="Recognition for the assessment (认定): credits held funds, or reverses credits when withdrawn",
+)
+async def on_recognition(message: NatsMessage) -> None:
+    await settle_in_order([message.raw_message], broker, SERVICE, settings, process)
+
+
+# ---- HTTP: the scoreboard ----------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    await asyncio.to_thread(engine)
+    await asyncio.to_thread(rules)
+    await broker.start()
+    print(f"investflow: {SERVICE} ready", flush=True)
+    try:
+        yield
+    finally:
+        await broker.stop()
+
+
+http = FastAPI(
+    title="investflow scoring",
+    description="The assessment scoreboard (招商引资考核计分): points per assessed subject, "
+    "RMB counted, projects counted, rank; quarterly signing targets, plan vs actual.",
+    version="1",
+    lifespan=lifespan,
+)
+
+_directory: Any = None
+
+
+def directory() -> Any:
+    global _directory
+    if _directory is None:
+        try:
+            _directory = load_directory(settings.units_file)
+        except Exception:
+            _directory = False
+    return _directory or None
+
+
+@http.get("/v1/scoreboard", responses={422: {"description": "errors: [{field, problem}]"}})
+async def get_scoreboard(
+    year: int = Query(..., ge=1990, le=2100),
+    quarter: str | None = Query(
+        default=None, description="Q1..Q4 (or 1..4); default: the whole year"
+    ),
+    format: str = Query(default="json", pattern="^(json|csv|table)$"),
+) -> Response:
+    try:
+        q = scoreboard.parse_quarter(quarter)
+    except ValueError as exc:
+        return JSONResponse(
+            {"errors": [{"field": "quarter", "problem": str(exc)}]}, status_code=422
+        )
+    board = await asyncio.to_thread(
+        scoreboard.build, engine(), year, q, directory=directory(), rules=rules()
+    )
+    if format == "json":
+        return JSONResponse(board.to_json())
+    media = "text/csv; charset=utf-8" if format == "csv" else "text/plain; charset=utf-8"
+    return PlainTextResponse(scoreboard.render(board, format), media_type=media)
+
+
+@http.get("/v1/projects/{project_id}/funds")
+async def get_funds(project_id: str) -> JSONResponse:
+    """Where each funds record of a project stands: held (why) or credited (points)."""
+
+    def load() -> list[dict[str, Any]]:
+        with unit_of_work(engine()) as session:
+            out = []
+            for record in store.funds_of(session, project_id):
+                credit = store.active_credit(session, record)
+                out.append(
+                    {
+                        "funds_id": record.funds_id,
+                        "amount": str(store.from_fen(record.amount_fen)),
+                        "currency": record.currency,
+                        "arrived_on": record.arrived_on.isoformat(),
+                        "state": record.state,
+                        "hold_reason": record.hold_reason,
+                        "points": str(store.from_fen(credit.points_fen)) if credit else None,
+                        "multiplier": credit.multiplier if credit else None,
+                        "credited_to": json.loads(credit.credited_to) if credit else [],
+                        "explanation": json.loads(credit.explanation) if credit else None,
+                    }
+                )
+            return out
+
+    records = await asyncio.to_thread(load)
+    if not records:
+        return JSONResponse(
+            {
+                "errors": [
+                    {
+                        "field": "project_id",
+                        "problem": "no funds records for this project / 无到位资金记录",
+                    }
+                ]
+            },
+            status_code=404,
+        )
+    return JSONResponse({"project_id": project_id, "funds": records})
+
+
+@http.get("/health")
+async def health() -> JSONResponse:
+    nats_ok = broker.connection is not None and broker.connection.is_connected  # type: ignore[union-attr]
+    try:
+
+        def ping() -> None:
+            with engine().connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        await asyncio.to_thread(ping)
+        db_ok = True
+    except Exception:
+        db_ok = False
+    ok = nats_ok and db_ok
+    return JSONResponse(
+        {"status": "ok" if ok else "degraded", "nats": nats_ok, "db": db_ok},
+        status_code=200 if ok else 503,
+    )
+
+
+@http.get("/metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def main() -> None:
+    import uvicorn
+
+    configure_logging(SERVICE)
+    port = int(os.environ.get("SCORING_HTTP_PORT", "8082"))
+    host = os.environ.get("SCORING_HTTP_HOST", "127.0.0.1")
+    uvicorn.run(http, host=host, port=port, log_level="warning")

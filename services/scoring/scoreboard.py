@@ -1,0 +1,395 @@
+"""The scoreboard (考核计分排名): per assessed subject points, RMB counted, projects counted
+and rank; and the quarterly signing targets, plan vs actual, county-wide and per unit.
+
+Read from scoring's own tables (the ledger's credit lines: reversals net out). Served by
+scoring's HTTP app (`GET /v1/scoreboard`) and printed by `investflow scoreboard`.
+
+Subjects are ranked within their group (townships, parks, departments, county leaders, as
+the directory says), highest points first; equal points share a rank (1, 2, 2, 4).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func
+from sqlmodel import Session, select
+
+from shared.directory import Directory, load_directory
+from shared.rules import Rules
+
+from . import store
+from .decide import signing_targets
+from .record import SIGNED_MIN_AMOUNT
+from .store import from_fen, to_fen
+
+GROUPS = {
+    "township": "乡镇街道 / townships",
+    "park": "园区 / parks",
+    "department": "县直部门 / departments",
+    "center": "中心 / the Center",
+    "leader": "县级领导 / county leaders",
+    "other": "其他 / not in the directory",
+}
+GROUP_ORDER = list(GROUPS)
+
+
+@dataclass(frozen=True)
+class SubjectScore:
+    subject: str
+    group: str
+    name: str
+    points: Decimal
+    amount_rmb: Decimal
+    projects: int
+    rank: int = 0
+
+
+@dataclass(frozen=True)
+class QuarterTarget:
+    quarter: int
+    plan: int | None  # None: no scoring ruleset in force that quarter
+    actual: int
+
+
+@dataclass
+class Scoreboard:
+    year: int
+    quarter: int | None
+    subjects: list[SubjectScore]
+    targets: list[QuarterTarget]
+    signed_by_unit: dict[str, dict[int, int]]  # attracting unit → quarter → signed ≥ 100M
+    held: dict[str, int] = field(default_factory=dict)  # why → funds records held
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "year": self.year,
+            "quarter": self.quarter,
+            "subjects": [
+                {**asdict(s), "points": str(s.points), "amount_rmb": str(s.amount_rmb)}
+                for s in self.subjects
+            ],
+            "targets": {
+                "signed_min_amount": str(SIGNED_MIN_AMOUNT),
+                "county": [asdict(t) for t in self.targets],
+                "by_unit": [
+                    {
+                        "unit": unit,
+                        **{f"Q{q}": n for q, n in sorted(quarters.items())},
+                        "total": sum(quarters.values()),
+                    }
+                    for unit, quarters in sorted(self.signed_by_unit.items())
+                ],
+            },
+            "held": self.held,
+        }
+
+
+# --- ranking (shared with the what-if) ---------------------------------------------------------
+
+
+def group_of(code: str, directory: Directory | None) -> str:
+    if directory is None:
+        return "other"
+    if directory.is_leader(code):
+        return "leader"
+    entry = directory.units.get(code)
+    return entry.kind if entry is not None else "other"
+
+
+def name_of(code: str, directory: Directory | None) -> str:
+    if directory is None:
+        return code
+    entry = directory.units.get(code) or directory.leaders.get(code)
+    return entry.name_zh if entry is not None else code
+
+
+def ranked(
+    totals: Mapping[str, tuple[Decimal, Decimal, int]], directory: Directory | None
+) -> list[SubjectScore]:
+    """Subjects with (points, amount_rmb, projects), ranked within their group."""
+    rows = [
+        SubjectScore(code, group_of(code, directory), name_of(code, directory), *values)
+        for code, values in totals.items()
+    ]
+    rows.sort(key=lambda r: (GROUP_ORDER.index(r.group), -r.points, r.subject))
+    out: list[SubjectScore] = []
+    seen_in_group = 0
+    for row in rows:
+        prev = out[-1] if out and out[-1].group == row.group else None
+        seen_in_group = seen_in_group + 1 if prev is not None else 1
+        rank = prev.rank if prev is not None and prev.points == row.points else seen_in_group
+        out.append(SubjectScore(**{**asdict(row), "rank": rank}))
+    return out
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def subject_totals(
+    session: Session, year: int, quarter: int | None = None
+) -> dict[str, tuple[Decimal, Decimal, int]]:
+    """subject → (points, RMB counted, projects counted), reversals netted out."""
+    line = store.CreditLine
+    query = select(
+        line.subject, line.project_id, func.sum(line.points_fen), func.sum(line.amount_rmb_fen)
+    ).where(line.year == year)
+    if quarter is not None:
+        query = query.where(line.quarter == quarter)
+    query = query.group_by(line.subject, line.project_id)
+    points: dict[str, int] = defaultdict(int)
+    amounts: dict[str, int] = defaultdict(int)
+    projects: dict[str, int] = defaultdict(int)
+    for subject, _project, p, a in session.exec(query).all():
+        points[subject] += int(p or 0)
+        amounts[subject] += int(a or 0)
+        projects[subject] += 1 if int(a or 0) > 0 else 0
+    return {
+        s: (from_fen(points[s]), from_fen(amounts[s]), projects[s])
+        for s in points
+        if points[s] or amounts[s]
+    }
+
+
+def _quarter_bounds(year: int, quarter: int) -> tuple[dt.date, dt.date]:
+    start = dt.date(year, 3 * quarter - 2, 1)
+    end = dt.date(year + 1, 1, 1) if quarter == 4 else dt.date(year, 3 * quarter + 1, 1)
+    return start, end
+
+
+def _plan(year: int, quarter: int, rules: Rules | None) -> int | None:
+    start, _ = _quarter_bounds(year, quarter)
+    try:
+        return signing_targets(start, rules=rules).get(f"Q{quarter}")
+    except LookupError:
+        return None
+
+
+def signings(session: Session, year: int) -> tuple[dict[int, int], dict[str, dict[int, int]]]:
+    """Signed projects ≥ 100 million yuan per quarter, county-wide and per attracting unit."""
+    s, p = store.Signing, store.Project
+    query = (
+        select(s.signed_on, p.attracting_unit)
+        .join(p, p.project_id == s.project_id, isouter=True)  # type: ignore[arg-type]
+        .where(
+            s.signed_on >= dt.date(year, 1, 1),  # type: ignore[operator]
+            s.signed_on < dt.date(year + 1, 1, 1),  # type: ignore[operator]
+            s.amount_fen >= to_fen(SIGNED_MIN_AMOUNT),  # type: ignore[operator]
+        )
+    )
+    county: dict[int, int] = defaultdict(int)
+    by_unit: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for signed_on, unit in session.exec(query).all():
+        q = (signed_on.month - 1) // 3 + 1
+        county[q] += 1
+        by_unit[unit or "?"][q] += 1
+    return dict(county), {u: dict(qs) for u, qs in by_unit.items()}
+
+
+def held_summary(session: Session, year: int, quarter: int | None = None) -> dict[str, int]:
+    """Funds records held, by what they wait for (a record may wait for several things)."""
+    f = store.FundsRecord
+    start, end = (
+        _quarter_bounds(year, quarter)
+        if quarter
+        else (dt.date(year, 1, 1), dt.date(year + 1, 1, 1))
+    )
+    query = select(f.hold_reason).where(
+        f.state == "held",
+        f.arrived_on >= start,  # type: ignore[operator]
+        f.arrived_on < end,  # type: ignore[operator]
+    )
+    out: dict[str, int] = defaultdict(int)
+    for reason in session.exec(query).all():
+        for what in hold_kinds(reason or ""):
+            out[what] += 1
+    return dict(out)
+
+
+def hold_kinds(reason: str) -> list[str]:
+    kinds = []
+    if "recognis" in reason:
+        kinds.append("recognition")
+    if "no CNY rate" in reason or "rate" in reason.split(" / ")[0].lower():
+        kinds.append("exchange_rate")
+    if "project.lead" in reason:
+        kinds.append("lead")
+    return kinds or ["other"]
+
+
+def build(
+    engine: Engine,
+    year: int,
+    quarter: int | None = None,
+    *,
+    directory: Directory | None = None,
+    rules: Rules | None = None,
+) -> Scoreboard:
+    with Session(engine) as session:
+        totals = subject_totals(session, year, quarter)
+        county, by_unit = signings(session, year)
+        held = held_summary(session, year, quarter)
+    quarters = [quarter] if quarter else [1, 2, 3, 4]
+    targets = [QuarterTarget(q, _plan(year, q, rules), county.get(q, 0)) for q in quarters]
+    if quarter:
+        by_unit = {u: {quarter: qs[quarter]} for u, qs in by_unit.items() if qs.get(quarter)}
+    return Scoreboard(year, quarter, ranked(totals, directory), targets, by_unit, held)
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+
+def money(value: Decimal) -> str:
+    return f"{value:,.2f}"
+
+
+def render_table(board: Scoreboard) -> str:
+    period = f"Q{board.quarter}" if board.quarter else "all quarters"
+    lines = [f"Scoreboard {board.year}, {period} / {board.year}年度招商引资考核计分"]
+    if not board.subjects:
+        lines.append("  nothing credited yet / 暂无计分")
+    group = None
+    for s in board.subjects:
+        if s.group != group:
+            group = s.group
+            lines.append(f"\n  {GROUPS[group]}")
+            lines.append(
+                f"  {'rank':>4}  {'subject':<9}{'points':>20}{'RMB counted':>20}{'projects':>10}  name"
+            )
+        lines.append(
+            f"  {s.rank:>4}  {s.subject:<9}{money(s.points):>20}{money(s.amount_rmb):>20}"
+            f"{s.projects:>10}  {s.name}"
+        )
+    lines.append(
+        f"\nSigning targets: signed projects of at least {SIGNED_MIN_AMOUNT:,} yuan / 签约过亿元项目"
+    )
+    lines.append(f"  {'quarter':<9}{'plan':>6}{'actual':>8}")
+    for t in board.targets:
+        plan = "-" if t.plan is None else str(t.plan)
+        flag = "  behind / 未完成" if t.plan is not None and t.actual < t.plan else ""
+        lines.append(f"  {'Q' + str(t.quarter):<9}{plan:>6}{t.actual:>8}{flag}")
+    if board.signed_by_unit:
+        quarters = [t.quarter for t in board.targets]
+        lines.append("  by attracting unit / 按招商单位:")
+        lines.append("    " + f"{'unit':<10}" + "".join(f"{'Q' + str(q):>5}" for q in quarters))
+        for unit, qs in sorted(board.signed_by_unit.items()):
+            lines.append("    " + f"{unit:<10}" + "".join(f"{qs.get(q, 0):>5}" for q in quarters))
+    if board.held:
+        what = ", ".join(
+            f"{n} waiting for {k.replace('_', ' ')}" for k, n in sorted(board.held.items())
+        )
+        lines.append(f"\nFunds records held / 暂缓计分: {what}")
+    return "\n".join(lines)
+
+
+CSV_COLUMNS = [
+    "section",
+    "year",
+    "quarter",
+    "group",
+    "rank",
+    "subject",
+    "name",
+    "points",
+    "amount_rmb",
+    "projects",
+    "plan",
+    "actual",
+]
+
+
+def render_csv(board: Scoreboard) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for s in board.subjects:
+        writer.writerow(
+            {
+                "section": "subject",
+                "year": board.year,
+                "quarter": board.quarter or "",
+                "group": s.group,
+                "rank": s.rank,
+                "subject": s.subject,
+                "name": s.name,
+                "points": s.points,
+                "amount_rmb": s.amount_rmb,
+                "projects": s.projects,
+            }
+        )
+    for t in board.targets:
+        writer.writerow(
+            {
+                "section": "target",
+                "year": board.year,
+                "quarter": t.quarter,
+                "plan": "" if t.plan is None else t.plan,
+                "actual": t.actual,
+            }
+        )
+    return buf.getvalue()
+
+
+def render(board: Scoreboard, fmt: str = "table") -> str:
+    if fmt == "json":
+        return json.dumps(board.to_json(), ensure_ascii=False, indent=2)
+    if fmt == "csv":
+        return render_csv(board)
+    return render_table(board)
+
+
+def parse_quarter(text: str | int | None) -> int | None:
+    """`Q2`, `q2` or `2` → 2; None stays None. ValueError names what is accepted."""
+    if text is None or text == "":
+        return None
+    raw = str(text).strip().upper().removeprefix("Q")
+    if raw not in ("1", "2", "3", "4"):
+        raise ValueError(f"quarter {text!r}: expected Q1, Q2, Q3 or Q4")
+    return int(raw)
+
+
+def default_directory() -> Directory | None:
+    from shared.settings import Settings
+
+    try:
+        return load_directory(Settings.from_env().units_file)
+    except Exception:
+        return None
+
+
+def scoring_database_url(data_dir: Path | None = None) -> str:
+    """Scoring's database as the service finds it: SCORING_DATABASE_URL, DATABASE_URL, or
+    `<data dir>/scoring.db` (the data dir: `data_dir`, else $INVESTFLOW_DATA_DIR)."""
+    import os
+
+    from shared.settings import Settings
+
+    settings = Settings.from_env()
+    if data_dir is not None and not (
+        os.environ.get("SCORING_DATABASE_URL") or settings.database_url
+    ):
+        return f"sqlite:///{Path(data_dir) / 'scoring.db'}"
+    return settings.database_url_for("scoring")
+
+
+def render_for_demo(
+    database_url: str | None = None, year: int = 2022, *, data_dir: Path | None = None
+) -> str:
+    """The scoreboard as the demo prints it at the end (give the URL, or the demo's data dir)."""
+    from shared.db import create_tables, make_engine
+
+    engine = make_engine(database_url or scoring_database_url(data_dir))
+    try:
+        create_tables(engine, store.TABLES)  # an empty board rather than an error
+        return render_table(build(engine, year, directory=default_directory()))
+    finally:
+        engine.dispose()

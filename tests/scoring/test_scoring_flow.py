@@ -1,0 +1,287 @@
+"""Scoring end to end: a real nats-server, intake and scoring as processes, SQLite and PostgreSQL.
+
+Review is left out of this system on purpose: these tests publish `review.recognition`
+themselves, so what scoring does is exactly what they say (test_with_review.py runs the lot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from services.scoring import store
+from shared.contract import Recognition
+from tests.conftest import PG_SKIP_REASON, fresh_pg_database
+from tests.helpers import count_rows, idle, lead, publish, read_subject, uid
+from tests.scoring import builders as b
+
+pytestmark = pytest.mark.timeout(180)
+
+FOREIGN = {"name": "Acme Holdings Ltd", "origin": "foreign", "country": "US"}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+async def scoring_system(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Any]:
+    """Intake and scoring on free ports; the test plays the review service."""
+    from investflow.nats_server import free_port
+    from investflow.runtime import running_system
+    from investflow.services import SERVICES
+
+    services = tuple(s for s in SERVICES if s.name in ("intake", "scoring"))
+    env = {"INVESTFLOW_DUPLICATE_WINDOW": "2", "INVESTFLOW_ACK_WAIT": "5"}
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgresql":
+            if PG_SKIP_REASON:
+                pytest.skip(PG_SKIP_REASON)
+            env["DATABASE_URL"] = stack.enter_context(fresh_pg_database())
+        data = tmp_path_factory.mktemp(f"scoring-{request.param}")
+        async with running_system(
+            data,
+            free_port(),
+            free_port(),
+            services=services,
+            echo=bool(os.environ.get("INVESTFLOW_ECHO")),
+            extra_env=env,
+        ) as running:
+            running.scoring_db = env.get("DATABASE_URL") or f"sqlite:///{data / 'scoring.db'}"  # type: ignore[attr-defined]
+            yield running
+
+
+async def recognise(js: Any, project_id: str, recognized: bool = True) -> None:
+    event: Recognition = b.recognition(project_id, recognized=recognized)
+    await js.publish(
+        "review.recognition",
+        event.model_dump_json().encode(),
+        headers={"Nats-Msg-Id": f"review.recognition:{project_id}:{uid()}"},
+    )
+
+
+async def report_lead(js: Any, unit: str = "TS01", **overrides: Any) -> str:
+    data = lead(unit, **overrides)
+    await publish(js, f"intake.{unit}.lead", data)
+    return f"{unit}-{data['lead_id']}"
+
+
+def funds_payload(project_id: str, funds_id: str, amount: str, currency: str, day: str) -> dict:
+    return {
+        "project_id": project_id,
+        "funds_id": funds_id,
+        "amount": amount,
+        "currency": currency,
+        "arrived_on": day,
+        "form": "cash",
+        "voucher": {"kind": "bank_receipt", "ref": f"BR-{uid()}"},
+    }
+
+
+async def score_events(js: Any, subject: str, project_id: str) -> list[dict[str, Any]]:
+    return [e for e in await read_subject(js, "SCORE", subject) if e["project_id"] == project_id]
+
+
+async def test_usd_funds_with_their_rate_are_credited_once(scoring_system: Any) -> None:
+    js = scoring_system.js
+    pid = await report_lead(js, "TS01", investor=FOREIGN)
+    await recognise(js, pid)
+    await publish(js, "intake.CENTER.rates", {"on": "2022-03-15", "rates": {"USD": "6.3360"}})
+    await publish(
+        js, "intake.TS01.funds", funds_payload(pid, "F1", "2500000.50", "USD", "2022-03-15")
+    )
+    await idle(js)
+
+    (credited,) = await score_events(js, "score.credited", pid)
+    # 2500000.50 × 6.3360 = 15840003.168 → 15840003.17 RMB; × 3 = 47520009.504 → 47520009.50
+    assert Decimal(credited["amount_rmb"]) == Decimal("15840003.17")
+    assert Decimal(credited["multiplier"]) == 3
+    assert Decimal(credited["points"]) == Decimal("47520009.50")
+    assert credited["matched"] == ["foreign_funded"]
+    assert credited["deciding_rule"] == "foreign_funded"
+    assert credited["credited_to"] == ["TS01", "DEVZONE"]
+    assert (credited["year"], credited["quarter"]) == (2022, 1)
+    assert credited["explanation"]["version"] == "2022.1"
+    assert await score_events(js, "score.held", pid) == []
+
+
+async def test_without_its_rate_the_record_is_held_then_credited_once_when_it_comes(
+    scoring_system: Any,
+) -> None:
+    js = scoring_system.js
+    pid = await report_lead(js, "TS02", investor=FOREIGN)
+    await recognise(js, pid)
+    await publish(js, "intake.TS02.funds", funds_payload(pid, "F1", "1000000", "USD", "2022-04-27"))
+    await idle(js)
+    (held,) = await score_events(js, "score.held", pid)
+    assert "USD" in held["reason"] and "2022-04-27" in held["reason"]
+    assert await score_events(js, "score.credited", pid) == []
+
+    rates = {"on": "2022-04-27", "rates": {"USD": "6.4528", "EUR": "6.8126"}}
+    await publish(js, "intake.CENTER.rates", rates, key="CENTER/rates/2022-04-27")
+    await publish(js, "intake.CENTER.rates", rates, key="CENTER/rates/2022-04-27-resent")
+    await idle(js)
+    (credited,) = await score_events(js, "score.credited", pid)
+    assert Decimal(credited["amount_rmb"]) == Decimal("6452800.00")
+    assert Decimal(credited["points"]) == Decimal("19358400.00")
+    assert count_rows(scoring_system.scoring_db, store.Entry, store.Entry.project_id == pid) == 1
+
+
+async def test_withdrawn_recognition_reverses_the_credit(scoring_system: Any) -> None:
+    js = scoring_system.js
+    pid = await report_lead(js, "TS03")
+    await publish(js, "intake.TS03.funds", funds_payload(pid, "F1", "800000", "CNY", "2022-08-01"))
+    await idle(js)
+    assert len(await score_events(js, "score.held", pid)) == 1
+    await recognise(js, pid)
+    await idle(js)
+    assert len(await score_events(js, "score.credited", pid)) == 1
+    await recognise(js, pid, recognized=False)
+    await idle(js)
+    (reversed_,) = await score_events(js, "score.reversed", pid)
+    assert Decimal(reversed_["points"]) == Decimal("800000.00")
+
+
+async def _start_second_scoring(system: Any) -> asyncio.subprocess.Process:
+    from investflow.nats_server import free_port
+
+    env = dict(system.supervisor.children["scoring"].env) | {"SCORING_HTTP_PORT": str(free_port())}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.scoring",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+
+    async def ready() -> None:
+        while line := await proc.stdout.readline():  # type: ignore[union-attr]
+            if line.decode().strip() == "investflow: scoring ready":
+                return
+        raise AssertionError("second scoring process exited before it was ready")
+
+    await asyncio.wait_for(ready(), 60)
+    proc.port = int(env["SCORING_HTTP_PORT"])  # type: ignore[attr-defined]
+    return proc
+
+
+def _funds_messages_handled(port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if (
+            line.startswith("investflow_scoring_messages_total")
+            and 'subject="project.funds"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_five_deliveries_to_two_scoring_processes_credit_each_record_once(
+    scoring_system: Any,
+) -> None:
+    js = scoring_system.js
+    pid = await report_lead(js, "TS04")
+    await recognise(js, pid)
+    await idle(js)
+    second = await _start_second_scoring(scoring_system)
+    drain = asyncio.create_task(second.stdout.read())  # type: ignore[union-attr]
+    try:
+        funds_ids = [f"F{i:02d}" for i in range(12)]
+        for fid in funds_ids:
+            event = b.funds(pid, funds_id=fid, amount="100000", arrived_on="2022-09-09")
+            body = event.model_dump_json().encode()
+            for copy in range(5):
+                # the same event re-sent past JetStream's duplicate window: five deliveries
+                await js.publish(
+                    "project.funds", body, headers={"Nats-Msg-Id": f"{fid}-{copy}-{uid()}"}
+                )
+            # and once more as a new event id for the same record (a re-report)
+            again = b.funds(pid, funds_id=fid, amount="100000", arrived_on="2022-09-09")
+            await js.publish("project.funds", again.model_dump_json().encode())
+        await idle(js)
+
+        db = scoring_system.scoring_db
+        assert count_rows(db, store.FundsRecord, store.FundsRecord.project_id == pid) == 12
+        assert count_rows(db, store.Entry, store.Entry.project_id == pid) == 12
+        credited = await score_events(js, "score.credited", pid)
+        assert sorted(e["funds_id"] for e in credited) == funds_ids
+        assert await score_events(js, "score.held", pid) == []
+        # both processes really consumed
+        first_port = int(scoring_system.supervisor.children["scoring"].env["SCORING_HTTP_PORT"])
+        assert _funds_messages_handled(first_port) > 0
+        assert _funds_messages_handled(second.port) > 0  # type: ignore[attr-defined]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            second.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.wait(), 20)
+        drain.cancel()
+
+
+async def test_bad_input_is_dead_lettered_and_scoring_goes_on(scoring_system: Any) -> None:
+    js = scoring_system.js
+    await js.publish("project.funds", b'{"not": "an envelope"', headers={"Nats-Msg-Id": uid()})
+    await js.publish(
+        "review.recognition",
+        json.dumps({"project_id": "TS05-X", "recognized": "perhaps"}).encode(),
+        headers={"Nats-Msg-Id": uid()},
+    )
+    pid = await report_lead(js, "TS05")
+    await recognise(js, pid)
+    await publish(js, "intake.TS05.funds", funds_payload(pid, "F1", "100", "CNY", "2022-10-10"))
+    await idle(js)
+    assert len(await score_events(js, "score.credited", pid)) == 1
+    dead = [d for d in await read_subject(js, "DLQ", "dlq.scoring.>")]
+    errors = " ".join(d["error"] for d in dead)
+    assert "project.funds" in errors and "review.recognition: recognized" in errors
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+async def test_http_scoreboard_health_and_metrics(scoring_system: Any) -> None:
+    js = scoring_system.js
+    pid = await report_lead(js, "TS06", landing_area="BIOPARK")
+    await recognise(js, pid)
+    await publish(
+        js,
+        "intake.TS06.milestone",
+        {"project_id": pid, "milestone": "signed", "on": "2022-05-20", "amount": "120000000"},
+    )
+    await publish(js, "intake.TS06.funds", funds_payload(pid, "F1", "5000000", "CNY", "2022-05-21"))
+    await idle(js)
+
+    base = scoring_system.http_urls["scoring"]
+    status, body = await asyncio.to_thread(_get, f"{base}/v1/scoreboard?year=2022")
+    assert status == 200
+    board = json.loads(body)
+    subjects = {s["subject"]: s for s in board["subjects"]}
+    assert Decimal(subjects["TS06"]["points"]) >= Decimal("5000000")
+    assert subjects["BIOPARK"]["group"] == "park" and subjects["BIOPARK"]["rank"] >= 1
+    q2 = next(t for t in board["targets"]["county"] if t["quarter"] == 2)
+    assert q2["plan"] == 15 and q2["actual"] >= 1
+
+    status, body = await asyncio.to_thread(_get, f"{base}/v1/scoreboard?year=2022&quarter=Q5")
+    assert status == 422 and "quarter" in body
+    status, text = await asyncio.to_thread(_get, f"{base}/v1/scoreboard?year=2022&format=csv")
+    assert status == 200 and text.startswith("section,year,quarter")
+    status, body = await asyncio.to_thread(_get, f"{base}/v1/projects/{pid}/funds")
+    assert status == 200 and json.loads(body)["funds"][0]["state"] == "credited"
+    assert (await asyncio.to_thread(_get, f"{base}/health"))[0] == 200
+    status, text = await asyncio.to_thread(_get, f"{base}/metrics")
+    assert status == 200 and "investflow_scoring_messages_total" in text
