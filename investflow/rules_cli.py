@@ -79,6 +79,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     explain.set_defaults(func=cmd_explain)
 
+    publish = sub.add_parser(
+        "publish",
+        help="validate, run its rule tests, and publish a version to the running services",
+    )
+    publish.add_argument("file", type=Path, metavar="FILE.yaml")
+    publish.add_argument("--url", default=None, help="NATS server (default: $NATS_URL)")
+    publish.add_argument(
+        "--tests", type=Path, default=None, metavar="DIR", help="default: rulesets/tests/"
+    )
+    publish.set_defaults(func=cmd_publish)
+
+    rollback = sub.add_parser(
+        "rollback", help="make an earlier version decide again (published before, or in rulesets/)"
+    )
+    rollback.add_argument("ruleset_id", metavar="ID")
+    rollback.add_argument("version", metavar="VERSION")
+    rollback.add_argument("--url", default=None, help="NATS server (default: $NATS_URL)")
+    rollback.add_argument(
+        "--tests", type=Path, default=None, metavar="DIR", help="default: rulesets/tests/"
+    )
+    rollback.set_defaults(func=cmd_rollback)
+    for p in (publish, rollback):
+        p.add_argument(
+            "--wait",
+            type=float,
+            default=30.0,
+            help="seconds to wait for running services to load it",
+        )
+
 
 # --- validate ---------------------------------------------------------------------------------
 
@@ -355,3 +384,109 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# --- publish / rollback -------------------------------------------------------------------
+
+
+async def _publishing(url: str | None, work, wait: float):  # type: ignore[no-untyped-def]
+    """Connect, run the publication, and wait for every rules-deciding service to load it."""
+    import nats
+
+    from shared.rules import published
+    from shared.settings import Settings
+
+    from .services import SERVICES
+
+    settings = Settings.from_env()
+    nc = await nats.connect(
+        url or settings.nats_url,
+        connect_timeout=settings.connect_timeout_s,
+        max_reconnect_attempts=1,
+    )
+    try:
+        expected = [s.name for s in SERVICES if s.rules]
+        ruleset, revision, heard = await published.confirmations(
+            nc, expected, lambda: work(nc.jetstream()), wait
+        )
+        return expected, ruleset, revision, heard
+    finally:
+        await nc.close()
+
+
+def _report_live(expected: list[str], heard: dict[str, dict], out: TextIO) -> int:
+    """Say where the version is live; a service that refused it makes the command fail."""
+    refused = {s: h for s, h in heard.items() if not h.get("loaded")}
+    for service, status in refused.items():
+        print(
+            f"  {service} refused it and keeps its running version / 服务拒绝加载: {status.get('error')}",
+            file=out,
+        )
+    silent = [s for s in expected if s not in heard]
+    if silent:
+        print(
+            f"  not yet confirmed by / 尚未确认: {', '.join(silent)} (not running, or still loading)",
+            file=out,
+        )
+    live = [s for s, h in heard.items() if h.get("loaded")]
+    if live:
+        print(f"  live in / 已生效: {', '.join(live)}", file=out)
+    return 1 if refused else 0
+
+
+def _gate(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from shared.rules.registry import rulesets_dir
+    from shared.rules.ruletest import gate_on_rule_tests
+
+    return gate_on_rule_tests(args.tests or rulesets_dir() / "tests")
+
+
+def cmd_publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    import asyncio
+
+    from shared.rules import published
+
+    out = out or sys.stdout
+    try:
+        text = args.file.read_text(encoding="utf-8")
+        expected, ruleset, revision, heard = asyncio.run(
+            _publishing(
+                args.url,
+                lambda js: published.publish(js, text, str(args.file), _gate(args)),
+                args.wait,
+            )
+        )
+    except RulesetError as exc:
+        print(f"not published / 未发布:\n{exc}", file=out)
+        return 1
+    except OSError as exc:
+        print(f"not published / 未发布: {exc}", file=out)
+        return 1
+    print(
+        f"published {ruleset.key} ({ruleset.effective}) as revision {revision} / 已发布", file=out
+    )
+    return _report_live(expected, heard, out)
+
+
+def cmd_rollback(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    import asyncio
+
+    from shared.rules import published
+    from shared.rules.registry import rulesets_dir
+
+    out = out or sys.stdout
+    try:
+        expected, ruleset, revision, heard = asyncio.run(
+            _publishing(
+                args.url,
+                lambda js: published.rollback(
+                    js, args.ruleset_id, args.version, _gate(args), rulesets_dir()
+                ),
+                args.wait,
+            )
+        )
+    except (RulesetError, OSError) as exc:
+        print(f"not rolled back / 未回滚:\n{exc}", file=out)
+        return 1
+    print(f"{ruleset.key} decides again from revision {revision} / 已回滚", file=out)
+    return _report_live(expected, heard, out)

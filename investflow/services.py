@@ -24,4 +24,5 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("intake", "services.intake", http=True, durable="intake"),
     ServiceSpec("review", "services.review", durable="review", rules=True),
     ServiceSpec("scoring", "services.scoring", http=True, durable="scoring"),
+    ServiceSpec("notify", "services.notify", durable="notify"),
 )

@@ -20,7 +20,7 @@ from shared import outbox, subjects
 from shared.contract import Decided, MaterialsStatus, Recognition, Screened
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.messaging import configure_logging, durable_subscriber, make_broker, settle_in_order
-from shared.rules import RulesetRegistry, default_registry
+from shared.rules import RulesetRegistry, default_registry, published
 from shared.settings import Settings
 
 from . import store
@@ -99,10 +99,22 @@ async def on_project_event(message: NatsMessage) -> None:
     await settle_in_order([message.raw_message], broker, SERVICE, settings, handle)
 
 
+_stop_following = None
+
+
 @app.on_startup
 async def _startup() -> None:
+    global _stop_following
     await asyncio.to_thread(engine)
     await asyncio.to_thread(rules)
+    # Published versions load before the first message is decided, and live after that.
+    _stop_following = await published.start_following(settings.nats_url, rules(), SERVICE)
+
+
+@app.on_shutdown
+async def _shutdown() -> None:
+    if _stop_following is not None:
+        await _stop_following()
 
 
 @app.after_startup
