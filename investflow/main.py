@@ -82,16 +82,13 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 async def _nats_init(args: argparse.Namespace) -> int:
-    import nats
-
+    from shared.settings import connect_nats
     from shared.streams import ensure_streams
 
     settings = Settings.from_env()
     url = args.url or settings.nats_url
     try:
-        nc = await nats.connect(
-            url, connect_timeout=settings.connect_timeout_s, max_reconnect_attempts=1
-        )
+        nc = await connect_nats(settings, url, max_reconnect_attempts=1)
     except Exception as exc:
         print(f"investflow nats init: cannot connect to {url}: {exc}", file=sys.stderr)
         return 1
@@ -104,12 +101,11 @@ async def _nats_init(args: argparse.Namespace) -> int:
 
 
 async def _feed(args: argparse.Namespace) -> int:
-    import nats
+    from shared.settings import connect_nats
 
     from .feed import feed_file
 
-    url = args.url or Settings.from_env().nats_url
-    nc = await nats.connect(url, connect_timeout=10, max_reconnect_attempts=1)
+    nc = await connect_nats(Settings.from_env(), args.url, max_reconnect_attempts=1)
     try:
         fed = await feed_file(nc.jetstream(), Path(args.file))
         print(

@@ -52,6 +52,7 @@ def make_broker(settings: Settings, name: str, description: str = "") -> NatsBro
         # Our logger, not FastStream's coloured one: plain lines the supervisor can prefix,
         # and its INFO chatter on every start and stop filtered out.
         logger=_broker_logger(name),
+        **settings.nats_options(),  # type: ignore[arg-type]
     )
 
 

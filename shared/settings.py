@@ -19,6 +19,14 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name}={raw!r} is not a whole number") from exc
 
 
+def _secret(name: str) -> str | None:
+    """`NAME`, or the contents of the file `NAME_FILE` (docker secrets), never a default."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        return Path(path).read_text(encoding="utf-8").strip()
+    return os.environ.get(name) or None
+
+
 @dataclass(frozen=True)
 class Settings:
     nats_url: str
@@ -31,6 +39,12 @@ class Settings:
     max_payload_bytes: int
     connect_timeout_s: int
     ack_wait_s: int
+    # NATS credentials (deploy/nats: one user per service and unit); all optional locally.
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_nkey_seed_file: str | None = None
+    nats_creds_file: str | None = None
+    nats_tls_ca_file: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -49,6 +63,11 @@ class Settings:
             connect_timeout_s=_int("INVESTFLOW_CONNECT_TIMEOUT", 10),
             # How long a message a dead consumer held stays invisible before redelivery.
             ack_wait_s=_int("INVESTFLOW_ACK_WAIT", 30),
+            nats_user=os.environ.get("NATS_USER") or None,
+            nats_password=_secret("NATS_PASSWORD"),
+            nats_nkey_seed_file=os.environ.get("NATS_NKEY_SEED_FILE") or None,
+            nats_creds_file=os.environ.get("NATS_CREDS_FILE") or None,
+            nats_tls_ca_file=os.environ.get("NATS_TLS_CA_FILE") or None,
         )
 
     def database_url_for(self, service: str) -> str:
@@ -60,3 +79,29 @@ class Settings:
             return self.database_url
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{self.data_dir / (service + '.db')}"
+
+    def nats_options(self) -> dict[str, object]:
+        """Authentication and TLS keyword arguments for nats.connect / NatsBroker."""
+        options: dict[str, object] = {}
+        if self.nats_creds_file:
+            options["user_credentials"] = self.nats_creds_file
+        elif self.nats_nkey_seed_file:
+            options["nkeys_seed"] = self.nats_nkey_seed_file
+        elif self.nats_user:
+            options["user"] = self.nats_user
+            options["password"] = self.nats_password or ""
+        if self.nats_tls_ca_file:
+            import ssl
+
+            options["tls"] = ssl.create_default_context(cafile=self.nats_tls_ca_file)
+        return options
+
+
+async def connect_nats(settings: Settings, url: str | None = None, **kwargs: object):  # type: ignore[no-untyped-def]
+    """A nats-py connection with this process's credentials: the one way tools connect."""
+    import nats
+
+    options: dict[str, object] = (
+        {"connect_timeout": settings.connect_timeout_s} | settings.nats_options() | kwargs
+    )
+    return await nats.connect(url or settings.nats_url, **options)  # type: ignore[arg-type]

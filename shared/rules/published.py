@@ -177,9 +177,11 @@ async def start_following(
 ) -> Callable[[], Awaitable[None]]:
     """Follow the bucket on a connection of its own; returns once every earlier publication is
     loaded (so no decision is made with stale rules), with a coroutine function that stops it."""
-    import nats
+    from shared.settings import Settings, connect_nats
 
-    nc = await nats.connect(nats_url, max_reconnect_attempts=-1, name=f"investflow-{service}-rules")
+    nc = await connect_nats(
+        Settings.from_env(), nats_url, max_reconnect_attempts=-1, name=f"investflow-{service}-rules"
+    )
     ready = asyncio.Event()
     task = asyncio.create_task(follow(nc, registry, service, ready))
     try:
