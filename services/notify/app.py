@@ -1,0 +1,198 @@
+"""Notify's wiring: durable consumers on `project.>`, `review.>`, `score.>`; publishers for `notify.*`.
+
+A message is read top to bottom: `facts.apply` records what it tells, `triggers.event_alerts`
+says who must be told, `plan.plan` stores the notifications — all in one transaction — then
+the message is acked and the dispatcher (dispatch.py) delivers from the outbox. The scheduler
+(scheduler.py) adds the time triggers and the weekly report on its clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from faststream import FastStream
+from faststream.nats.annotations import NatsMessage
+from nats.aio.msg import Msg
+from sqlalchemy import Engine
+
+from shared import subjects
+from shared.contract import NotifyOutcome
+from shared.db import create_tables, make_engine, unit_of_work
+from shared.directory import load_directory
+from shared.messaging import configure_logging, durable_subscriber, make_broker, settle_in_order
+from shared.settings import REPO_ROOT, Settings
+
+from . import contacts, facts, store
+from .channels import default_channels
+from .dispatch import Dispatcher, RetryPolicy, utcnow
+from .params import load_params, rule_titles
+from .plan import plan
+from .render import Renderer
+from .scheduler import BusinessClock, Scheduler, WallClock
+from .triggers import event_alerts
+
+SERVICE = "notify"
+log = logging.getLogger("investflow.notify")
+
+settings = Settings.from_env()
+directory = load_directory(settings.units_file)
+params = load_params()
+renderer = Renderer(directory)
+broker = make_broker(
+    settings, SERVICE, "Notify: alerts sponsors and units, weekly progress reports (包保·定期公布)"
+)
+app = FastStream(broker)
+_engine: Engine | None = None
+_dispatcher: Dispatcher | None = None
+_tasks: list[asyncio.Task[None]] = []
+
+
+def engine() -> Engine:
+    global _engine
+    if _engine is None:
+        _engine = make_engine(settings.database_url_for(SERVICE))
+        create_tables(_engine, store.TABLES)
+    return _engine
+
+
+def titles(ruleset_id: str, version: str | None) -> dict[str, dict[str, str]]:
+    return rule_titles(settings.rulesets_dir, ruleset_id, version)
+
+
+for _subject, _what in (
+    (subjects.NOTIFY_SENT, "a notification delivered to its recipient on one channel"),
+    (subjects.NOTIFY_FAILED, "a notification given up after its retries (or with no contact)"),
+):
+    broker.publisher(_subject, schema=NotifyOutcome, title=f"{_subject}:Publish", description=_what)
+
+
+async def publish(subject: str, body: str, msg_id: str) -> None:
+    await broker.publish(body.encode(), subject, headers={"Nats-Msg-Id": msg_id}, stream="NOTIFY")
+
+
+def dispatcher() -> Dispatcher:
+    global _dispatcher
+    if _dispatcher is None:
+        dry = os.environ.get("NOTIFY_DRY_RUN", "") in ("1", "true", "yes")
+        channels = default_channels(
+            lambda note: (
+                note.html or renderer.email_html(note.subject, note.body, note.language, note.cause)
+            ),
+            settings.data_dir / "notify-dry-run.jsonl" if dry else None,
+        )
+        _dispatcher = Dispatcher(engine(), channels, publish=publish, policy=RetryPolicy.from_env())
+    return _dispatcher
+
+
+def message_key(msg: Msg) -> str:
+    key = (msg.headers or {}).get("Nats-Msg-Id")
+    if key:
+        return f"{msg.subject}|{key}"[:300]
+    return f"{msg.subject}|sha256:{hashlib.sha256(msg.data).hexdigest()}"
+
+
+async def handle(msg: Msg) -> None:
+    event = json.loads(msg.data)
+    key = message_key(msg)
+
+    def transaction() -> int:
+        with unit_of_work(engine()) as session:
+            if session.get(store.Processed, key) is not None:
+                return 0  # a redelivery: its notifications were stored with it
+            session.add(store.Processed(msg_id=key))
+            facts.apply(session, msg.subject, event)
+            project = facts.project_view(session, event.get("project_id"))
+            alerts = event_alerts(msg.subject, event, project, titles)
+            return plan(session, alerts, renderer, utcnow())
+
+    if await asyncio.to_thread(transaction):
+        dispatcher().wake.set()
+
+
+def _consumer(subject: str, stream: str, what: str):  # type: ignore[no-untyped-def]
+    @durable_subscriber(
+        broker,
+        subject,
+        stream=stream,
+        durable=SERVICE,
+        settings=settings,
+        title=f"{subject}:Consume",
+        description=what,
+    )
+    async def consume(message: NatsMessage) -> None:
+        await settle_in_order([message.raw_message], broker, SERVICE, settings, handle)
+
+    return consume
+
+
+on_project = _consumer(
+    "project.>", "PROJECT", "leads, milestones, visits, funds, decisions, duplicates"
+)
+on_review = _consumer("review.>", "REVIEW", "screening, committee materials, decisions")
+on_score = _consumer("score.>", "SCORE", "points credited, for alerts and the scoreboard")
+
+
+def seed_contacts() -> None:
+    """An empty directory of contacts is filled from NOTIFY_CONTACTS (default deploy/contacts.yaml);
+    afterwards `investflow contacts load` is how it changes."""
+    path = os.environ.get("NOTIFY_CONTACTS", str(REPO_ROOT / "deploy" / "contacts.yaml"))
+    if not path or not Path(path).exists():
+        return
+    with unit_of_work(engine()) as session:
+        if contacts.has_contacts(session):
+            return
+        n = contacts.store_contacts(
+            session, contacts.read_contacts(Path(path), directory), directory
+        )
+    log.info("notify: loaded %d contacts from %s", n, path)
+
+
+def scheduler() -> Scheduler:
+    mode = os.environ.get("NOTIFY_CLOCK", "wall")
+    clock = BusinessClock(engine()) if mode == "business" else WallClock()
+    return Scheduler(engine(), renderer, directory, params, settings.rulesets_dir, clock)
+
+
+async def run_scheduler(every_s: float) -> None:
+    sched = scheduler()
+    while True:
+        try:
+            if await asyncio.to_thread(sched.tick):
+                dispatcher().wake.set()
+        except Exception:
+            log.exception("notify: scheduler tick failed; trying again next tick")
+        await asyncio.sleep(every_s)
+
+
+@app.on_startup
+async def _startup() -> None:
+    await asyncio.to_thread(engine)
+    with contextlib.suppress(Exception):  # two replicas seeding at once: one wins
+        await asyncio.to_thread(seed_contacts)
+
+
+@app.after_startup
+async def _ready() -> None:
+    tick_s = float(os.environ.get("NOTIFY_TICK_S", "60"))
+    poll_s = float(os.environ.get("NOTIFY_POLL_S", "1"))
+    _tasks.append(asyncio.create_task(dispatcher().run(poll_s)))
+    _tasks.append(asyncio.create_task(run_scheduler(tick_s)))
+    print(f"investflow: {SERVICE} ready", flush=True)
+
+
+@app.on_shutdown
+async def _shutdown() -> None:
+    for task in _tasks:
+        task.cancel()
+    await asyncio.gather(*_tasks, return_exceptions=True)
+
+
+def main() -> None:
+    configure_logging(SERVICE)
+    asyncio.run(app.run())

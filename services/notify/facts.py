@@ -1,0 +1,268 @@
+"""Applying one consumed event to notify's facts, and reading the facts back as a Snapshot.
+
+Runs inside the consumer's transaction: the facts, the message id and the notifications the
+event causes are committed together (app.py). Every write is keyed by the fact's own
+natural key, so applying an event twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from typing import Any
+
+from sqlmodel import Session, select
+
+from . import store
+from .model import Credit, FundsRecord, ProjectView, Snapshot
+
+BUSINESS_DATE = "business_date"
+
+
+class ProjectNotYetKnown(RuntimeError):
+    """A review/score event overtook its project's lead on another stream: retry it shortly."""
+
+
+def _day(value: Any) -> dt.date | None:
+    return dt.date.fromisoformat(value) if value else None
+
+
+def apply(session: Session, subject: str, event: dict[str, Any]) -> None:
+    """Record what `event` tells; raise ProjectNotYetKnown if it needs a project not seen yet."""
+    kind = subject.split(".", 1)[1]
+    stream = subject.split(".", 1)[0]
+    data = event.get("data") or {}
+    pid = event.get("project_id")
+    business_day: dt.date | None = None
+
+    if stream == "project":
+        if kind == "lead":
+            if session.get(store.Project, pid) is None:
+                session.add(
+                    store.Project(
+                        project_id=pid,
+                        title=data["title"],
+                        attracting_unit=data["attracting_unit"],
+                        landing_area=data["landing_area"],
+                        kind=data["kind"],
+                        planned_investment=str(data["planned_investment"]),
+                        reported_on=_day(data["reported_on"]),
+                    )
+                )
+            business_day = _day(data["reported_on"])
+        elif kind == "meeting":
+            if session.get(store.Meeting, data["meeting_id"]) is None:
+                session.add(store.Meeting(meeting_id=data["meeting_id"], on=_day(data["on"])))
+        elif kind == "milestone":
+            store.insert_ignore(
+                session,
+                store.MilestoneFact,
+                [
+                    {
+                        "project_id": pid,
+                        "milestone": data["milestone"],
+                        "on": _day(data["on"]),
+                        "amount": str(data["amount"]) if data.get("amount") else None,
+                    }
+                ],
+                ["project_id", "milestone", "on"],
+            )
+            business_day = _day(data["on"])
+        elif kind == "visit":
+            store.insert_ignore(
+                session,
+                store.VisitFact,
+                [{"project_id": pid, "leader": data["leader"], "on": _day(data["on"])}],
+                ["project_id", "leader", "on"],
+            )
+            business_day = _day(data["on"])
+        elif kind == "funds":
+            store.insert_ignore(
+                session,
+                store.FundsFact,
+                [
+                    {
+                        "project_id": pid,
+                        "funds_id": data["funds_id"],
+                        "amount": str(data["amount"]),
+                        "currency": data["currency"],
+                        "arrived_on": _day(data["arrived_on"]),
+                    }
+                ],
+                ["project_id", "funds_id"],
+            )
+            business_day = _day(data["arrived_on"])
+        elif kind == "rates":
+            on = _day(data["on"])
+            store.insert_ignore(
+                session,
+                store.RateFact,
+                [{"on": on, "currency": c, "rate": str(r)} for c, r in data["rates"].items()],
+                ["on", "currency"],
+            )
+            business_day = on
+        elif kind == "document":
+            store.insert_ignore(
+                session,
+                store.DocumentFact,
+                [{"project_id": pid, "type": data["type"]}],
+                ["project_id", "type"],
+            )
+        elif kind == "decision":
+            _decision(session, data, require=False)
+    elif stream == "review":
+        project = session.get(store.Project, pid)
+        if project is None:
+            raise ProjectNotYetKnown(f"{subject} for {pid} before its project.lead")
+        if kind == "screened":
+            project.outcome = event["outcome"]
+            project.track = event.get("track")
+            project.reasons = json.dumps(event.get("reasons", []))
+            session.add(project)
+        elif kind == "materials":
+            row = session.get(store.MaterialsFact, pid) or store.MaterialsFact(
+                project_id=pid, complete=True
+            )
+            row.complete = bool(event["complete"])
+            row.missing = json.dumps(event.get("missing_materials", []))
+            row.deadline = _day(event.get("deadline"))
+            session.add(row)
+        elif kind == "decided":
+            _decision(
+                session,
+                {
+                    "project_id": pid,
+                    "meeting_id": event["meeting_id"],
+                    "decision": event["decision"],
+                    "sponsor_leader": event.get("sponsor_leader"),
+                    "responsible_leader": event.get("responsible_leader"),
+                    "hq": {
+                        "commander": event.get("hq_commander"),
+                        "members": event.get("hq_members", []),
+                    },
+                },
+                require=True,
+            )
+    elif stream == "score" and kind == "credited":
+        if session.get(store.Project, pid) is None:
+            raise ProjectNotYetKnown(f"{subject} for {pid} before its project.lead")
+        store.insert_ignore(
+            session,
+            store.CreditFact,
+            [
+                {
+                    "project_id": pid,
+                    "funds_id": event["funds_id"],
+                    "year": int(event["year"]),
+                    "quarter": int(event["quarter"]),
+                    "points": str(event["points"]),
+                    "amount_rmb": str(event["amount_rmb"]),
+                    "credited_to": json.dumps(event.get("credited_to", [])),
+                }
+            ],
+            ["project_id", "funds_id"],
+        )
+    if business_day is not None:
+        store.advance_date(session, BUSINESS_DATE, business_day)
+
+
+def _decision(session: Session, data: dict[str, Any], *, require: bool) -> None:
+    """集体决策, from intake's project.decision or review's review.decided: the first one wins."""
+    project = session.get(store.Project, data["project_id"])
+    if project is None:
+        if require:
+            raise ProjectNotYetKnown(f"decision for {data['project_id']} before its project.lead")
+        return
+    if project.decision is not None:
+        return
+    meeting = session.get(store.Meeting, data["meeting_id"])
+    project.decision = data["decision"]
+    project.meeting_id = data["meeting_id"]
+    project.decided_on = meeting.on if meeting else None
+    if data["decision"] == "approved":
+        project.sponsor_leader = data.get("sponsor_leader")
+        project.responsible_leader = data.get("responsible_leader")
+        project.hq = json.dumps(data.get("hq") or {})
+    session.add(project)
+
+
+def project_view(session: Session, project_id: str | None) -> ProjectView | None:
+    if not project_id:
+        return None
+    snap = load_snapshot(session, [project_id])
+    return snap.projects.get(project_id)
+
+
+def load_snapshot(session: Session, project_ids: list[str] | None = None) -> Snapshot:
+    """Every fact (or those of `project_ids`) as plain values."""
+
+    def q(table: Any) -> Any:
+        query = select(table)
+        if project_ids is not None:
+            query = query.where(table.project_id.in_(project_ids))
+        return session.exec(query).all()
+
+    snap = Snapshot()
+    for row in q(store.Project):
+        snap.projects[row.project_id] = ProjectView(
+            project_id=row.project_id,
+            title=row.title,
+            attracting_unit=row.attracting_unit,
+            landing_area=row.landing_area,
+            kind=row.kind,
+            planned_investment=Decimal(row.planned_investment),
+            reported_on=row.reported_on,
+            outcome=row.outcome,
+            track=row.track,
+            reasons=json.loads(row.reasons),
+            decision=row.decision,
+            decided_on=row.decided_on,
+            sponsor_leader=row.sponsor_leader,
+        )
+    for m in q(store.MilestoneFact):
+        if m.project_id in snap.projects:
+            snap.projects[m.project_id].milestones.append(
+                (m.on, m.milestone, Decimal(m.amount) if m.amount else None)
+            )
+    for v in q(store.VisitFact):
+        if v.project_id in snap.projects:
+            snap.projects[v.project_id].visits.append(v.on)
+    for f in q(store.FundsFact):
+        if f.project_id in snap.projects:
+            snap.projects[f.project_id].funds.append(
+                FundsRecord(f.funds_id, Decimal(f.amount), f.currency, f.arrived_on)
+            )
+    for d in q(store.DocumentFact):
+        if d.project_id in snap.projects:
+            snap.projects[d.project_id].documents.add(d.type)
+    for mat in q(store.MaterialsFact):
+        if mat.project_id in snap.projects:
+            p = snap.projects[mat.project_id]
+            p.materials_complete = mat.complete
+            p.materials_missing = json.loads(mat.missing)
+            p.materials_deadline = mat.deadline
+    for c in q(store.CreditFact):
+        snap.credits.append(
+            Credit(
+                c.project_id,
+                c.funds_id,
+                c.year,
+                c.quarter,
+                Decimal(c.points),
+                Decimal(c.amount_rmb),
+                tuple(json.loads(c.credited_to)),
+            )
+        )
+    for p in snap.projects.values():
+        p.milestones.sort(key=lambda m: (m[0], m[1]))
+        p.visits.sort()
+    if project_ids is None:
+        for r in session.exec(select(store.RateFact)).all():
+            snap.rates[(r.on, r.currency)] = Decimal(r.rate)
+    return snap
+
+
+def business_date(session: Session) -> dt.date | None:
+    value = store.get_state(session, BUSINESS_DATE)
+    return dt.date.fromisoformat(value) if value else None

@@ -1,0 +1,157 @@
+"""Time triggers and the weekly report, on an injectable clock.
+
+`Scheduler.tick()` evaluates every day from the day after the last one it evaluated up to
+"today" (at most `catch_up_days` back), so a late tick or a clock that jumps never skips a
+period, and plans what is due. The cause keys carry the period, so ticking again changes
+nothing. "Today" comes from a clock:
+
+- `WallClock` (NOTIFY_CLOCK=wall, the default for a running county system): the date in
+  Asia/Shanghai.
+- `BusinessClock` (NOTIFY_CLOCK=business, for the demo and replays of a past year): the
+  latest business date seen in the events (a visit's, milestone's, funds', lead's or rates'
+  own date) minus one day, since events arrive in date order and that day is complete.
+Tests pass a plain function.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from shared.db import unit_of_work
+from shared.directory import Directory
+
+from . import facts, store
+from .contacts import recipients
+from .dispatch import utcnow
+from .model import Alert, Snapshot
+from .params import Params, signing_targets
+from .plan import plan
+from .render import Renderer
+from .report import build_report, chart_png, render_html
+from .triggers import time_alerts
+
+log = logging.getLogger("investflow.notify")
+LAST_DAY = "scheduler_last_day"
+COUNTY = "county"
+
+
+class WallClock:
+    def __init__(self, tz: str = "Asia/Shanghai") -> None:
+        self.tz = ZoneInfo(tz)
+
+    def __call__(self) -> dt.date | None:
+        return dt.datetime.now(self.tz).date()
+
+
+class BusinessClock:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def __call__(self) -> dt.date | None:
+        with Session(self.engine) as session:
+            latest = facts.business_date(session)
+        return latest - dt.timedelta(days=1) if latest else None
+
+
+class Scheduler:
+    def __init__(
+        self,
+        engine: Engine,
+        renderer: Renderer,
+        directory: Directory,
+        params: Params,
+        rulesets_dir: Path,
+        today: Callable[[], dt.date | None],
+        *,
+        now: Callable[[], dt.datetime] = utcnow,
+        catch_up_days: int = 31,
+    ) -> None:
+        self.engine = engine
+        self.renderer = renderer
+        self.directory = directory
+        self.params = params
+        self.rulesets_dir = rulesets_dir
+        self.today = today
+        self.now = now
+        self.catch_up_days = catch_up_days
+
+    def targets(self, day: dt.date) -> dict[str, int] | None:
+        return signing_targets(self.rulesets_dir, day)
+
+    def tick(self) -> int:
+        """Plan everything due up to today; returns how many notifications are new."""
+        today = self.today()
+        if today is None:
+            return 0
+        with unit_of_work(self.engine) as session:
+            last = store.get_state(session, LAST_DAY)
+            first = today - dt.timedelta(days=self.catch_up_days - 1)
+            if last is not None:
+                first = max(first, dt.date.fromisoformat(last) + dt.timedelta(days=1))
+            if first > today:
+                return 0
+            snapshot = facts.load_snapshot(session)
+            alerts: list[Alert] = []
+            day = first
+            while day <= today:
+                alerts.extend(time_alerts(snapshot, day, self.params, self.targets))
+                day += dt.timedelta(days=1)
+            new = plan(session, alerts, self.renderer, self.now())
+            new += self._weekly(session, snapshot, today)
+            store.set_state(session, LAST_DAY, today.isoformat())
+        return new
+
+    # --- 挂图作战，定期公布 ---
+
+    def report_day(self, today: dt.date) -> dt.date:
+        """The latest report weekday on or before `today`."""
+        back = (today.weekday() - self.params.weekly_report.weekday_index) % 7
+        return today - dt.timedelta(days=back)
+
+    def report(self, snapshot: Snapshot, on: dt.date, leader: str | None) -> dict[str, Any]:
+        return build_report(
+            snapshot,
+            on,
+            self.directory,
+            self.targets,
+            leader=leader,
+            overdue_days=self.params.visit_overdue_days,
+            min_signing=self.params.signing_behind.min_amount,
+            fast_start_days=self.params.weekly_report.fast_start_days,
+        )
+
+    def _weekly(self, session: Session, snapshot: Snapshot, today: dt.date) -> int:
+        on = self.report_day(today)
+        as_of = on - dt.timedelta(days=1)
+        if not any(p.reported_on <= as_of for p in snapshot.projects.values()):
+            return 0
+        audiences: dict[str, tuple[str, ...]] = {
+            COUNTY: tuple(self.params.weekly_report.county_wide_to)
+        }
+        for p in snapshot.projects.values():
+            if p.sponsor_leader and p.sponsored(as_of):
+                audiences[p.sponsor_leader] = (p.sponsor_leader,)
+        causes = {who: f"weekly_report:{on}:{who}" for who in audiences}
+        done = {c for c, _, _ in store.existing_keys(session, list(causes.values()))}
+        alerts, extra = [], {}
+        for who, to in sorted(audiences.items()):
+            cause = causes[who]
+            if cause in done:
+                continue
+            report = self.report(snapshot, on, None if who == COUNTY else who)
+            alerts.append(Alert(cause, "weekly_report", to, None, {"r": report}))
+            people = recipients(session, to)
+            for lang in sorted({people[c].language for c in to}):
+                png = chart_png(report, self.renderer, lang)
+                html = render_html(self.renderer, report, lang, "cid:chart")
+                for code in to:
+                    extra[f"{cause}|{code}|{lang}"] = {"html": html, "image": png}
+        return plan(session, alerts, self.renderer, self.now(), extra)

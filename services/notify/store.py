@@ -1,0 +1,281 @@
+"""Notify's own tables: who to tell (contacts), what it has learnt (facts), what it sends (outbox).
+
+Nobody else reads them. Facts come only from the events notify consumes (`project.*`,
+`review.*`, `score.*`); every fact keeps its business date, so a report or a time trigger
+can be evaluated "as of" any day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Field, Session, SQLModel, select
+
+# --- the directory of recipients (deploy/contacts.yaml, `investflow contacts load`) ---------
+
+
+class Contact(SQLModel, table=True):
+    """A unit, county leader or the Center, and the language it reads."""
+
+    __tablename__ = "notify_contact"
+
+    code: str = Field(primary_key=True, max_length=32)
+    kind: str = Field(max_length=16)  # unit | leader
+    name: str
+    language: str = Field(default="zh", max_length=8)
+
+
+class Address(SQLModel, table=True):
+    """One way to reach a contact: email, webhook, dingtalk or wecom (one per channel)."""
+
+    __tablename__ = "notify_address"
+    __table_args__ = (UniqueConstraint("code", "channel", name="uq_notify_address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(index=True, max_length=32)
+    channel: str = Field(max_length=16)
+    target: str  # JSON: {"to": [...]} | {"url": ..., "secret": ...}
+
+
+# --- facts learnt from events ---------------------------------------------------------------
+
+
+class Project(SQLModel, table=True):
+    __tablename__ = "notify_project"
+
+    project_id: str = Field(primary_key=True, max_length=100)
+    title: str
+    attracting_unit: str = Field(max_length=32)  # 招商单位
+    landing_area: str = Field(max_length=32)
+    kind: str = Field(max_length=32)
+    planned_investment: str
+    reported_on: dt.date
+    outcome: str | None = Field(default=None, max_length=16)  # accepted | terminated
+    track: str | None = Field(default=None, max_length=16)
+    reasons: str = "[]"  # JSON: terminate rule ids
+    decision: str | None = Field(default=None, max_length=16)  # approved | rejected
+    meeting_id: str | None = Field(default=None, max_length=64)
+    decided_on: dt.date | None = None
+    sponsor_leader: str | None = Field(default=None, index=True, max_length=32)  # 包保县级领导
+    responsible_leader: str | None = Field(default=None, max_length=32)
+    hq: str = "{}"  # JSON: {commander, members}
+
+
+class Meeting(SQLModel, table=True):
+    __tablename__ = "notify_meeting"
+
+    meeting_id: str = Field(primary_key=True, max_length=64)
+    on: dt.date
+
+
+class MilestoneFact(SQLModel, table=True):
+    __tablename__ = "notify_milestone"
+    __table_args__ = (
+        UniqueConstraint("project_id", "milestone", "on", name="uq_notify_milestone"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: str = Field(index=True, max_length=100)
+    milestone: str = Field(max_length=32)
+    on: dt.date
+    amount: str | None = None
+
+
+class VisitFact(SQLModel, table=True):
+    """包保县级领导现场调度."""
+
+    __tablename__ = "notify_visit"
+    __table_args__ = (UniqueConstraint("project_id", "leader", "on", name="uq_notify_visit"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: str = Field(index=True, max_length=100)
+    leader: str = Field(max_length=32)
+    on: dt.date
+
+
+class FundsFact(SQLModel, table=True):
+    """到位资金 as reported."""
+
+    __tablename__ = "notify_funds"
+    __table_args__ = (UniqueConstraint("project_id", "funds_id", name="uq_notify_funds"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: str = Field(index=True, max_length=100)
+    funds_id: str = Field(max_length=64)
+    amount: str
+    currency: str = Field(max_length=3)
+    arrived_on: dt.date
+
+
+class RateFact(SQLModel, table=True):
+    __tablename__ = "notify_rate"
+    __table_args__ = (UniqueConstraint("on", "currency", name="uq_notify_rate"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    on: dt.date
+    currency: str = Field(max_length=3)
+    rate: str  # CNY per unit
+
+
+class DocumentFact(SQLModel, table=True):
+    __tablename__ = "notify_document"
+    __table_args__ = (UniqueConstraint("project_id", "type", name="uq_notify_document"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: str = Field(index=True, max_length=100)
+    type: str = Field(max_length=40)
+
+
+class MaterialsFact(SQLModel, table=True):
+    """The latest `review.materials` of a project."""
+
+    __tablename__ = "notify_materials"
+
+    project_id: str = Field(primary_key=True, max_length=100)
+    complete: bool
+    missing: str = "[]"  # JSON
+    deadline: dt.date | None = None
+
+
+class CreditFact(SQLModel, table=True):
+    """`score.credited`, for the scoreboard (we never read scoring's tables)."""
+
+    __tablename__ = "notify_credit"
+    __table_args__ = (UniqueConstraint("project_id", "funds_id", name="uq_notify_credit"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: str = Field(index=True, max_length=100)
+    funds_id: str = Field(max_length=64)
+    year: int
+    quarter: int
+    points: str
+    amount_rmb: str
+    credited_to: str = "[]"  # JSON
+
+
+class State(SQLModel, table=True):
+    """Small named values: the business date, the last day the scheduler evaluated."""
+
+    __tablename__ = "notify_state"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str
+
+
+class Processed(SQLModel, table=True):
+    """Every consumed message id, written in the transaction that applied it."""
+
+    __tablename__ = "notify_processed"
+
+    msg_id: str = Field(primary_key=True, max_length=300)
+
+
+# --- the outbox of notifications ------------------------------------------------------------
+
+
+class Notification(SQLModel, table=True):
+    """One message to one recipient on one channel, for one cause. Never two for the same key."""
+
+    __tablename__ = "notify_notification"
+    __table_args__ = (
+        UniqueConstraint("cause", "recipient", "channel", name="uq_notify_notification"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    cause: str = Field(index=True, max_length=300)  # e.g. materials_missing:<project>:<deadline>
+    kind: str = Field(index=True, max_length=40)  # the template: lead_assigned, visit_overdue, ...
+    project_id: str | None = Field(default=None, index=True, max_length=100)
+    recipient: str = Field(max_length=32)
+    channel: str = Field(max_length=16)  # email | webhook | dingtalk | wecom | none
+    target: str = "{}"  # JSON copy of the address at planning time
+    language: str = Field(default="zh", max_length=8)
+    subject: str
+    body: str  # markdown, also the plain-text part
+    html: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    image: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    data: str = "{}"  # JSON: the facts the message states, for webhooks
+    status: str = Field(default="pending", index=True, max_length=16)  # pending|sending|sent|failed
+    attempts: int = 0
+    next_attempt_at: dt.datetime
+    lease_until: dt.datetime | None = None
+    last_error: str | None = None
+    created_at: dt.datetime
+    sent_at: dt.datetime | None = None
+    outcome_published_at: dt.datetime | None = None
+
+
+TABLES = (
+    Contact,
+    Address,
+    Project,
+    Meeting,
+    MilestoneFact,
+    VisitFact,
+    FundsFact,
+    RateFact,
+    DocumentFact,
+    MaterialsFact,
+    CreditFact,
+    State,
+    Processed,
+    Notification,
+)
+
+
+def insert_ignore(
+    session: Session, table: type[SQLModel], values: list[dict[str, Any]], keys: list[str]
+) -> int:
+    """INSERT ... ON CONFLICT DO NOTHING on the unique `keys`: the race-proof "only once"."""
+    if not values:
+        return 0
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table.__table__).values(values).on_conflict_do_nothing(index_elements=keys)  # type: ignore[attr-defined]
+    return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+
+
+def get_state(session: Session, key: str) -> str | None:
+    row = session.get(State, key)
+    return row.value if row else None
+
+
+def set_state(session: Session, key: str, value: str) -> None:
+    row = session.get(State, key) or State(key=key, value=value)
+    row.value = value
+    session.add(row)
+
+
+def advance_date(session: Session, key: str, day: dt.date) -> None:
+    """Keep the latest date under `key` (the business clock only moves forward)."""
+    current = get_state(session, key)
+    if current is None or dt.date.fromisoformat(current) < day:
+        set_state(session, key, day.isoformat())
+
+
+def existing_keys(session: Session, causes: list[str]) -> set[tuple[str, str, str]]:
+    if not causes:
+        return set()
+    rows = session.exec(
+        select(Notification.cause, Notification.recipient, Notification.channel).where(
+            Notification.cause.in_(causes)  # type: ignore[attr-defined]
+        )
+    ).all()
+    return {(c, r, ch) for c, r, ch in rows}
+
+
+def claim(session: Session, note_id: int, now: dt.datetime, lease: dt.timedelta) -> bool:
+    """Take a due notification for sending; False when another dispatcher has it or it's done."""
+    table = Notification
+    stmt = (
+        update(table)
+        .where(table.id == note_id)  # type: ignore[arg-type]
+        .where(
+            ((table.status == "pending") & (table.next_attempt_at <= now))  # type: ignore[operator]
+            | ((table.status == "sending") & (table.lease_until < now))  # type: ignore[operator]
+        )
+        .values(status="sending", lease_until=now + lease)
+    )
+    return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,331 @@
+"""Who must be told what: pure functions from events and facts to alerts.
+
+Each alert has a cause key that names the cause and its period (a project and a deadline,
+a project and the week of an overdue visit, a quarter), so the outbox's unique key makes
+"once per period" hold whatever the redeliveries, replicas and clock ticks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from .model import Alert, ProjectView, Snapshot, period, quarter_of
+from .params import Params
+
+CENTER = "CENTER"
+
+
+def _project_data(p: ProjectView | None) -> dict[str, Any]:
+    if p is None:
+        return {}
+    return {
+        "title": p.title,
+        "attracting_unit": p.attracting_unit,
+        "landing_area": p.landing_area,
+        "kind": p.kind,
+        "planned_investment": str(p.planned_investment),
+        "sponsor_leader": p.sponsor_leader,
+    }
+
+
+def _codes(*codes: str | None) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(c for c in codes if c))
+
+
+# --- event triggers ---------------------------------------------------------------------------
+
+
+def event_alerts(
+    subject: str,
+    event: dict[str, Any],
+    project: ProjectView | None,
+    rule_titles: Callable[[str, str | None], dict[str, dict[str, str]]],
+) -> list[Alert]:
+    """The alerts one consumed event causes (`project` as known after applying it)."""
+    pid = event.get("project_id")
+    base = _project_data(project) | {"project_id": pid}
+    if subject == "project.lead" and project is not None:
+        data = event["data"]
+        return [
+            Alert(
+                f"lead_assigned:{pid}",
+                "lead_assigned",
+                _codes(project.attracting_unit, project.landing_area),
+                pid,
+                base
+                | {
+                    "industry": data.get("industry"),
+                    "investor": data.get("investor", {}).get("name"),
+                    "reported_on": data.get("reported_on"),
+                },
+            )
+        ]
+    if subject == "project.duplicate":
+        return [
+            Alert(
+                f"duplicate:{pid}",
+                "duplicate_claim",
+                (CENTER,),
+                pid,
+                base
+                | {
+                    "duplicate_of": event["duplicate_of"],
+                    "units": event["units"],
+                    "reason": event["reason"],
+                },
+            )
+        ]
+    if project is None:
+        return []
+    if subject == "review.screened" and event["outcome"] == "terminated":
+        expl = event.get("explanation") or {}
+        titles = rule_titles(expl.get("ruleset_id", "review"), expl.get("version"))
+        reasons = [{"id": r, **titles.get(r, {"zh": r, "en": r})} for r in event.get("reasons", [])]
+        return [
+            Alert(
+                f"terminated:{pid}",
+                "terminated",
+                _codes(project.attracting_unit, project.landing_area),
+                pid,
+                base
+                | {
+                    "reasons": reasons,
+                    "ruleset": f"{expl.get('ruleset_id', '')}@{expl.get('version', '')}",
+                },
+            )
+        ]
+    if subject == "review.materials" and not event["complete"]:
+        deadline = event.get("deadline") or "unscheduled"
+        return [
+            Alert(
+                f"materials_missing:{pid}:{deadline}",
+                "materials_missing",
+                _codes(project.attracting_unit),
+                pid,
+                base | {"missing": event["missing_materials"], "deadline": event.get("deadline")},
+            )
+        ]
+    if subject == "review.decided" and event["decision"] == "approved":
+        return [
+            Alert(
+                f"approved:{pid}",
+                "approved",
+                _codes(
+                    event.get("sponsor_leader"),
+                    event.get("responsible_leader"),
+                    event.get("hq_commander"),
+                    *event.get("hq_members", []),
+                    project.attracting_unit,
+                ),
+                pid,
+                base
+                | {
+                    "sponsor_leader": event.get("sponsor_leader"),
+                    "responsible_leader": event.get("responsible_leader"),
+                    "hq_commander": event.get("hq_commander"),
+                    "hq_members": event.get("hq_members", []),
+                    "minutes_ref": event.get("minutes_ref"),
+                    "meeting_id": event.get("meeting_id"),
+                },
+            )
+        ]
+    if subject == "score.credited":
+        return [
+            Alert(
+                f"credited:{pid}:{event['funds_id']}",
+                "credited",
+                _codes(*event.get("credited_to", [])),
+                pid,
+                base
+                | {
+                    key: str(event.get(key))
+                    for key in (
+                        "funds_id",
+                        "year",
+                        "quarter",
+                        "amount_rmb",
+                        "multiplier",
+                        "points",
+                        "deciding_rule",
+                    )
+                },
+            )
+        ]
+    return []
+
+
+# --- time triggers ----------------------------------------------------------------------------
+
+
+def time_alerts(
+    snapshot: Snapshot,
+    day: dt.date,
+    params: Params,
+    targets: Callable[[dt.date], dict[str, int] | None],
+) -> list[Alert]:
+    """Every alert due on `day`, judged on the facts dated on or before it."""
+    alerts: list[Alert] = []
+    for p in snapshot.projects.values():
+        if p.reported_on > day:
+            continue
+        alerts.extend(_sponsorship(p, day, params))
+        alerts.extend(_materials_due(p, day, params))
+        alerts.extend(_stalled(p, day, params))
+    alerts.extend(_signing_behind(snapshot, day, params, targets))
+    return alerts
+
+
+def _sponsorship(p: ProjectView, day: dt.date, params: Params) -> list[Alert]:
+    """包保: the sponsor leader visits at least weekly; past two weeks the Center is told."""
+    approved = p.approved_on(day)
+    if approved is None or not p.sponsored(day) or not p.sponsor_leader:
+        return []
+    since = max(approved, p.last_visit(day) or approved)
+    days = (day - since).days
+    data = _project_data(p) | {
+        "project_id": p.project_id,
+        "last_visit": p.last_visit(day).isoformat() if p.last_visit(day) else None,
+        "approved_on": approved.isoformat(),
+        "days": days,
+        "on": day.isoformat(),
+    }
+    out = []
+    n = period(days, params.visit_overdue_days, 7)
+    if n:
+        out.append(
+            Alert(
+                f"visit_overdue:{p.project_id}:{since}:{n}",
+                "visit_overdue",
+                (p.sponsor_leader,),
+                p.project_id,
+                data,
+            )
+        )
+    m = period(days, params.visit_escalate_days, 7)
+    if m:
+        out.append(
+            Alert(
+                f"visit_escalated:{p.project_id}:{since}:{m}",
+                "visit_escalated",
+                (CENTER,),
+                p.project_id,
+                data,
+            )
+        )
+    return out
+
+
+def _materials_due(p: ProjectView, day: dt.date, params: Params) -> list[Alert]:
+    deadline = p.materials_deadline
+    if p.materials_complete is not False or deadline is None or p.outcome == "terminated":
+        return []
+    if p.decision is not None or not 0 <= (deadline - day).days <= params.materials_due_within_days:
+        return []
+    missing = p.missing_materials_now()
+    if not missing:
+        return []
+    return [
+        Alert(
+            f"materials_due:{p.project_id}:{deadline}",
+            "materials_due",
+            (p.attracting_unit,),
+            p.project_id,
+            _project_data(p)
+            | {
+                "project_id": p.project_id,
+                "missing": missing,
+                "deadline": deadline.isoformat(),
+                "days_left": (deadline - day).days,
+            },
+        )
+    ]
+
+
+def _stalled(p: ProjectView, day: dt.date, params: Params) -> list[Alert]:
+    status = p.status(day)
+    if status in ("terminated", "rejected", "completed", "started", "fast", None):
+        return []
+    out = []
+    recipients = tuple(dict.fromkeys(c for c in (p.sponsor_leader, p.attracting_unit) if c))
+    signed = p.signed(day)
+    checks = [
+        ("stalled_signed", "signed_not_started", signed[0] if signed else None),
+        ("stalled_land", "waiting_for_land", p.waiting_for_land_since(day)),
+        ("stalled_funds", "lacking_funds", p.lacking_funds_since(day)),
+    ]
+    for kind, name, since in checks:
+        if since is None:
+            continue
+        rule = getattr(params.stalled, name)
+        days = (day - since).days
+        n = period(days, rule.after_days, rule.repeat_days)
+        if n:
+            out.append(
+                Alert(
+                    f"{kind}:{p.project_id}:{since}:{n}",
+                    kind,
+                    recipients,
+                    p.project_id,
+                    _project_data(p)
+                    | {"project_id": p.project_id, "since": since.isoformat(), "days": days},
+                )
+            )
+    return out
+
+
+def signings_in(snapshot: Snapshot, start: dt.date, end: dt.date, min_amount: int) -> list[str]:
+    """Projects whose first signing of at least `min_amount` yuan falls in [start, end]."""
+    out = []
+    for p in snapshot.projects.values():
+        firsts = sorted(
+            on
+            for on, m, amount in p.milestones
+            if m == "signed" and amount is not None and amount >= Decimal(min_amount)
+        )
+        if firsts and start <= firsts[0] <= end:
+            out.append(p.project_id)
+    return sorted(out)
+
+
+def _signing_behind(
+    snapshot: Snapshot,
+    day: dt.date,
+    params: Params,
+    targets: Callable[[dt.date], dict[str, int] | None],
+) -> list[Alert]:
+    rule = params.signing_behind
+    q, start, end = quarter_of(day)
+    length = (end - start).days + 1
+    from fractions import Fraction
+
+    if Fraction((day - start).days, length) < rule.check_after:
+        return []
+    plan = targets(day)
+    if not plan or f"Q{q}" not in plan:
+        return []
+    target = plan[f"Q{q}"]
+    signed = signings_in(snapshot, start, day, rule.min_amount)
+    expected = rule.expected_share * target
+    if len(signed) >= expected:
+        return []
+    return [
+        Alert(
+            f"signing_behind:{day.year}Q{q}",
+            "signing_behind",
+            (CENTER,),
+            None,
+            {
+                "year": day.year,
+                "quarter": q,
+                "signed": len(signed),
+                "target": target,
+                "expected": float(expected),
+                "min_amount": rule.min_amount,
+                "on": day.isoformat(),
+                "quarter_end": end.isoformat(),
+            },
+        )
+    ]
