@@ -168,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         from . import rules_cli
 
         rules_cli.register(sub)
+    from . import notify_cli
+
+    notify_cli.register(sub)
+    from . import scoring_cli
+
+    scoring_cli.register(sub)
     return parser
 
 
