@@ -28,14 +28,13 @@ from shared.directory import load_directory
 from shared.messaging import configure_logging, durable_subscriber, make_broker, settle_in_order
 from shared.settings import REPO_ROOT, Settings
 
-from . import contacts, facts, store
+from . import contacts, store
 from .channels import default_channels
 from .dispatch import Dispatcher, RetryPolicy, utcnow
+from .handle import consume
 from .params import load_params, rule_titles
-from .plan import plan
 from .render import Renderer
 from .scheduler import BusinessClock, Scheduler, WallClock
-from .triggers import event_alerts
 
 SERVICE = "notify"
 log = logging.getLogger("investflow.notify")
@@ -102,14 +101,7 @@ async def handle(msg: Msg) -> None:
     key = message_key(msg)
 
     def transaction() -> int:
-        with unit_of_work(engine()) as session:
-            if session.get(store.Processed, key) is not None:
-                return 0  # a redelivery: its notifications were stored with it
-            session.add(store.Processed(msg_id=key))
-            facts.apply(session, msg.subject, event)
-            project = facts.project_view(session, event.get("project_id"))
-            alerts = event_alerts(msg.subject, event, project, titles)
-            return plan(session, alerts, renderer, utcnow())
+        return consume(engine(), msg.subject, event, key, renderer, titles, utcnow())
 
     if await asyncio.to_thread(transaction):
         dispatcher().wake.set()

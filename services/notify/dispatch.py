@@ -100,6 +100,9 @@ class Dispatcher:
         self.lease = lease
         self.limit = asyncio.Semaphore(concurrency)
         self.wake = asyncio.Event()
+        self.announcing = (
+            asyncio.Lock()
+        )  # replicas may overlap too: same Nats-Msg-Id, one copy kept
 
     # --- one pass ---
 
@@ -178,7 +181,10 @@ class Dispatcher:
         """Announce final outcomes not yet announced (again after a crash: same Nats-Msg-Id)."""
         if self.publish is None:
             return 0
+        async with self.announcing:
+            return await self._publish_outcomes(self.publish)
 
+    async def _publish_outcomes(self, publish: Publish) -> int:
         def unannounced() -> list[store.Notification]:
             N = store.Notification
             with Session(self.engine) as session:
@@ -201,7 +207,7 @@ class Dispatcher:
                 error=row.last_error if row.status == "failed" else None,
             )
             subject = subjects.NOTIFY_SENT if row.status == "sent" else subjects.NOTIFY_FAILED
-            await self.publish(subject, outcome.model_dump_json(), f"notify:{row.status}:{row.id}")
+            await publish(subject, outcome.model_dump_json(), f"notify:{row.status}:{row.id}")
         if rows:
             ids = [r.id for r in rows]
             now = self.clock()
