@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import notify_cli
 
     notify_cli.register(sub)
+    from . import scoring_cli
+
+    scoring_cli.register(sub)
     return parser
 
 
