@@ -1,0 +1,134 @@
+"""Fuzzing intake: ≥ 1,000 generated bad payloads over NATS and over HTTP.
+
+Every one must be rejected naming the field it broke; nothing may be stored, nothing
+emitted, and the service must never crash (no restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+
+from services.intake.store import InboundEvent
+from services.intake.validate import Parsed, parse
+from shared.directory import load_directory
+from shared.settings import Settings
+from tests.fuzz.strategies import FIELDS, Bad, bad_message, valid
+from tests.helpers import count_rows, http_post, idle, lead, publish, read_subject, uid
+
+DIRECTORY = load_directory(Settings.from_env().units_file)
+N = 1000
+PID, MID = "TS01-FUZZBASE", "M-FUZZ"
+
+
+def names(errors: list, field: str) -> bool:
+    return any(
+        e.field == field or e.field.startswith(field + ".") or e.field.startswith(field + "[")
+        for e in errors
+    )
+
+
+@pytest.mark.parametrize("kind", sorted(FIELDS))
+def test_valid_base_payloads_parse(kind: str) -> None:
+    unit, data = valid(kind, PID, MID)
+    assert isinstance(parse(unit, kind, json.dumps(data).encode(), DIRECTORY, 65536), Parsed)
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bad_message(PID, MID))
+def test_every_bad_payload_is_rejected_naming_its_field(bad: Bad) -> None:
+    result = parse(bad.unit, bad.kind, bad.body, DIRECTORY, 65536)
+    assert isinstance(result, list), f"{bad.how} on {bad.field} accepted: {bad.body[:200]!r}"
+    assert names(result, bad.field), f"{bad.how}: expected {bad.field!r}, got {result}"
+
+
+def draw_batch(n: int) -> list[Bad]:
+    """n bad messages, each a fresh draw of the strategy (generation only, no shrinking)."""
+    batch: list[Bad] = []
+
+    @settings(
+        max_examples=n * 2,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(bad_message(PID, MID))
+    def draw(item: Bad) -> None:
+        if len(batch) < n:
+            batch.append(item)
+
+    draw()
+    assert len(batch) == n
+    return batch
+
+
+@pytest.fixture(scope="module")
+async def base_project(system) -> str:
+    """The project the follow-up payloads refer to, and the meeting decisions refer to."""
+    data = lead("TS01", lead_id="FUZZBASE")
+    await publish(system.js, "intake.TS01.lead", data)
+    await publish(
+        system.js, "intake.CENTER.meeting", {"meeting_id": MID, "on": "2022-03-20", "agenda": [PID]}
+    )
+    await idle(system.js)
+    return PID
+
+
+@pytest.mark.timeout(300)
+async def test_fuzz_over_nats_rejects_all_stores_nothing_and_never_crashes(
+    system, base_project: str
+) -> None:
+    batch = draw_batch(N)
+    rows_before = count_rows(system.database_url, InboundEvent)
+    events_before = len(await read_subject(system.js, "PROJECT", "project.>"))
+    keys = []
+    for bad in batch:
+        keys.append(f"fuzz-{uid()}")
+        await publish(system.js, f"intake.{bad.unit}.{bad.kind}", bad.body, keys[-1])
+    await idle(system.js)
+
+    rejections = {
+        r["idempotency_key"]: r
+        for r in await read_subject(system.js, "INTAKE", "intake.rejected.>")
+    }
+    missing = [
+        (bad.how, bad.field) for bad, key in zip(batch, keys, strict=True) if key not in rejections
+    ]
+    assert not missing, f"{len(missing)} not rejected, e.g. {missing[:5]}"
+    for bad, key in zip(batch, keys, strict=True):
+        errors = rejections[key]["errors"]
+        assert any(
+            e["field"] == bad.field or e["field"].startswith((bad.field + ".", bad.field + "["))
+            for e in errors
+        ), (bad, errors)
+    assert count_rows(system.database_url, InboundEvent) == rows_before
+    assert len(await read_subject(system.js, "PROJECT", "project.>")) == events_before
+    assert system.supervisor.children["intake"].restarts == 0
+
+
+@pytest.mark.timeout(300)
+async def test_fuzz_over_http_gets_422_naming_the_field(system, base_project: str) -> None:
+    batch = draw_batch(N)
+    rows_before = count_rows(system.database_url, InboundEvent)
+    sem = asyncio.Semaphore(8)
+
+    async def one(bad: Bad) -> tuple[Bad, int, dict]:
+        async with sem:
+            status, body = await http_post(
+                f"{system.http_url}/v1/units/{bad.unit}/{bad.kind}", bad.body, f"fuzz-{uid()}"
+            )
+            return bad, status, body
+
+    for bad, status, body in await asyncio.gather(*(one(b) for b in batch)):
+        assert status == 422, (bad, status, body)
+        assert any(
+            e["field"] == bad.field or e["field"].startswith((bad.field + ".", bad.field + "["))
+            for e in body["errors"]
+        ), (bad, body)
+    await idle(system.js)
+    assert count_rows(system.database_url, InboundEvent) == rows_before
+    assert system.supervisor.children["intake"].restarts == 0
