@@ -135,6 +135,7 @@ class Replayer:
         self._reads: dict[int, tuple[tuple[str, ...], bool]] = {}
         self._roles: dict[int, list[str]] = {}
         self._verdicts: dict[tuple[Any, ...], Verdict | str] = {}
+        self._projects: dict[tuple[str, int], tuple[Verdict | str, list[str]]] = {}
         self.evaluations = 0
 
     def version(self, day: dt.date) -> AnyRuleset | None:
@@ -169,6 +170,25 @@ class Replayer:
             cached = self._decide(project, funds)
             self._verdicts[key] = cached
         return cached
+
+    def for_project(
+        self,
+        project: ProjectFacts,
+        facts: Mapping[str, Any],
+        ruleset: AnyRuleset,
+        day: dt.date,
+        funds: dict,
+    ) -> tuple[Verdict | str, list[str]]:
+        """The verdict and the subjects credited for a project's records under one version."""
+        key = (project.project_id, id(ruleset))
+        known = self._projects.get(key)
+        if known is None:
+            roles = self.roles(ruleset, day)
+            subjects = [
+                str(v) for v in dict.fromkeys(get_path(facts, r) for r in roles) if v is not None
+            ]
+            known = self._projects[key] = (self.verdict(project, facts, ruleset, funds), subjects)
+        return known
 
     def _decide(self, project: ProjectFacts, funds: dict) -> Verdict | str:
         self.evaluations += 1
@@ -251,14 +271,12 @@ def replay(facts: YearFacts, replayers: list[Replayer]) -> list[Totals]:
                     continue
                 total.add(scored.credited_to, pid, scored.amount_rmb, scored.points)
                 continue
-            verdict = replayer.verdict(project, pf, ruleset, funds)
+            verdict, subjects = replayer.for_project(project, pf, ruleset, day, funds)
             if isinstance(verdict, str):
                 total.held["exchange_rate" if "rate" in verdict else "other"] += 1
                 continue
-            roles = replayer.roles(ruleset, day)
-            subjects = list(dict.fromkeys(v for r in roles if (v := get_path(pf, r)) is not None))
             total.add(
-                [str(s) for s in subjects],
+                subjects,
                 pid,
                 exact.quantize(FEN, ROUND_HALF_UP),
                 (exact * verdict.multiplier).quantize(FEN, ROUND_HALF_UP),
@@ -425,12 +443,15 @@ def run(
     proposal: str,
     ruleset_changes: list[str] | None = None,
     directory: Directory | None = None,
+    compare_stored: bool = True,
     clock: Callable[[], float] = time.perf_counter,
 ) -> WhatIf:
     started = clock()
     facts = load_facts(engine, year)
-    with Session(engine) as session:
-        stored = subject_totals(session, year)
+    stored: dict[str, tuple[Decimal, Decimal, int]] = {}
+    if compare_stored:
+        with Session(engine) as session:
+            stored = subject_totals(session, year)
     loaded = clock()
     old_replayer, new_replayer = Replayer(base), Replayer(proposed)
     old, new = replay(facts, [old_replayer, new_replayer])
@@ -455,6 +476,8 @@ def run(
         for s in set(stored) | set(old_points)
         if (stored[s][0] if s in stored else Decimal(0)) != old_points.get(s, Decimal(0))
     )
+    if not compare_stored:
+        differs = []
     return WhatIf(
         year=year,
         proposal=proposal,
