@@ -114,7 +114,7 @@ def _consumer(subject: str, stream: str, what: str):  # type: ignore[no-untyped-
         stream=stream,
         durable=SERVICE,
         settings=settings,
-        title=f"{subject}:Consume",
+        title=f"notify:{subject}:Consume",  # review and scoring consume project.> too
         description=what,
     )
     async def consume(message: NatsMessage) -> None:
