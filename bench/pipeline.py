@@ -1,0 +1,261 @@
+"""Pipeline benchmark: units' events through the running system to `score.credited`.
+
+    .venv/bin/python bench/pipeline.py [--leads 200] [--funds-per-lead 5]
+
+In the same run it measures
+- the real pipeline: the embedded runtime (nats-server + every service as a process);
+  leads (recognised on arrival: all landing proofs filed with the lead) then CNY funds
+  records are published by a unit; each funds record ends as one `score.credited`;
+- a baseline: raw nats-py relays (bench/relay.py) moving the same funds bodies through
+  the same streams, intake.* → project.* → review.* → score.*, with no logic at all.
+It prints sustained throughput (events/s), p50/p99 latency from the unit's publish to
+the final event, their ratio (target ≥ 0.6), and each service's RSS at start and end,
+and writes JSON to bench/results/ and a summary to docs/performance.md.
+Numbers only; nothing asserts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import nats  # noqa: E402
+
+from investflow.nats_server import NatsServer, free_port  # noqa: E402
+from investflow.runtime import running_system, wait_until_idle  # noqa: E402
+from shared.contract import make_credit_code  # noqa: E402
+from shared.streams import ensure_streams  # noqa: E402
+
+PROOFS = [
+    "investment_proof",
+    "signed_contract",
+    "filing_approval",
+    "business_license",
+    "funds_voucher",
+    "progress_images",
+    "land_use_certificate",
+]
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def make_year(
+    leads: int, funds_per_lead: int
+) -> tuple[list[tuple[str, str, bytes]], list[tuple[str, str, bytes]]]:
+    lead_msgs, funds_msgs = [], []
+    for i in range(leads):
+        unit = f"TS0{1 + i % 8}"
+        lead_id = f"B{i:06d}"
+        body = {
+            "lead_id": lead_id,
+            "title": f"基准项目{i}",
+            "attracting_unit": unit,
+            "landing_area": "DEVZONE",
+            "kind": "industrial",
+            "industry": "new_materials",
+            "planned_investment": "50000000",
+            "land": "new_land",
+            "investor": {
+                "name": f"基准投资方{i}",
+                "origin": "outside_province",
+                "credit_code": make_credit_code(f"91320100MA{i:07d}"),
+            },
+            "environment": {"emissions_ok": True, "safety_ok": True, "energy_ok": True},
+            "reported_on": "2022-02-01",
+            "documents": [{"type": t, "ref": f"{t}-{i}"} for t in PROOFS],
+        }
+        lead_msgs.append(
+            (f"intake.{unit}.lead", f"lead-{i}", json.dumps(body, ensure_ascii=False).encode())
+        )
+        for k in range(funds_per_lead):
+            funds = {
+                "project_id": f"{unit}-{lead_id}",
+                "funds_id": f"F{k}",
+                "amount": "1000000.00",
+                "currency": "CNY",
+                "arrived_on": f"2022-{3 + k % 9:02d}-15",
+                "form": "cash",
+                "voucher": {"kind": "bank_receipt", "ref": f"BR-{i}-{k}"},
+            }
+            funds_msgs.append(
+                (f"intake.{unit}.funds", f"{unit}-{lead_id}/{k}", json.dumps(funds).encode())
+            )
+    return lead_msgs, funds_msgs
+
+
+async def publish_timed(js: Any, msgs: list[tuple[str, str, bytes]]) -> dict[str, float]:
+    sent: dict[str, float] = {}
+    for subject, key, body in msgs:
+        sent[key] = time.perf_counter()
+        await js.publish(subject, body, headers={"Nats-Msg-Id": key})
+    return sent
+
+
+def summarise(name: str, sent: dict[str, float], arrived: dict[str, float]) -> dict[str, Any]:
+    lat = sorted((arrived[k] - sent[k]) * 1000 for k in sent if k in arrived)
+    span = max(arrived.values()) - min(sent.values()) if arrived else float("nan")
+    return {
+        "name": name,
+        "events": len(sent),
+        "completed": len(lat),
+        "seconds": round(span, 3),
+        "events_per_s": round(len(lat) / span, 1) if lat else 0.0,
+        "p50_ms": round(statistics.median(lat), 1) if lat else None,
+        "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1) if lat else None,
+    }
+
+
+async def run_real(leads: int, per: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    lead_msgs, funds_msgs = make_year(leads, per)
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        async with running_system(Path(tmp), free_port(), free_port(), echo=False) as system:
+            pids = {n: c.proc.pid for n, c in system.supervisor.children.items() if c.proc}
+            rss_start = {n: round(rss_mb(p), 1) for n, p in pids.items()}
+            arrived: dict[str, float] = {}
+
+            async def on_credit(msg: Any) -> None:
+                event = json.loads(msg.data)
+                arrived[f"{event['project_id']}/{event['funds_id'][1:]}"] = time.perf_counter()
+
+            await system.nc.subscribe("score.credited", cb=on_credit)
+            t0 = time.perf_counter()
+            await publish_timed(system.js, lead_msgs)
+            await wait_until_idle(system.js, timeout=600)
+            lead_s = time.perf_counter() - t0
+            sent = await publish_timed(system.js, funds_msgs)
+            deadline = time.monotonic() + 900
+            while len(arrived) < len(sent) and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            result = summarise("investflow", sent, arrived)
+            result["leads_per_s"] = round(leads / lead_s, 1)
+            rss_end = {n: round(rss_mb(p), 1) for n, p in pids.items()}
+            return result, {"start": rss_start, "end": rss_end}
+
+
+async def run_baseline(n_funds: int, per: int) -> dict[str, Any]:
+    _, funds_msgs = make_year(max(1, n_funds // per), per)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-relay-") as tmp,
+        NatsServer(free_port(), Path(tmp) / "js") as server,
+    ):
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await ensure_streams(js, 600)
+        hops = [
+            ("INTAKE", "intake.*.*", "relay1", "project."),
+            ("PROJECT", "project.*", "relay2", "review."),
+            ("REVIEW", "review.*", "relay3", "score."),
+        ]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(ROOT / "bench" / "relay.py"), server.url, *hop],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for hop in hops
+        ]
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        arrived: dict[str, float] = {}
+
+        async def on_final(msg: Any) -> None:
+            arrived[msg.headers["Nats-Msg-Id"].split(":", 3)[-1]] = time.perf_counter()
+
+        await nc.subscribe("score.*", cb=on_final)
+        sent = await publish_timed(js, funds_msgs)
+        deadline = time.monotonic() + 300
+        while len(arrived) < len(sent) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+        await nc.close()
+        return summarise("raw relay", sent, arrived)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--leads", type=int, default=200)
+    parser.add_argument("--funds-per-lead", type=int, default=5)
+    args = parser.parse_args()
+    total = args.leads * args.funds_per_lead
+    print(f"baseline: {total} funds bodies through 3 raw relays …", flush=True)
+    baseline = asyncio.run(run_baseline(total, args.funds_per_lead))
+    print(
+        f"investflow: {args.leads} leads then {total} funds records through every service …",
+        flush=True,
+    )
+    real, rss = asyncio.run(run_real(args.leads, args.funds_per_lead))
+    ratio = (
+        real["events_per_s"] / baseline["events_per_s"]
+        if baseline["events_per_s"]
+        else float("nan")
+    )
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    lines = [
+        "| path | events | events/s | p50 ms | p99 ms |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {r['name']} | {r['completed']}/{r['events']} | {r['events_per_s']} | {r['p50_ms']} | {r['p99_ms']} |"
+            for r in (baseline, real)
+        ),
+    ]
+    print("\n".join(lines))
+    print(f"leads/s (lead → stored, screened, recognised): {real['leads_per_s']}")
+    print(f"ratio investflow / raw relay (events/s): {ratio:.3f}   (target ≥ 0.6)")
+    print(
+        "RSS MB per service, start → end: "
+        + ", ".join(f"{n} {rss['start'][n]} → {rss['end'][n]}" for n in rss["start"])
+    )
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    record = {
+        "when": stamp,
+        "machine": machine,
+        "args": vars(args),
+        "baseline": baseline,
+        "investflow": real,
+        "ratio": round(ratio, 3),
+        "rss_mb": rss,
+    }
+    out = ROOT / "bench" / "results" / f"pipeline-{stamp}.json"
+    out.write_text(json.dumps(record, indent=2))
+    doc = ROOT / "docs" / "performance.md"
+    doc.write_text(
+        "# Performance\n\nMeasured by `.venv/bin/python bench/pipeline.py "
+        f"--leads {args.leads} --funds-per-lead {args.funds_per_lead}` on {machine}, {stamp}.\n\n"
+        + "\n".join(lines)
+        + f"\n\nRatio investflow / raw relay: **{ratio:.3f}** (target ≥ 0.6). Leads/s: {real['leads_per_s']}.\n\n"
+        "RSS (MB) per service, start → end: "
+        + ", ".join(f"{n} {rss['start'][n]} → {rss['end'][n]}" for n in rss["start"])
+        + "\n\nThe rules engine alone: `bench/rules.py`; the what-if replay: `bench/whatif.py`.\n",
+        encoding="utf-8",
+    )
+    print(f"wrote {out.relative_to(ROOT)} and docs/performance.md")
+
+
+if __name__ == "__main__":
+    main()
