@@ -202,7 +202,7 @@ def cmd_rates_load(args: argparse.Namespace, out: TextIO | None = None) -> int:
     settings = Settings.from_env()
     url = args.url or settings.nats_url
     try:
-        published, duplicates = asyncio.run(_publish_rates(url, days, settings.connect_timeout_s))
+        published, duplicates = asyncio.run(_publish_rates(url, days))
     except Exception as exc:
         print(f"investflow rates load: cannot publish to {url}: {exc}", file=sys.stderr)
         return 1
@@ -214,10 +214,10 @@ def cmd_rates_load(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
-async def _publish_rates(url: str, days: list[Any], timeout: int) -> tuple[int, int]:
-    import nats
+async def _publish_rates(url: str, days: list[Any]) -> tuple[int, int]:
+    from shared.settings import Settings, connect_nats
 
-    nc = await nats.connect(url, connect_timeout=timeout, max_reconnect_attempts=1)
+    nc = await connect_nats(Settings.from_env(), url, max_reconnect_attempts=1)
     try:
         js = nc.jetstream()
         new = dup = 0

@@ -23,6 +23,6 @@ class ServiceSpec:
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("intake", "services.intake", http=True, durable="intake"),
     ServiceSpec("review", "services.review", durable="review", rules=True),
-    ServiceSpec("scoring", "services.scoring", http=True, durable="scoring"),
+    ServiceSpec("scoring", "services.scoring", http=True, durable="scoring", rules=True),
     ServiceSpec("notify", "services.notify", durable="notify"),
 )

@@ -46,7 +46,7 @@ from shared.messaging import (
     make_broker,
     settle_in_order,
 )
-from shared.rules import RulesetRegistry
+from shared.rules import RulesetRegistry, published
 from shared.rules.ruletest import gate_on_rule_tests
 from shared.settings import Settings
 
@@ -199,12 +199,15 @@ async def on_recognition(message: NatsMessage) -> None:
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     await asyncio.to_thread(engine)
     await asyncio.to_thread(rules)
+    # Published versions are loaded before the first message is scored, and live after that.
+    stop_following = await published.start_following(settings.nats_url, rules(), SERVICE)
     await broker.start()
     print(f"investflow: {SERVICE} ready", flush=True)
     try:
         yield
     finally:
         await broker.stop()
+        await stop_following()
 
 
 http = FastAPI(

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import urllib.request
 from collections.abc import AsyncIterator
@@ -86,8 +87,19 @@ def funds_payload(project_id: str, funds_id: str, amount: str, currency: str, da
     }
 
 
-async def score_events(js: Any, subject: str, project_id: str) -> list[dict[str, Any]]:
-    return [e for e in await read_subject(js, "SCORE", subject) if e["project_id"] == project_id]
+async def score_events(
+    js: Any, subject: str, project_id: str, at_least: int = 0
+) -> list[dict[str, Any]]:
+    """The project's events on `subject`; with `at_least`, wait up to 20 s for that many
+    (the consumers are idle by then, but an idle reading must not be the only witness)."""
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        events = [
+            e for e in await read_subject(js, "SCORE", subject) if e["project_id"] == project_id
+        ]
+        if len(events) >= at_least or asyncio.get_running_loop().time() > deadline:
+            return events
+        await asyncio.sleep(0.3)
 
 
 async def test_usd_funds_with_their_rate_are_credited_once(scoring_system: Any) -> None:
@@ -100,7 +112,7 @@ async def test_usd_funds_with_their_rate_are_credited_once(scoring_system: Any) 
     )
     await idle(js)
 
-    (credited,) = await score_events(js, "score.credited", pid)
+    (credited,) = await score_events(js, "score.credited", pid, 1)
     # 2500000.50 × 6.3360 = 15840003.168 → 15840003.17 RMB; × 3 = 47520009.504 → 47520009.50
     assert Decimal(credited["amount_rmb"]) == Decimal("15840003.17")
     assert Decimal(credited["multiplier"]) == 3
@@ -121,7 +133,7 @@ async def test_without_its_rate_the_record_is_held_then_credited_once_when_it_co
     await recognise(js, pid)
     await publish(js, "intake.TS02.funds", funds_payload(pid, "F1", "1000000", "USD", "2022-04-27"))
     await idle(js)
-    (held,) = await score_events(js, "score.held", pid)
+    (held,) = await score_events(js, "score.held", pid, 1)
     assert "USD" in held["reason"] and "2022-04-27" in held["reason"]
     assert await score_events(js, "score.credited", pid) == []
 
@@ -129,7 +141,7 @@ async def test_without_its_rate_the_record_is_held_then_credited_once_when_it_co
     await publish(js, "intake.CENTER.rates", rates, key="CENTER/rates/2022-04-27")
     await publish(js, "intake.CENTER.rates", rates, key="CENTER/rates/2022-04-27-resent")
     await idle(js)
-    (credited,) = await score_events(js, "score.credited", pid)
+    (credited,) = await score_events(js, "score.credited", pid, 1)
     assert Decimal(credited["amount_rmb"]) == Decimal("6452800.00")
     assert Decimal(credited["points"]) == Decimal("19358400.00")
     assert count_rows(scoring_system.scoring_db, store.Entry, store.Entry.project_id == pid) == 1
@@ -140,13 +152,13 @@ async def test_withdrawn_recognition_reverses_the_credit(scoring_system: Any) ->
     pid = await report_lead(js, "TS03")
     await publish(js, "intake.TS03.funds", funds_payload(pid, "F1", "800000", "CNY", "2022-08-01"))
     await idle(js)
-    assert len(await score_events(js, "score.held", pid)) == 1
+    assert len(await score_events(js, "score.held", pid, 1)) == 1
     await recognise(js, pid)
     await idle(js)
-    assert len(await score_events(js, "score.credited", pid)) == 1
+    assert len(await score_events(js, "score.credited", pid, 1)) == 1
     await recognise(js, pid, recognized=False)
     await idle(js)
-    (reversed_,) = await score_events(js, "score.reversed", pid)
+    (reversed_,) = await score_events(js, "score.reversed", pid, 1)
     assert Decimal(reversed_["points"]) == Decimal("800000.00")
 
 
@@ -211,10 +223,10 @@ async def test_five_deliveries_to_two_scoring_processes_credit_each_record_once(
             await js.publish("project.funds", again.model_dump_json().encode())
         await idle(js)
 
+        credited = await score_events(js, "score.credited", pid, len(funds_ids))
         db = scoring_system.scoring_db
         assert count_rows(db, store.FundsRecord, store.FundsRecord.project_id == pid) == 12
         assert count_rows(db, store.Entry, store.Entry.project_id == pid) == 12
-        credited = await score_events(js, "score.credited", pid)
         assert sorted(e["funds_id"] for e in credited) == funds_ids
         assert await score_events(js, "score.held", pid) == []
         # both processes really consumed
@@ -240,7 +252,7 @@ async def test_bad_input_is_dead_lettered_and_scoring_goes_on(scoring_system: An
     await recognise(js, pid)
     await publish(js, "intake.TS05.funds", funds_payload(pid, "F1", "100", "CNY", "2022-10-10"))
     await idle(js)
-    assert len(await score_events(js, "score.credited", pid)) == 1
+    assert len(await score_events(js, "score.credited", pid, 1)) == 1
     dead = [d for d in await read_subject(js, "DLQ", "dlq.scoring.>")]
     errors = " ".join(d["error"] for d in dead)
     assert "project.funds" in errors and "review.recognition: recognized" in errors
@@ -285,3 +297,59 @@ async def test_http_scoreboard_health_and_metrics(scoring_system: Any) -> None:
     assert (await asyncio.to_thread(_get, f"{base}/health"))[0] == 200
     status, text = await asyncio.to_thread(_get, f"{base}/metrics")
     assert status == 200 and "investflow_scoring_messages_total" in text
+
+
+async def test_rates_loaded_from_csv_release_what_was_held(
+    scoring_system: Any, tmp_path: Any
+) -> None:
+    js = scoring_system.js
+    pid = await report_lead(js, "TS07", investor=FOREIGN)
+    await recognise(js, pid)
+    await publish(js, "intake.TS07.funds", funds_payload(pid, "F1", "1000", "HKD", "2022-11-11"))
+    await idle(js)
+    assert len(await score_events(js, "score.held", pid, 1)) == 1
+
+    csv_file = tmp_path / "rates.csv"
+    csv_file.write_text("date,currency,cny_per_unit\n2022-11-11,HKD,0.91234\n2022-11-11,USD,7.1\n")
+    command = [sys.executable, "-m", "investflow.main", "rates", "load", str(csv_file)]
+    for _ in range(2):  # the second load changes nothing
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [*command, "--url", scoring_system.nats_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "(0 new, 1 already sent)" in done.stdout
+    await idle(js)
+    (credited,) = await score_events(js, "score.credited", pid, 1)
+    assert Decimal(credited["amount_rmb"]) == Decimal("912.34")
+    assert Decimal(credited["points"]) == Decimal("2737.02")
+
+
+async def test_a_published_scoring_version_decides_without_a_restart(scoring_system: Any) -> None:
+    from shared.rules import published
+    from shared.rules.ruletest import gate_on_rule_tests
+    from shared.settings import REPO_ROOT
+
+    js = scoring_system.js
+    text = (REPO_ROOT / "rulesets" / "scoring-2022.1.yaml").read_text(encoding="utf-8")
+    assert 'version: "2022.1"' in text
+    loaded = await scoring_system.nc.subscribe(published.loaded_subject("scoring"))
+    await published.publish(
+        js,
+        text.replace('version: "2022.1"', 'version: "2022.2"', 1),
+        "test:scoring-2022.2",
+        gate_on_rule_tests(REPO_ROOT / "rulesets" / "tests"),
+    )
+    status = json.loads((await loaded.next_msg(timeout=30)).data)
+    await loaded.unsubscribe()
+    assert status["loaded"] is True and status["key"] == "scoring.2022.2"
+
+    pid = await report_lead(js, "TS08")
+    await recognise(js, pid)
+    await publish(js, "intake.TS08.funds", funds_payload(pid, "F1", "100", "CNY", "2022-12-01"))
+    await idle(js)
+    (credited,) = await score_events(js, "score.credited", pid, 1)
+    assert credited["explanation"]["version"] == "2022.2"
