@@ -43,6 +43,30 @@ async def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+# The sample year is 2022: notify judges deadlines by the latest event's date, not today's,
+# and records what it would send instead of mailing the placeholder addresses.
+DEMO_ENV = {"NOTIFY_CLOCK": "business", "NOTIFY_DRY_RUN": "1", "NOTIFY_TICK_S": "2"}
+
+
+async def _print_service_summaries(data: Path, settle_s: float = 30.0) -> None:
+    """Each service's own account of the year, read from its own database."""
+    from services.notify.summary import counts_by_cause, render_counts
+    from services.scoring.scoreboard import render_for_demo
+
+    print("\nScoreboard 2022 / 考核计分:", flush=True)
+    print(render_for_demo(data_dir=data, year=2022), flush=True)
+    notify_db = Settings.from_env().database_url or f"sqlite:///{data / 'notify.db'}"
+    # Deliveries run beside the consumers: give the last ones a moment to be recorded.
+    deadline = time.monotonic() + settle_s
+    counts = counts_by_cause(notify_db)
+    while time.monotonic() < deadline and any(
+        by.get("pending") or by.get("sending") for by in counts.values()
+    ):
+        await asyncio.sleep(1)
+        counts = counts_by_cause(notify_db)
+    print("\n" + render_counts(counts), flush=True)
+
+
 async def _demo(args: argparse.Namespace) -> int:
     from .feed import feed_file
     from .runtime import StartupError, running_system, wait_until_idle
@@ -58,7 +82,7 @@ async def _demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="investflow-demo-") as tmp:
         data = Path(args.data) if args.data else Path(tmp)
         try:
-            async with running_system(data, free_port(), free_port()) as system:
+            async with running_system(data, free_port(), free_port(), extra_env=DEMO_ENV) as system:
                 _print_ready(system)
                 print(f"Feeding {samples.name} …", flush=True)
                 fed = await feed_file(system.js, samples)
@@ -74,6 +98,7 @@ async def _demo(args: argparse.Namespace) -> int:
                     render(await subject_counts(system.js), await rejection_reasons(system.js)),
                     flush=True,
                 )
+                await _print_service_summaries(data)
         except StartupError as exc:
             print(f"investflow demo: {exc}", file=sys.stderr)
             return 1
