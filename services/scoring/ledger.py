@@ -73,14 +73,13 @@ Step = Hold | Credit | Reverse
 
 
 def not_recognised(project: ProjectState) -> str:
+    """Names the review rules that block recognition; not the missing proofs one by one,
+    which shrink with every document filed (review.recognition lists them): a held record
+    is announced again only when what blocks it changes, not at every document."""
     if project.recognized is None:
         return NOT_YET_RECOGNISED
-    why = []
-    if project.recognition_blockers:
-        why.append("blocked by " + ", ".join(project.recognition_blockers))
-    if project.missing_proofs:
-        why.append("missing proofs " + ", ".join(project.missing_proofs))
-    detail = f": {'; '.join(why)}" if why else ""
+    blockers = sorted(project.recognition_blockers)
+    detail = f": blocked by {', '.join(blockers)}" if blockers else ""
     return f"project not recognised for the assessment{detail} / 项目未通过认定"
 
 

@@ -89,7 +89,10 @@ def test_unrecognised_project_is_held_credited_on_recognition_and_reversed_on_wi
     scoring.send(b.recognition(pid, recognized=False))
     (first, second) = scoring.emitted("score.held", pid)
     assert first["reason"] == NOT_YET_RECOGNISED
-    assert "landing_proofs" in second["reason"] and "business_license" in second["reason"]
+    assert "blocked by landing_proofs" in second["reason"]
+    # another document filed: fewer proofs missing, the same blocker — nothing new to announce
+    scoring.send(b.recognition(pid, recognized=False, missing_proofs=["progress_images"]))
+    assert len(scoring.emitted("score.held", pid)) == 2
 
     scoring.send(b.recognition(pid, recognized=True))
     assert [e.kind for e in scoring.entries(pid)] == ["credit"]
