@@ -3,6 +3,9 @@
     investflow rules validate PATH...          ruleset files (and rule-test files) are well-formed
     investflow rules test PATH...              run rule tests; `N passed, M failed`; non-zero on failure
     investflow rules explain FILE.json         a decision, why, and what would change it
+    investflow rules whatif --ruleset F --year Y   the year rescored under a proposal, old vs new
+    investflow rules publish FILE              validate, test, and make it decide in the running services
+    investflow rules rollback ID VERSION       make an earlier version decide again
 
 Rulesets are read from `rulesets/` (or $INVESTFLOW_RULESETS, or `--rulesets DIR`). A ruleset
 that does not validate is never loaded: `test` and `explain` refuse to run on it.
@@ -100,6 +103,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--tests", type=Path, default=None, metavar="DIR", help="default: rulesets/tests/"
     )
     rollback.set_defaults(func=cmd_rollback)
+    # What-if belongs to scoring (it replays scoring's stored facts); maintainers find it here.
+    from .scoring_cli import register_whatif
+
+    register_whatif(sub)
+
     for p in (publish, rollback):
         p.add_argument(
             "--wait",
