@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     init = nats_sub.add_parser("init", help="create or update the JetStream streams (idempotent)")
     init.add_argument("--url", default=None, help="default: $NATS_URL")
     init.set_defaults(func=lambda a: asyncio.run(_nats_init(a)))
+    from . import deploy_cli
+
+    deploy_cli.register_nats(nats_sub)
 
     feed = sub.add_parser("feed", help="publish a JSON Lines file of inbound messages")
     feed.add_argument("file")
@@ -199,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import scoring_cli
 
     scoring_cli.register(sub)
+    deploy_cli.register(sub)
     return parser
 
 

@@ -15,7 +15,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from faststream.nats.annotations import NatsMessage
 from nats.aio.msg import Msg
@@ -29,7 +29,7 @@ from shared.directory import load_directory
 from shared.messaging import configure_logging, durable_subscriber, make_broker, settle_in_order
 from shared.settings import Settings
 
-from . import store
+from . import store, tokens
 from .record import Recorded, check, record
 from .validate import Parsed, parse
 
@@ -168,6 +168,11 @@ http = FastAPI(
 )
 
 
+# Per-unit bearer tokens, on when INTAKE_HTTP_AUTH=1 (production); /health, /metrics, /docs stay open.
+unit_token = tokens.UnitToken(engine, enabled=tokens.auth_enabled())
+http.add_exception_handler(tokens.AuthError, tokens.auth_error_response)
+
+
 def _errors_response(errors: list[FieldError], status: int = 422) -> JSONResponse:
     return JSONResponse({"errors": [e.model_dump() for e in errors]}, status_code=status)
 
@@ -175,7 +180,12 @@ def _errors_response(errors: list[FieldError], status: int = 422) -> JSONRespons
 @http.post(
     "/v1/units/{unit}/{kind}",
     status_code=202,
-    responses={422: {"description": "errors: [{field, problem}]"}},
+    responses={
+        401: {"description": "no, unknown or revoked bearer token (when INTAKE_HTTP_AUTH=1)"},
+        403: {"description": "the token belongs to another unit"},
+        422: {"description": "errors: [{field, problem}]"},
+    },
+    dependencies=[Depends(unit_token)],
 )
 async def post_event(
     unit: str,

@@ -57,7 +57,21 @@ class Outbox(OutboxRow, table=True):
     __tablename__ = "intake_outbox"
 
 
-TABLES = (InboundEvent, Project, Claim, Outbox)
+class ApiToken(SQLModel, table=True):
+    """A unit's HTTP bearer token (接口令牌). Only its SHA-256 is kept: the token is shown once,
+    when issued (`investflow tokens issue UNIT`), and a lost one is revoked and issued anew."""
+
+    __tablename__ = "intake_api_token"
+
+    token_id: str = Field(primary_key=True, max_length=16)  # the public handle: list, revoke
+    unit: str = Field(index=True, max_length=32)
+    sha256: str = Field(max_length=64)
+    label: str = Field(default="", max_length=200)
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None = None
+
+
+TABLES = (InboundEvent, Project, Claim, Outbox, ApiToken)
 
 
 def find_inbound(session: Session, unit: str, key: str) -> InboundEvent | None:
