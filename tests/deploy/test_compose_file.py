@@ -62,6 +62,15 @@ def test_a_service_scales_restarts_and_reports_its_health(model, name: str) -> N
     assert svc["depends_on"]["init"] == {"condition": "service_completed_successfully"}
 
 
+def test_the_unit_directory_is_read_in_place_where_settings_look_for_it(model) -> None:
+    """Adding a unit is an edit of deploy/units.yaml and a restart, not a new image."""
+    for name in [s.name for s in SERVICES] + ["init"]:
+        volumes = model["services"][name]["volumes"]
+        assert "./units.yaml:/app/deploy/units.yaml:ro" in volumes, name
+    # In the image the code is at /app, so shared.settings.REPO_ROOT/deploy/units.yaml is this.
+    assert "WORKDIR /app" in (DEPLOY / "Dockerfile").read_text()
+
+
 def test_replicas_are_set_from_the_env_file() -> None:
     model = compose.load(ENV | {"SCORING_REPLICAS": "3"})
     assert int(model["services"]["scoring"]["deploy"]["replicas"]) == 3

@@ -7,6 +7,7 @@ brokers declare, and that the server speaks TLS with the generated settings.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import stat
@@ -190,5 +191,54 @@ async def test_tls_with_the_generated_settings(
             await connect_nats(
                 Settings.from_env(), server.url, max_reconnect_attempts=0, allow_reconnect=False
             )
+    finally:
+        server.stop()
+
+
+async def test_a_rotated_unit_is_cut_off_at_reload_and_signs_in_with_its_new_seed(
+    tmp_path: Path,
+) -> None:
+    """docs/operations.md: `--rotate TS01`, then SIGHUP (`docker compose kill -s HUP nats`)."""
+    import signal
+
+    import nats
+
+    etc, secrets = tmp_path / "etc", tmp_path / "s"
+    etc.mkdir()
+    assert users("--secrets", str(secrets), "--out", str(etc / "auth.conf")).returncode == 0
+    base = (REPO_ROOT / "deploy" / "nats" / "nats-server.conf").read_text()
+    (etc / "nats-server.conf").write_text(
+        re.sub(r"(?m)^http_port: \d+", f"http_port: {free_port()}", base)
+    )
+    seed = secrets / "nats" / "units" / "TS01.nk"
+    old_seed = tmp_path / "old.nk"
+    old_seed.write_bytes(seed.read_bytes())
+    server = NatsServer(free_port(), tmp_path / "js", etc / "nats-server.conf", tmp_path / "log")
+    server.start()
+    try:
+        old = await nats.connect(
+            server.url, nkeys_seed=str(old_seed), max_reconnect_attempts=0, allow_reconnect=False
+        )
+        rotated = users(
+            "--secrets", str(secrets), "--out", str(etc / "auth.conf"), "--rotate", "TS01"
+        )
+        assert rotated.returncode == 0
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            if old.is_closed:
+                break
+            await asyncio.sleep(0.05)
+        assert old.is_closed, "the old key's connection survived the reload"
+        with pytest.raises(Exception, match=r"(?i)authorization"):
+            await nats.connect(
+                server.url,
+                nkeys_seed=str(old_seed),
+                max_reconnect_attempts=0,
+                allow_reconnect=False,
+            )
+        new = await nats.connect(server.url, nkeys_seed=str(seed), max_reconnect_attempts=0)
+        assert new.is_connected
+        await new.close()
     finally:
         server.stop()
