@@ -119,8 +119,7 @@ def apply(
 
 def _lead(ctx: _Context, event: LeadReported) -> None:
     project_id = event.project_id or f"{event.unit}-{event.data.lead_id}"
-    row = store.project(ctx.session, project_id, create=True)
-    assert row is not None
+    row = store.lock_project(ctx.session, project_id)
     if row.lead is not None:
         log.warning("scoring: %s: a second lead for the project, kept the first", project_id)
         return
@@ -137,8 +136,7 @@ def _decision(ctx: _Context, event: DecisionTaken, seq: int) -> None:
     decision = event.data
     if decision.decision != "approved" or decision.sponsor_leader is None:
         return
-    row = store.project(ctx.session, decision.project_id, create=True)
-    assert row is not None
+    row = store.lock_project(ctx.session, decision.project_id)
     if seq and seq < row.sponsor_seq:
         return  # an older decision overtaken by a newer one
     changed = row.sponsor_leader != decision.sponsor_leader
@@ -171,6 +169,7 @@ def _milestone(ctx: _Context, event: MilestoneReached, seq: int) -> bool:
 
 def _funds(ctx: _Context, event: FundsArrived) -> None:
     f = event.data
+    project = store.lock_project(ctx.session, f.project_id)
     record = store.funds_record(ctx.session, f.project_id, f.funds_id, lock=True)
     if record is not None:
         return  # the same record again (another event id): it counts once
@@ -186,8 +185,6 @@ def _funds(ctx: _Context, event: FundsArrived) -> None:
     )
     ctx.session.add(record)
     ctx.session.flush()  # a replica inserting the same record first makes this fail: retried
-    project = store.project(ctx.session, f.project_id, create=True)
-    assert project is not None
     _settle(ctx, record, _project_state(project))
 
 
@@ -213,19 +210,19 @@ def _rates(ctx: _Context, event: RatesPublished, seq: int) -> None:
             row.cny_per_unit, row.stream_seq = text, seq
             ctx.session.add(row)
     ctx.session.flush()
-    projects: dict[str, store.Project] = {}
-    for record in store.held_on(ctx.session, day, sorted(event.data.rates), lock=True):
-        project = projects.get(record.project_id) or store.project(
-            ctx.session, record.project_id, create=True
+    currencies = sorted(event.data.rates)
+    # Projects first, in one order, then their records: the order every event locks in.
+    waiting = {r.project_id for r in store.held_on(ctx.session, day, currencies)}
+    projects = {pid: store.lock_project(ctx.session, pid) for pid in sorted(waiting)}
+    for record in store.held_on(ctx.session, day, currencies, lock=True):
+        project = projects.get(record.project_id) or store.lock_project(
+            ctx.session, record.project_id
         )
-        assert project is not None
-        projects[record.project_id] = project
         _settle(ctx, record, _project_state(project))
 
 
 def _recognition(ctx: _Context, event: Recognition, seq: int) -> None:
-    row = store.project(ctx.session, event.project_id, create=True)
-    assert row is not None
+    row = store.lock_project(ctx.session, event.project_id)
     if seq and seq < row.recognition_seq:
         return  # an older recognition overtaken by a newer one
     before = _reasons(row.recognition)

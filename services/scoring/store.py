@@ -180,6 +180,24 @@ def project(session: Session, project_id: str, *, create: bool = False) -> Proje
     return row
 
 
+def lock_project(session: Session, project_id: str) -> Project:
+    """The project's row, created if new, locked until commit (PostgreSQL: FOR UPDATE).
+
+    Every event about a project takes this lock before it reads or settles anything, so two
+    replicas (or scoring's two consumers) handling, say, a funds record and the project's
+    recognition at the same moment take turns, and the second sees what the first did. On
+    SQLite the write lock taken by the inbox insert at the start of each message does the same.
+    """
+    if session.get(Project, project_id) is None:
+        session.add(Project(project_id=project_id))
+        session.flush()  # two creating it at once: one fails on the key and is retried
+    row = session.exec(
+        select(Project).where(Project.project_id == project_id).with_for_update()
+    ).one()
+    session.refresh(row)  # the values as of the lock, not as first read
+    return row
+
+
 def funds_of(session: Session, project_id: str, *, lock: bool = False) -> list[FundsRecord]:
     query = (
         select(FundsRecord).where(FundsRecord.project_id == project_id).order_by(FundsRecord.id)  # type: ignore[arg-type]

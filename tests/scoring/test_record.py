@@ -216,3 +216,35 @@ def test_signed_milestones_are_kept_for_the_targets(scoring: Scoring) -> None:
     scoring.send(b.signed(pid, on="2022-05-01", amount="160000000"))  # a correction replaces it
     (row,) = scoring.rows(store.Signing, store.Signing.project_id == pid)
     assert (str(row.signed_on), row.amount_fen) == ("2022-05-01", 16000000000)
+
+
+def test_a_record_and_its_projects_recognition_applied_at_once_see_each_other(
+    database_url: str,
+) -> None:
+    """Two consumers (or replicas) applying a funds record and its project's recognition in
+    the same instant: whichever commits second must settle with what the first did."""
+    import threading
+
+    from services.scoring.app import retrying
+
+    scoring = Scoring(database_url)
+    try:
+        for _ in range(15):
+            lead = b.lead("TS06")
+            pid = lead.project_id or ""
+            scoring.send(lead)
+            events = [b.funds(pid), b.recognition(pid, recognized=False)]
+            start = threading.Barrier(2)
+
+            def send(event, start=start):  # type: ignore[no-untyped-def]
+                start.wait()
+                retrying(lambda: scoring.send(event, seq=0))
+
+            threads = [threading.Thread(target=send, args=(e,)) for e in events]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert "blocked by landing_proofs" in (scoring.record(pid).hold_reason or "")
+    finally:
+        scoring.close()
