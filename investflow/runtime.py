@@ -22,7 +22,7 @@ from shared.settings import Settings
 from shared.streams import STREAMS, ensure_streams
 
 from .nats_server import NatsServer, NatsServerError, free_port, port_taken, wait_for_jetstream
-from .services import SERVICES, ServiceSpec
+from .services import SERVICES, ServiceSpec, with_replicas
 from .supervisor import Supervisor
 
 
@@ -66,6 +66,7 @@ async def running_system(
     echo: bool = True,
     extra_env: dict[str, str] | None = None,
     ready_timeout: float = 60.0,
+    replicas: dict[str, int] | None = None,
 ) -> AsyncIterator[System]:
     for port, flag in ((nats_port, "--nats-port"), (http_port, "--http-port")):
         if port_taken(port):
@@ -84,17 +85,24 @@ async def running_system(
         nc = await nats.connect(server.url, max_reconnect_attempts=-1)
         js = nc.jetstream()
         await ensure_streams(js, int(window) if window else Settings.from_env().duplicate_window_s)
-        # intake gets the operator's --http-port; other HTTP services a free port each.
+        # intake's first replica gets the operator's --http-port; every other HTTP process a
+        # free port of its own, handed over in its own <SERVICE>_HTTP_PORT.
+        services = with_replicas(services, replicas or {})
         ports = {
-            s.name: (http_port if s.name == "intake" else free_port()) for s in services if s.http
+            s.key: (http_port if s.key == "intake" else free_port()) for s in services if s.http
         }
         env = (
             dict(os.environ)
             | {"NATS_URL": server.url, "INVESTFLOW_DATA_DIR": str(data_dir)}
-            | {spec.http_port_env: str(ports[spec.name]) for spec in services if spec.http}
             | (extra_env or {})
         )
-        supervisor = Supervisor(services, env, echo=echo)
+        child_env = {
+            key: {spec.http_port_env: str(port)}
+            for spec in services
+            for key, port in ports.items()
+            if spec.key == key
+        }
+        supervisor = Supervisor(services, env, echo=echo, child_env=child_env)
         await supervisor.start()
         await supervisor.wait_ready(ready_timeout)
         http_urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}

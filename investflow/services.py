@@ -12,6 +12,12 @@ class ServiceSpec:
     http: bool = False  # serves HTTP on the port in `<NAME>_HTTP_PORT` (intake: --http-port)
     durable: str = ""  # its JetStream durable consumer, for progress and summaries
     rules: bool = False  # decides with rulesets: `rules publish` waits for it to load a version
+    replica: int = 1  # the n-th process of this service (replicas share its durable consumers)
+
+    @property
+    def key(self) -> str:
+        """The child's name in logs and the supervisor: `scoring`, `scoring-2`, ..."""
+        return self.name if self.replica == 1 else f"{self.name}-{self.replica}"
 
     @property
     def http_port_env(self) -> str:
@@ -26,3 +32,16 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("scoring", "services.scoring", http=True, durable="scoring", rules=True),
     ServiceSpec("notify", "services.notify", durable="notify"),
 )
+
+
+def with_replicas(
+    services: tuple[ServiceSpec, ...], replicas: dict[str, int]
+) -> tuple[ServiceSpec, ...]:
+    """Each service as many times as `replicas` says (default once)."""
+    from dataclasses import replace
+
+    return tuple(
+        replace(spec, replica=n)
+        for spec in services
+        for n in range(1, replicas.get(spec.name, 1) + 1)
+    )

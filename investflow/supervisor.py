@@ -27,12 +27,17 @@ class Child:
 
 class Supervisor:
     def __init__(
-        self, specs: tuple[ServiceSpec, ...], env: dict[str, str], echo: bool = True
+        self,
+        specs: tuple[ServiceSpec, ...],
+        env: dict[str, str],
+        echo: bool = True,
+        child_env: dict[str, dict[str, str]] | None = None,
     ) -> None:
-        self.children = {s.name: Child(s, env | s_env(s, env)) for s in specs}
+        extra = child_env or {}
+        self.children = {s.key: Child(s, env | s_env(s, env) | extra.get(s.key, {})) for s in specs}
         self.echo = echo
         self.stopping = False
-        self.width = max(len(s.name) for s in specs)
+        self.width = max(len(s.key) for s in specs)
 
     def say(self, name: str, line: str) -> None:
         if self.echo:
@@ -63,7 +68,7 @@ class Supervisor:
             if text == mark:
                 child.ready.set()
                 continue
-            self.say(child.spec.name, text)
+            self.say(child.spec.key, text)
 
     async def _watch(self, child: Child) -> None:
         delay = 1.0
@@ -75,7 +80,7 @@ class Supervisor:
                 return
             if time.monotonic() - started > 60:
                 delay = 1.0  # it ran a good while: a fresh crash, not a crash loop
-            self.say(child.spec.name, f"exited with {code}; restarting in {delay:.0f}s")
+            self.say(child.spec.key, f"exited with {code}; restarting in {delay:.0f}s")
             await asyncio.sleep(delay)
             if self.stopping:
                 return
