@@ -190,13 +190,15 @@ def _funds(ctx: _Context, event: FundsArrived) -> None:
 
 def _rates(ctx: _Context, event: RatesPublished, seq: int) -> None:
     day = event.data.on
-    for currency, value in event.data.rates.items():
-        row = ctx.session.get(store.Rate, (day, currency))
-        text = format(value.normalize(), "f")
-        if row is None:
-            ctx.session.add(
-                store.Rate(on=day, currency=currency, cny_per_unit=text, stream_seq=seq)
-            )
+    currencies = sorted(event.data.rates)
+    # Projects first, in one order, then rates and records: the order every event locks in.
+    waiting = {r.project_id for r in store.held_on(ctx.session, day, currencies)}
+    projects = {pid: store.lock_project(ctx.session, pid) for pid in sorted(waiting)}
+    for currency in currencies:
+        text = format(event.data.rates[currency].normalize(), "f")
+        row = store.lock_rate(ctx.session, day, currency)
+        if row.cny_per_unit is None:
+            row.cny_per_unit, row.stream_seq = text, seq
         elif (not seq or seq >= row.stream_seq) and row.cny_per_unit != text:
             # A correction applies to records credited from now on; past credits keep the
             # rate they were credited at (it is in their ledger entry).
@@ -208,12 +210,8 @@ def _rates(ctx: _Context, event: RatesPublished, seq: int) -> None:
                 text,
             )
             row.cny_per_unit, row.stream_seq = text, seq
-            ctx.session.add(row)
+        ctx.session.add(row)
     ctx.session.flush()
-    currencies = sorted(event.data.rates)
-    # Projects first, in one order, then their records: the order every event locks in.
-    waiting = {r.project_id for r in store.held_on(ctx.session, day, currencies)}
-    projects = {pid: store.lock_project(ctx.session, pid) for pid in sorted(waiting)}
     for record in store.held_on(ctx.session, day, currencies, lock=True):
         project = projects.get(record.project_id) or store.lock_project(
             ctx.session, record.project_id
@@ -284,7 +282,12 @@ def _settle(
         if active is not None
         else None,
     )
-    rate = store.rate(ctx.session, record.arrived_on, record.currency)
+    # Locked: a rates event for that day committing meanwhile waits, then finds this record.
+    rate = (
+        None
+        if record.currency == "CNY"
+        else store.lock_rate(ctx.session, record.arrived_on, record.currency).rate
+    )
     steps = settle(state, project, rate, ctx.rules, rescore=rescore)
     for step in steps:
         _write(ctx, record, step, active)

@@ -92,14 +92,22 @@ class FundsRecord(SQLModel, table=True):
 
 
 class Rate(SQLModel, table=True):
-    """The Center's rate of one currency on one day: CNY per unit."""
+    """The Center's rate of one currency on one day: CNY per unit.
+
+    A row without a rate is a record waiting for it: the lock both sides take (see
+    `lock_rate`), so funds and that day's rates arriving at once never miss each other.
+    """
 
     __tablename__ = "scoring_rate"
 
     on: dt.date = Field(primary_key=True)
     currency: str = Field(primary_key=True, max_length=3)
-    cny_per_unit: str = Field(max_length=40)  # decimal text, exact
+    cny_per_unit: str | None = Field(default=None, max_length=40)  # decimal text, exact
     stream_seq: int = Field(default=0, sa_column=_big(nullable=False, default=0))
+
+    @property
+    def rate(self) -> Decimal | None:
+        return Decimal(self.cny_per_unit) if self.cny_per_unit is not None else None
 
 
 class Entry(SQLModel, table=True):
@@ -235,9 +243,16 @@ def held_on(
     return list(session.exec(query).all())
 
 
-def rate(session: Session, day: dt.date, currency: str) -> Decimal | None:
-    row = session.get(Rate, (day, currency))
-    return Decimal(row.cny_per_unit) if row is not None else None
+def lock_rate(session: Session, day: dt.date, currency: str) -> Rate:
+    """The (day, currency) rate row, created empty if new, locked until commit."""
+    if session.get(Rate, (day, currency)) is None:
+        session.add(Rate(on=day, currency=currency))
+        session.flush()  # created by another at once: one fails on the key and is retried
+    row = session.exec(
+        select(Rate).where(Rate.on == day, Rate.currency == currency).with_for_update()
+    ).one()
+    session.refresh(row)
+    return row
 
 
 def active_credit(session: Session, record: FundsRecord) -> Entry | None:

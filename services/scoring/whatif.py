@@ -91,7 +91,11 @@ def load_facts(engine: Engine, year: int) -> YearFacts:
         rates = {
             (on, cur): Decimal(text)
             for on, cur, text in conn.execute(
-                select(r.on, r.currency, r.cny_per_unit).where(r.on >= start, r.on < end)  # type: ignore[operator]
+                select(r.on, r.currency, r.cny_per_unit).where(
+                    r.on >= start,  # type: ignore[operator]
+                    r.on < end,  # type: ignore[operator]
+                    r.cny_per_unit.is_not(None),  # type: ignore[union-attr]
+                )
             )
         }
     return YearFacts(year, projects, funds, rates, unrecognised)

@@ -218,33 +218,40 @@ def test_signed_milestones_are_kept_for_the_targets(scoring: Scoring) -> None:
     assert (str(row.signed_on), row.amount_fen) == ("2022-05-01", 16000000000)
 
 
-def test_a_record_and_its_projects_recognition_applied_at_once_see_each_other(
-    database_url: str,
-) -> None:
-    """Two consumers (or replicas) applying a funds record and its project's recognition in
-    the same instant: whichever commits second must settle with what the first did."""
+def _at_once(scoring: Scoring, events: list) -> None:  # type: ignore[type-arg]
     import threading
 
     from services.scoring.app import retrying
 
-    scoring = Scoring(database_url)
-    try:
-        for _ in range(15):
-            lead = b.lead("TS06")
-            pid = lead.project_id or ""
-            scoring.send(lead)
-            events = [b.funds(pid), b.recognition(pid, recognized=False)]
-            start = threading.Barrier(2)
+    start = threading.Barrier(len(events))
 
-            def send(event, start=start):  # type: ignore[no-untyped-def]
-                start.wait()
-                retrying(lambda: scoring.send(event, seq=0))
+    def send(event) -> None:  # type: ignore[no-untyped-def]
+        start.wait()
+        retrying(lambda: scoring.send(event, seq=0))
 
-            threads = [threading.Thread(target=send, args=(e,)) for e in events]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            assert "blocked by landing_proofs" in (scoring.record(pid).hold_reason or "")
-    finally:
-        scoring.close()
+    threads = [threading.Thread(target=send, args=(e,)) for e in events]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_a_record_and_its_projects_recognition_applied_at_once_see_each_other(
+    scoring: Scoring,
+) -> None:
+    """Two consumers (or replicas) applying a funds record and its project's recognition in
+    the same instant: whichever commits second must settle with what the first did."""
+    for _ in range(15):
+        lead = b.lead("TS06")
+        pid = lead.project_id or ""
+        scoring.send(lead)
+        _at_once(scoring, [b.funds(pid), b.recognition(pid, recognized=False)])
+        assert "blocked by landing_proofs" in (scoring.record(pid).hold_reason or "")
+
+
+def test_a_record_and_its_days_rates_applied_at_once_see_each_other(scoring: Scoring) -> None:
+    for i in range(15):
+        pid = recognised_project(scoring, investor=FOREIGN)
+        day = f"2022-10-{i + 1:02d}"
+        _at_once(scoring, [b.funds(pid, currency="USD", arrived_on=day), b.rates(day, USD="7.0")])
+        assert scoring.record(pid).state == "credited", scoring.record(pid).hold_reason
