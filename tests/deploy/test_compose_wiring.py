@@ -186,7 +186,9 @@ async def deployment(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
         # 4. The one-shot init job: streams as admin, then databases and tables.
         init = run(mapping.service_command("init"), env | mapping.environment("init"), timeout=120)
         assert init.returncode == 0, init.stdout + init.stderr
-        assert "INTAKE" in init.stdout and "intake: " in init.stdout, init.stdout
+        assert "INTAKE" in init.stdout and "intake: created database" in init.stdout, init.stdout
+        again = run(mapping.service_command("init"), env | mapping.environment("init"), timeout=120)
+        assert again.returncode == 0 and "created" not in again.stdout, again.stdout  # idempotent
 
         # 5. The four services, each with its compose command and environment.
         for spec in SERVICES:
