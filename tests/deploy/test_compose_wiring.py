@@ -385,9 +385,6 @@ async def test_a_unit_reports_over_nats_and_http_and_the_scoreboard_counts_it(
         f"{d.http['intake']}/v1/units/TS05/document", doc, auth | {"Idempotency-Key": uid()}
     )
     assert status == 202, body
-    # Funds after recognition: scoring credits funds that arrive before it too, but racing the
-    # two streams is scoring's own test, not this one's (see the report on issue 6).
-    await recognised(d, pid)
     funds = {
         "project_id": pid,
         "funds_id": "F1",
@@ -401,6 +398,8 @@ async def test_a_unit_reports_over_nats_and_http_and_the_scoreboard_counts_it(
         f"{d.http['intake']}/v1/units/TS05/funds", funds, auth | {"Idempotency-Key": uid()}
     )
     assert status == 202, body
+
+    await recognised(d, pid)  # read by the Center's staff user, as its tools would
 
     def credited() -> Decimal:
         return subject_points(http_json(scoreboard)[1], "TS05") - before
