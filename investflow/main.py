@@ -120,6 +120,11 @@ async def _nats_init(args: argparse.Namespace) -> int:
     try:
         for line in await ensure_streams(nc.jetstream(), settings.duplicate_window_s):
             print(line)
+        # Created here, by the admin user, so services only need to read and watch it.
+        from shared.rules.published import BUCKET, bucket
+
+        await bucket(nc.jetstream())
+        print(f"ok KV {BUCKET}")
     finally:
         await nc.close()
     return 0

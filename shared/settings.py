@@ -45,6 +45,7 @@ class Settings:
     nats_nkey_seed_file: str | None = None
     nats_creds_file: str | None = None
     nats_tls_ca_file: str | None = None
+    nats_inbox_prefix: str | None = None  # per-user reply subjects, e.g. _INBOX_review
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -68,6 +69,7 @@ class Settings:
             nats_nkey_seed_file=os.environ.get("NATS_NKEY_SEED_FILE") or None,
             nats_creds_file=os.environ.get("NATS_CREDS_FILE") or None,
             nats_tls_ca_file=os.environ.get("NATS_TLS_CA_FILE") or None,
+            nats_inbox_prefix=os.environ.get("NATS_INBOX_PREFIX") or None,
         )
 
     def database_url_for(self, service: str) -> str:
@@ -90,6 +92,9 @@ class Settings:
         elif self.nats_user:
             options["user"] = self.nats_user
             options["password"] = self.nats_password or ""
+        if self.nats_inbox_prefix:
+            # Replies come back only on this user's own prefix, which permissions can scope.
+            options["inbox_prefix"] = self.nats_inbox_prefix
         if self.nats_tls_ca_file:
             import ssl
 
