@@ -106,6 +106,7 @@ async def test_usd_funds_with_their_rate_are_credited_once(scoring_system: Any) 
     js = scoring_system.js
     pid = await report_lead(js, "TS01", investor=FOREIGN)
     await recognise(js, pid)
+    await idle(js)  # recognised before the funds arrive: no 'not yet recognised' hold
     await publish(js, "intake.CENTER.rates", {"on": "2022-03-15", "rates": {"USD": "6.3360"}})
     await publish(
         js, "intake.TS01.funds", funds_payload(pid, "F1", "2500000.50", "USD", "2022-03-15")
@@ -131,6 +132,7 @@ async def test_without_its_rate_the_record_is_held_then_credited_once_when_it_co
     js = scoring_system.js
     pid = await report_lead(js, "TS02", investor=FOREIGN)
     await recognise(js, pid)
+    await idle(js)  # recognised before the funds arrive: no 'not yet recognised' hold
     await publish(js, "intake.TS02.funds", funds_payload(pid, "F1", "1000000", "USD", "2022-04-27"))
     await idle(js)
     (held,) = await score_events(js, "score.held", pid, 1)
@@ -305,6 +307,7 @@ async def test_rates_loaded_from_csv_release_what_was_held(
     js = scoring_system.js
     pid = await report_lead(js, "TS07", investor=FOREIGN)
     await recognise(js, pid)
+    await idle(js)  # recognised before the funds arrive: no 'not yet recognised' hold
     await publish(js, "intake.TS07.funds", funds_payload(pid, "F1", "1000", "HKD", "2022-11-11"))
     await idle(js)
     assert len(await score_events(js, "score.held", pid, 1)) == 1
