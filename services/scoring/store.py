@@ -180,14 +180,6 @@ def find_inbox(session: Session, key: str) -> Inbox | None:
     return session.get(Inbox, key)
 
 
-def project(session: Session, project_id: str, *, create: bool = False) -> Project | None:
-    row = session.get(Project, project_id)
-    if row is None and create:
-        row = Project(project_id=project_id)
-        session.add(row)
-    return row
-
-
 def lock_project(session: Session, project_id: str) -> Project:
     """The project's row, created if new, locked until commit (PostgreSQL: FOR UPDATE).
 
