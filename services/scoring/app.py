@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -52,7 +53,7 @@ from shared.settings import Settings
 
 from . import scoreboard, store
 from .inputs import BadInput, inbox_key, parse
-from .record import Applied, apply
+from .record import Applied, apply, resettle_waiting_for_rules
 
 SERVICE = "scoring"
 log = logging.getLogger("investflow.scoring")
@@ -192,6 +193,24 @@ async def on_recognition(message: NatsMessage) -> None:
     await settle_in_order([message.raw_message], broker, SERVICE, settings, process)
 
 
+async def on_rules_loaded(msg: Msg) -> None:
+    """A replica loaded a published version: records held for want of a ruleset may go now."""
+    try:
+        status = json.loads(msg.data)
+        if not status.get("loaded"):
+            return
+        source = f"rules.loaded:{status['key']}@{status['revision']}:{uuid.uuid4().hex[:8]}"
+
+        def transaction() -> Applied:
+            with unit_of_work(engine()) as session:
+                return resettle_waiting_for_rules(session, source, rules(), dt.datetime.now(dt.UTC))
+
+        applied = await asyncio.to_thread(retrying, transaction)
+        await outbox.publish(broker, engine(), store.Outbox, applied.outbox)  # type: ignore[arg-type]
+    except Exception:  # the next publication, or the next event of each project, tries again
+        log.exception("scoring: settling records held for a ruleset failed")
+
+
 # ---- HTTP: the scoreboard ----------------------------------------------------------------------
 
 
@@ -202,6 +221,10 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     # Published versions are loaded before the first message is scored, and live after that.
     stop_following = await published.start_following(settings.nats_url, rules(), SERVICE)
     await broker.start()
+    assert broker.connection is not None
+    await broker.connection.subscribe(  # type: ignore[union-attr]
+        published.loaded_subject(SERVICE), cb=on_rules_loaded
+    )
     print(f"investflow: {SERVICE} ready", flush=True)
     try:
         yield

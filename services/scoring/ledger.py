@@ -25,6 +25,7 @@ from .decide import Scored, ScoreHeld, score
 
 NO_LEAD = "waiting for the project's lead (project.lead) / 等待项目信息"
 NOT_YET_RECOGNISED = "project not yet recognised for the assessment / 项目尚未认定"
+NO_RULESET = "no scoring ruleset in force"
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,9 @@ def evaluate(
         return score(project.lead, funds, rates, sponsor_leader=project.sponsor_leader, rules=rules)
     except FactsError as exc:
         return f"the facts cannot be scored: {exc} / 数据无法计分"
-    except LookupError as exc:  # no scoring ruleset in force on the arrival day
-        return str(exc)
+    except LookupError:  # no scoring ruleset in force on the arrival day
+        day = record.arrived_on
+        return f"{NO_RULESET} on {day}: held until one is published / {day} 无生效的计分规则集"
 
 
 def settle(

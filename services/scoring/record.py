@@ -42,7 +42,16 @@ from shared.contract import (
 from shared.rules import Rules
 
 from . import store
-from .ledger import ActiveCredit, FundsState, Hold, ProjectState, Reverse, Step, settle
+from .ledger import (
+    NO_RULESET,
+    ActiveCredit,
+    FundsState,
+    Hold,
+    ProjectState,
+    Reverse,
+    Step,
+    settle,
+)
 from .store import from_fen, to_fen
 
 log = logging.getLogger("investflow.scoring")
@@ -238,6 +247,26 @@ def _reasons(recognition_json: str | None) -> tuple[Any, ...]:
         return ()
     r = json.loads(recognition_json)
     return (r["recognized"], r["recognition_blockers"], r["missing_proofs"])
+
+
+def resettle_waiting_for_rules(
+    session: Session, source: str, rules: Rules, now: dt.datetime
+) -> Applied:
+    """A scoring ruleset was published: settle the records held for want of one.
+
+    Runs on every replica that hears of the publication, each time: settling is idempotent,
+    so a replica that has not loaded the version yet changes nothing and one that has credits.
+    """
+    ctx = _Context(session, source, rules, now)
+    waiting = store.held_because(session, NO_RULESET)
+    projects = {
+        pid: store.lock_project(session, pid) for pid in sorted({r.project_id for r in waiting})
+    }
+    for record in waiting:
+        locked = store.funds_record(session, record.project_id, record.funds_id, lock=True)
+        if locked is not None and locked.state == "held":
+            _settle(ctx, locked, _project_state(projects[record.project_id]))
+    return Applied("applied", ctx.outbox)
 
 
 # --- settling funds records -----------------------------------------------------------------------

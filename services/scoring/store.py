@@ -235,6 +235,16 @@ def held_on(
     return list(session.exec(query).all())
 
 
+def held_because(session: Session, words: str) -> list[FundsRecord]:
+    """Held records whose reason contains `words`."""
+    query = (
+        select(FundsRecord)
+        .where(FundsRecord.state == "held", FundsRecord.hold_reason.contains(words))  # type: ignore[union-attr]
+        .order_by(FundsRecord.id)  # type: ignore[arg-type]
+    )
+    return list(session.exec(query).all())
+
+
 def lock_rate(session: Session, day: dt.date, currency: str) -> Rate:
     """The (day, currency) rate row, created empty if new, locked until commit."""
     if session.get(Rate, (day, currency)) is None:

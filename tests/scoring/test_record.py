@@ -255,3 +255,36 @@ def test_a_record_and_its_days_rates_applied_at_once_see_each_other(scoring: Sco
         day = f"2022-10-{i + 1:02d}"
         _at_once(scoring, [b.funds(pid, currency="USD", arrived_on=day), b.rates(day, USD="7.0")])
         assert scoring.record(pid).state == "credited", scoring.record(pid).hold_reason
+
+
+def test_records_held_for_want_of_a_ruleset_are_credited_once_one_is_published(
+    database_url: str,
+) -> None:
+    import datetime as dt
+
+    from services.scoring.record import resettle_waiting_for_rules
+    from shared.db import unit_of_work
+    from shared.rules import RulesetRegistry, rulesets_dir
+
+    rules = RulesetRegistry.from_paths([rulesets_dir()])
+    scoring = Scoring(database_url, rules)
+    try:
+        pid = recognised_project(scoring)
+        scoring.send(b.funds(pid, arrived_on="2023-02-01"))
+        assert "no scoring ruleset in force on 2023-02-01" in (
+            scoring.record(pid).hold_reason or ""
+        )
+
+        text = (rulesets_dir() / "scoring-2022.1.yaml").read_text(encoding="utf-8")
+        text = text.replace('version: "2022.1"', 'version: "2023.1"').replace(
+            "effective: {from: 2022-01-01, to: 2022-12-31}", "effective: {from: 2023-01-01}"
+        )
+        rules.add_version(text)
+        for _ in range(2):  # heard from two replicas: the second changes nothing
+            with unit_of_work(scoring.engine) as session:
+                resettle_waiting_for_rules(session, f"test:{_}", rules, dt.datetime.now(dt.UTC))
+        (entry,) = scoring.entries(pid)
+        assert entry.ruleset_version == "scoring@2023.1" and entry.year == 2023
+    finally:
+        scoring.close()
+        rules.close()

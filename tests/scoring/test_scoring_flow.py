@@ -353,6 +353,23 @@ async def test_a_published_scoring_version_decides_without_a_restart(scoring_sys
     pid = await report_lead(js, "TS08")
     await recognise(js, pid)
     await publish(js, "intake.TS08.funds", funds_payload(pid, "F1", "100", "CNY", "2022-12-01"))
+    # 2023 has no scoring ruleset yet: held until one is published, then credited
+    await publish(js, "intake.TS08.funds", funds_payload(pid, "F2", "200", "CNY", "2023-01-10"))
     await idle(js)
     (credited,) = await score_events(js, "score.credited", pid, 1)
     assert credited["explanation"]["version"] == "2022.2"
+    held = await score_events(js, "score.held", pid, 1)
+    assert "no scoring ruleset in force on 2023-01-10" in held[-1]["reason"]
+
+    next_year = text.replace('version: "2022.1"', 'version: "2023.1"', 1).replace(
+        "effective: {from: 2022-01-01, to: 2022-12-31}",
+        "effective: {from: 2022-01-01, to: 2023-12-31}",
+    )
+    await published.publish(
+        js, next_year, "test:scoring-2023.1", gate_on_rule_tests(REPO_ROOT / "rulesets" / "tests")
+    )
+    credits = await score_events(js, "score.credited", pid, 2)
+    assert [(c["funds_id"], c["explanation"]["version"]) for c in credits] == [
+        ("F1", "2022.2"),
+        ("F2", "2023.1"),
+    ]
