@@ -76,6 +76,7 @@ def durable_subscriber(
     settings: Settings,
     title: str | None = None,
     description: str | None = None,
+    in_order: bool = True,
 ) -> Any:
     """A durable pull consumer that replicas share by name, one message at a time.
 
@@ -83,6 +84,12 @@ def durable_subscriber(
     which would let a document overtake the lead it belongs to; and its batch mode waits
     for a full batch or the timeout before handing anything over. The handler settles the
     message itself with `settle_in_order`.
+
+    `in_order` (max_ack_pending=1) makes the server hand out nothing new while a message
+    is unsettled: a nak'd message, or one held by a replica that was killed, comes back
+    before anything behind it (after ack_wait, for the killed one). Without it a crash let
+    the lead's funds overtake it and be rejected as an unknown project (the kill -9 test
+    caught this). The price: replicas give failover, not parallelism, on such a consumer.
     """
     return broker.subscriber(
         subject,
@@ -97,7 +104,7 @@ def durable_subscriber(
             # One more than our own limit: normally `settle_in_order` dead-letters first, with the error.
             max_deliver=settings.max_deliver + 1,
             ack_wait=settings.ack_wait_s,
-            max_ack_pending=1000,
+            max_ack_pending=1 if in_order else 1000,
         ),
         ack_policy=AckPolicy.MANUAL,
         title=title,
@@ -122,9 +129,9 @@ async def settle_in_order(
     """Run `work` on each message in order, acking each as it succeeds.
 
     On a failure the failed message and the rest of the batch are nak'd with a delay, and
-    we wait that delay before returning: JetStream hands out redeliveries before new
-    messages, so order holds and a database outage costs time, not messages. After
-    `max_deliver` attempts the message goes to the dead-letter stream with its error.
+    we wait that delay before returning; on an in-order consumer nothing overtakes them,
+    so a database outage costs time, not messages or order. After `max_deliver` attempts
+    the message goes to the dead-letter stream with its error.
     """
     for i, msg in enumerate(msgs):
         try:

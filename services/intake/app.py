@@ -28,7 +28,6 @@ from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import load_directory
 from shared.messaging import (
     configure_logging,
-    delivery_count,
     durable_subscriber,
     make_broker,
     settle_in_order,
@@ -116,22 +115,7 @@ async def publish_rejection(
     MESSAGES.labels(kind=kind if kind.isidentifier() else "_", outcome="rejected").inc()
 
 
-class LeadNotYetStored(RuntimeError):
-    """A follow-up whose project is unknown, on an early delivery: its lead may be in flight."""
-
-
-# With several intake replicas a document can overtake its lead; give the lead a few
-# seconds (settle_in_order's back-off: 1 s, 2 s) before telling the unit the project is unknown.
-UNKNOWN_PROJECT_TRIES = 3
-
-
-def _only_unknown_projects(errors: list[FieldError]) -> bool:
-    return all(e.problem.startswith("unknown project") for e in errors)
-
-
-async def process(
-    unit: str, kind: str, raw: bytes, key: str, subject: str, delivered: int = UNKNOWN_PROJECT_TRIES
-) -> None:
+async def process(unit: str, kind: str, raw: bytes, key: str, subject: str) -> None:
     parsed = parse(unit, kind, raw, directory, settings.max_payload_bytes)
     if isinstance(parsed, list):
         await publish_rejection(unit, kind, subject, key, parsed)
@@ -143,8 +127,6 @@ async def process(
 
     result = await asyncio.to_thread(transaction)
     if isinstance(result, list):
-        if _only_unknown_projects(result) and delivered < UNKNOWN_PROJECT_TRIES:
-            raise LeadNotYetStored(f"{result[0].problem}; retrying in case its lead is in flight")
         await publish_rejection(unit, kind, subject, key, result)
         return
     await outbox.publish(broker, engine(), store.Outbox, result.outbox)
@@ -163,7 +145,7 @@ async def process(
 async def on_inbound(message: NatsMessage) -> None:
     async def one(msg: Msg) -> None:
         _, unit, kind = msg.subject.split(".", 2)
-        await process(unit, kind, msg.data, idempotency_key(msg), msg.subject, delivery_count(msg))
+        await process(unit, kind, msg.data, idempotency_key(msg), msg.subject)
 
     await settle_in_order([message.raw_message], broker, SERVICE, settings, one)
 
