@@ -141,14 +141,17 @@ def service_identity(spec: ServiceSpec) -> Identity:
     publish = [*access.publishes, f"dlq.{spec.name}.>"]
     for stream in access.consumes:
         publish += consumer_api(stream, durable)
+    subscribe = [SHARED_INBOX]
     if spec.rules or access.follows_rules:
         publish += [*RULES_READ, f"rules.loaded.{spec.name}"]
+        # Its own load announcements: scoring re-settles records a new version now covers.
+        subscribe.append(f"rules.loaded.{spec.name}")
     return Identity(
         name=spec.name,
         role="service",
         description=f"service {spec.name}: {access.why}",
         publish=tuple(publish),
-        subscribe=(SHARED_INBOX,),
+        subscribe=tuple(subscribe),
     )
 
 

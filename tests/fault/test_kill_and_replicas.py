@@ -3,7 +3,7 @@
 Every lead is recognised on arrival (its landing proofs come with it) and every funds
 record is in CNY, so each funds record must end as exactly one credit: in scoring's ledger
 and as one `score.credited`. Notifications must never go out twice for one cause.
-`INVESTFLOW_SLOW=1` runs the issue's full 2,000 events; CI runs 1,000.
+`INVESTFLOW_SLOW=1` runs the issue's full 2,000 events; the default run 500.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from shared.db import make_engine
 from tests.conftest import PG_SKIP_REASON, fresh_pg_database
 from tests.helpers import read_subject
 
-LEADS = 200 if os.environ.get("INVESTFLOW_SLOW") else 100
+LEADS = 200 if os.environ.get("INVESTFLOW_SLOW") else 50
 FUNDS_PER_LEAD = 9
 PROOFS = [
     "investment_proof",
