@@ -120,14 +120,22 @@ async def running_system(
         server.stop()
 
 
-async def consumers_idle(js: JetStreamContext) -> tuple[bool, int]:
-    """True when every durable consumer has nothing pending or unacknowledged; and the backlog."""
-    backlog = 0
+async def backlogs(js: JetStreamContext) -> dict[str, int]:
+    """Messages pending or unacknowledged per durable consumer (`stream/durable`)."""
+    out: dict[str, int] = {}
     for spec in STREAMS:
         for info in await js.consumers_info(spec.name):
             if not info.config.durable_name:
                 continue  # someone's ephemeral reader (a test, an operator's tail), not a service
-            backlog += int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+            out[f"{spec.name}/{info.config.durable_name}"] = int(info.num_pending or 0) + int(
+                info.num_ack_pending or 0
+            )
+    return out
+
+
+async def consumers_idle(js: JetStreamContext) -> tuple[bool, int]:
+    """True when every durable consumer has nothing pending or unacknowledged; and the backlog."""
+    backlog = sum((await backlogs(js)).values())
     return backlog == 0, backlog
 
 
@@ -137,12 +145,14 @@ async def wait_until_idle(js: JetStreamContext, timeout: float, progress: bool =
     calm = 0
     last_print = 0.0
     while time.monotonic() < deadline:
-        idle, backlog = await consumers_idle(js)
+        per = await backlogs(js)
+        idle = not any(per.values())
         calm = calm + 1 if idle else 0
         if calm >= 3:
             return
         if progress and not idle and time.monotonic() - last_print > 2:
-            print(f"  … {backlog} messages still being processed", flush=True)
+            busy = ", ".join(f"{name} {n}" for name, n in per.items() if n)
+            print(f"  … {sum(per.values())} messages still being processed ({busy})", flush=True)
             last_print = time.monotonic()
         await asyncio.sleep(0.3)
     raise TimeoutError(f"the services did not drain within {timeout:.0f}s")
