@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     scoring_cli.register(sub)
     deploy_cli.register(sub)
+    from . import dlq_cli
+
+    dlq_cli.register(sub)
     return parser
 
 
