@@ -11,23 +11,22 @@ import asyncio
 import datetime as dt
 import hashlib
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Header, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from faststream.nats.annotations import NatsMessage
 from nats.aio.msg import Msg
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
-from sqlalchemy import Engine, text
+from prometheus_client import Counter
+from sqlalchemy import Engine
 
 from shared import outbox, subjects
 from shared.contract import CANONICAL_MODELS, DuplicateClaim, FieldError, Rejected
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import load_directory
+from shared.http_ops import add_ops_routes, serve
 from shared.messaging import (
-    configure_logging,
     durable_subscriber,
     make_broker,
     settle_in_order,
@@ -247,35 +246,8 @@ async def get_project(project_id: str) -> JSONResponse:
     return JSONResponse(project.model_dump(mode="json"))
 
 
-@http.get("/health")
-async def health() -> JSONResponse:
-    nats_ok = broker.connection is not None and broker.connection.is_connected  # type: ignore[union-attr]
-    try:
-
-        def ping() -> None:
-            with engine().connect() as conn:
-                conn.execute(text("SELECT 1"))
-
-        await asyncio.to_thread(ping)
-        db_ok = True
-    except Exception:
-        db_ok = False
-    ok = nats_ok and db_ok
-    return JSONResponse(
-        {"status": "ok" if ok else "degraded", "nats": nats_ok, "db": db_ok},
-        status_code=200 if ok else 503,
-    )
-
-
-@http.get("/metrics")
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+add_ops_routes(http, broker, engine)
 
 
 def main() -> None:
-    import uvicorn
-
-    configure_logging(SERVICE)
-    port = int(os.environ.get("INTAKE_HTTP_PORT", "8080"))
-    host = os.environ.get("INTAKE_HTTP_HOST", "127.0.0.1")
-    uvicorn.run(http, host=host, port=port, log_level="warning")
+    serve(http, SERVICE, 8080)
