@@ -37,18 +37,8 @@ import nats  # noqa: E402
 
 from investflow.nats_server import NatsServer, free_port  # noqa: E402
 from investflow.runtime import running_system, wait_until_idle  # noqa: E402
-from shared.contract import make_credit_code  # noqa: E402
+from samples.workload import recognised_projects  # noqa: E402
 from shared.streams import ensure_streams  # noqa: E402
-
-PROOFS = [
-    "investment_proof",
-    "signed_contract",
-    "filing_approval",
-    "business_license",
-    "funds_voucher",
-    "progress_images",
-    "land_use_certificate",
-]
 
 
 def rss_mb(pid: int) -> float:
@@ -64,45 +54,9 @@ def rss_mb(pid: int) -> float:
 def make_year(
     leads: int, funds_per_lead: int
 ) -> tuple[list[tuple[str, str, bytes]], list[tuple[str, str, bytes]]]:
-    lead_msgs, funds_msgs = [], []
-    for i in range(leads):
-        unit = f"TS0{1 + i % 8}"
-        lead_id = f"B{i:06d}"
-        body = {
-            "lead_id": lead_id,
-            "title": f"基准项目{i}",
-            "attracting_unit": unit,
-            "landing_area": "DEVZONE",
-            "kind": "industrial",
-            "industry": "new_materials",
-            "planned_investment": "50000000",
-            "land": "new_land",
-            "investor": {
-                "name": f"基准投资方{i}",
-                "origin": "outside_province",
-                "credit_code": make_credit_code(f"91320100MA{i:07d}"),
-            },
-            "environment": {"emissions_ok": True, "safety_ok": True, "energy_ok": True},
-            "reported_on": "2022-02-01",
-            "documents": [{"type": t, "ref": f"{t}-{i}"} for t in PROOFS],
-        }
-        lead_msgs.append(
-            (f"intake.{unit}.lead", f"lead-{i}", json.dumps(body, ensure_ascii=False).encode())
-        )
-        for k in range(funds_per_lead):
-            funds = {
-                "project_id": f"{unit}-{lead_id}",
-                "funds_id": f"F{k}",
-                "amount": "1000000.00",
-                "currency": "CNY",
-                "arrived_on": f"2022-{3 + k % 9:02d}-15",
-                "form": "cash",
-                "voucher": {"kind": "bank_receipt", "ref": f"BR-{i}-{k}"},
-            }
-            funds_msgs.append(
-                (f"intake.{unit}.funds", f"{unit}-{lead_id}/{k}", json.dumps(funds).encode())
-            )
-    return lead_msgs, funds_msgs
+    """Leads first, then every funds record: throughput is measured on the funds alone."""
+    projects = recognised_projects(leads, funds_per_lead, "B")
+    return [lead for lead, _ in projects], [f for _, funds in projects for f in funds]
 
 
 async def publish_timed(js: Any, msgs: list[tuple[str, str, bytes]]) -> dict[str, float]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -21,22 +20,13 @@ from sqlmodel import Session, select
 
 from investflow.nats_server import free_port
 from investflow.runtime import running_system, wait_until_idle
-from shared.contract import make_credit_code
+from samples.workload import recognised_projects
 from shared.db import make_engine
 from tests.conftest import PG_SKIP_REASON, fresh_pg_database
 from tests.helpers import read_subject
 
 LEADS = 200 if os.environ.get("INVESTFLOW_SLOW") else 50
 FUNDS_PER_LEAD = 9
-PROOFS = [
-    "investment_proof",
-    "signed_contract",
-    "filing_approval",
-    "business_license",
-    "funds_voucher",
-    "progress_images",
-    "land_use_certificate",
-]
 ENV = {
     "INVESTFLOW_ACK_WAIT": "5",
     "NOTIFY_CLOCK": "business",
@@ -49,46 +39,11 @@ pytestmark = pytest.mark.timeout(600)
 
 def workload(tag: str) -> list[tuple[str, str, bytes]]:
     """(subject, msg id, body): each lead followed by its funds records, as a unit sends them."""
-    out = []
-    for i in range(LEADS):
-        unit = f"TS0{1 + i % 8}"
-        lead_id = f"{tag}{i:05d}"
-        lead = {
-            "lead_id": lead_id,
-            "title": f"故障测试项目{tag}{i}",
-            "attracting_unit": unit,
-            "landing_area": "DEVZONE",
-            "kind": "industrial",
-            "industry": "new_materials",
-            "planned_investment": "50000000",
-            "land": "new_land",
-            "investor": {
-                "name": f"故障测试投资方{tag}{i}",
-                "origin": "outside_province",
-                "credit_code": make_credit_code(f"9132{tag}01000MA{i:05d}"),
-            },
-            "reported_on": "2022-02-01",
-            "documents": [{"type": t, "ref": f"{t}-{i}"} for t in PROOFS],
-        }
-        out.append(
-            (
-                f"intake.{unit}.lead",
-                f"{tag}-lead-{i}",
-                json.dumps(lead, ensure_ascii=False).encode(),
-            )
-        )
-        for k in range(FUNDS_PER_LEAD):
-            funds = {
-                "project_id": f"{unit}-{lead_id}",
-                "funds_id": f"F{k}",
-                "amount": "1000.00",
-                "currency": "CNY",
-                "arrived_on": f"2022-{3 + k:02d}-10",
-                "form": "cash",
-                "voucher": {"kind": "bank_receipt", "ref": f"B{i}{k}"},
-            }
-            out.append((f"intake.{unit}.funds", f"{tag}-funds-{i}-{k}", json.dumps(funds).encode()))
-    return out
+    return [
+        m
+        for lead, funds in recognised_projects(LEADS, FUNDS_PER_LEAD, tag, "1000.00")
+        for m in (lead, *funds)
+    ]
 
 
 def scalar(url: str, query) -> int:  # type: ignore[no-untyped-def]
