@@ -39,6 +39,7 @@ class System:
     nc: Client
     js: JetStreamContext
     http_urls: dict[str, str]  # every HTTP-serving service by name
+    nats_server: NatsServer | None = None  # for fault tests: stop and start it under the services
 
 
 async def _wait_http(url: str, timeout: float) -> None:
@@ -109,7 +110,7 @@ async def running_system(
         for url in http_urls.values():
             await _wait_http(url, ready_timeout)
         yield System(
-            server.url, http_urls.get("intake", ""), data_dir, supervisor, nc, js, http_urls
+            server.url, http_urls.get("intake", ""), data_dir, supervisor, nc, js, http_urls, server
         )
     finally:
         if supervisor is not None:
