@@ -59,27 +59,47 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-async def system(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+@contextlib.asynccontextmanager
+async def system_on(
+    backend: str,
+    data: Path,
+    *,
+    services: tuple | None = None,
+    extra_env: dict[str, str] | None = None,
+    replicas: dict[str, int] | None = None,
 ) -> AsyncIterator:
-    """The whole system on free ports, SQLite or PostgreSQL behind it; one per test module."""
+    """The system (or some of its services) on free ports over SQLite or a fresh PostgreSQL
+    database; `.database_url` is the PostgreSQL URL, or None on SQLite (a file per service)."""
     from investflow.nats_server import free_port
     from investflow.runtime import running_system
+    from investflow.services import SERVICES
 
-    env = {"INVESTFLOW_DUPLICATE_WINDOW": "2", "INVESTFLOW_ACK_WAIT": "5"}
+    env = {"INVESTFLOW_DUPLICATE_WINDOW": "2", "INVESTFLOW_ACK_WAIT": "5"} | (extra_env or {})
     with contextlib.ExitStack() as stack:
-        if request.param == "postgresql":
+        if backend == "postgresql":
             if PG_SKIP_REASON:
                 pytest.skip(PG_SKIP_REASON)
             env["DATABASE_URL"] = stack.enter_context(fresh_pg_database())
-        data = tmp_path_factory.mktemp(f"system-{request.param}")
         async with running_system(
             data,
             free_port(),
             free_port(),
+            services=services or SERVICES,
             echo=bool(os.environ.get("INVESTFLOW_ECHO")),
             extra_env=env,
+            replicas=replicas,
         ) as running:
-            running.database_url = env.get("DATABASE_URL") or f"sqlite:///{data / 'intake.db'}"  # type: ignore[attr-defined]
+            running.database_url = env.get("DATABASE_URL")  # type: ignore[attr-defined]
             yield running
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+async def system(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator:
+    """The whole system on free ports, SQLite or PostgreSQL behind it; one per test module.
+    `.database_url` is intake's database."""
+    data = tmp_path_factory.mktemp(f"system-{request.param}")
+    async with system_on(request.param, data) as running:
+        running.database_url = running.database_url or f"sqlite:///{data / 'intake.db'}"
+        yield running

@@ -18,11 +18,10 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from investflow.nats_server import free_port
-from investflow.runtime import running_system, wait_until_idle
+from investflow.runtime import wait_until_idle
 from samples.workload import recognised_projects
 from shared.db import make_engine
-from tests.conftest import PG_SKIP_REASON, fresh_pg_database
+from tests.conftest import system_on
 from tests.helpers import read_subject
 
 LEADS = 200 if os.environ.get("INVESTFLOW_SLOW") else 50
@@ -121,22 +120,9 @@ async def check_exact(system, data: Path, db_url: str | None) -> None:  # type: 
 
 
 @contextlib.asynccontextmanager
-async def system_on(tmp_path: Path, backend: str, replicas: dict[str, int] | None = None):  # type: ignore[no-untyped-def]
-    with contextlib.ExitStack() as stack:
-        env = dict(ENV)
-        if backend == "postgresql":
-            if PG_SKIP_REASON:
-                pytest.skip(PG_SKIP_REASON)
-            env["DATABASE_URL"] = stack.enter_context(fresh_pg_database())
-        async with running_system(
-            tmp_path,
-            free_port(),
-            free_port(),
-            echo=bool(os.environ.get("INVESTFLOW_ECHO")),
-            extra_env=env,
-            replicas=replicas,
-        ) as system:
-            yield system, env.get("DATABASE_URL")
+async def faulty(tmp_path: Path, backend: str, replicas: dict[str, int] | None = None):  # type: ignore[no-untyped-def]
+    async with system_on(backend, tmp_path, extra_env=ENV, replicas=replicas) as system:
+        yield system, system.database_url
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -148,7 +134,7 @@ async def test_kill_9_each_service_in_turn_loses_and_doubles_nothing(
         len(messages) * n // 5: name
         for n, name in enumerate(["intake", "review", "scoring", "notify"], 1)
     }
-    async with system_on(tmp_path, backend) as (system, db_url):
+    async with faulty(tmp_path, backend) as (system, db_url):
         for n, (subject, key, body) in enumerate(messages):
             await system.js.publish(subject, body, headers={"Nats-Msg-Id": key})
             if n in victims:
@@ -165,7 +151,7 @@ async def test_two_replicas_of_every_service_count_exactly_once(
 ) -> None:
     messages = workload("R")
     two = {"intake": 2, "review": 2, "scoring": 2, "notify": 2}
-    async with system_on(tmp_path, backend, replicas=two) as (system, db_url):
+    async with faulty(tmp_path, backend, replicas=two) as (system, db_url):
         assert len(system.supervisor.children) == 8
         await asyncio.gather(
             *(system.js.publish(s, b, headers={"Nats-Msg-Id": k}) for s, k, b in messages)

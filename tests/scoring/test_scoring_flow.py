@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import pytest
 
 from services.scoring import store
 from shared.contract import Recognition
-from tests.conftest import PG_SKIP_REASON, fresh_pg_database
+from tests.conftest import system_on
 from tests.helpers import count_rows, idle, lead, publish, read_subject, uid
 from tests.scoring import builders as b
 
@@ -36,28 +35,13 @@ async def scoring_system(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Any]:
     """Intake and scoring on free ports; the test plays the review service."""
-    from investflow.nats_server import free_port
-    from investflow.runtime import running_system
     from investflow.services import SERVICES
 
     services = tuple(s for s in SERVICES if s.name in ("intake", "scoring"))
-    env = {"INVESTFLOW_DUPLICATE_WINDOW": "2", "INVESTFLOW_ACK_WAIT": "5"}
-    with contextlib.ExitStack() as stack:
-        if request.param == "postgresql":
-            if PG_SKIP_REASON:
-                pytest.skip(PG_SKIP_REASON)
-            env["DATABASE_URL"] = stack.enter_context(fresh_pg_database())
-        data = tmp_path_factory.mktemp(f"scoring-{request.param}")
-        async with running_system(
-            data,
-            free_port(),
-            free_port(),
-            services=services,
-            echo=bool(os.environ.get("INVESTFLOW_ECHO")),
-            extra_env=env,
-        ) as running:
-            running.scoring_db = env.get("DATABASE_URL") or f"sqlite:///{data / 'scoring.db'}"  # type: ignore[attr-defined]
-            yield running
+    data = tmp_path_factory.mktemp(f"scoring-{request.param}")
+    async with system_on(request.param, data, services=services) as running:
+        running.scoring_db = running.database_url or f"sqlite:///{data / 'scoring.db'}"  # type: ignore[attr-defined]
+        yield running
 
 
 async def recognise(js: Any, project_id: str, recognized: bool = True) -> None:
