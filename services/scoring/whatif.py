@@ -38,7 +38,7 @@ from shared.rules.model import AnyRuleset
 from shared.rules.resolve import ResolvedRuleset, leaves, resolve
 
 from . import store
-from .decide import RULESET, Scored, ScoreHeld, credit_roles, score
+from .decide import RULESET, Scored, credit_roles, score
 from .scoreboard import SubjectScore, ranked, subject_totals
 
 FEN = Decimal("0.01")
@@ -195,19 +195,9 @@ class Replayer:
         return known
 
     def _decide(self, project: ProjectFacts, funds: dict) -> Verdict | str:
-        self.evaluations += 1
-        try:
-            result = score(
-                project.lead,
-                {k: v for k, v in funds.items() if k != "rate"},
-                {funds["currency"]: funds["rate"]},
-                sponsor_leader=project.sponsor_leader,
-                rules=self.rules,
-            )
-        except (FactsError, LookupError) as exc:
-            return f"cannot score: {exc}"
-        if isinstance(result, ScoreHeld):
-            return result.reason
+        result = self.full(project, funds)
+        if isinstance(result, str):
+            return result
         return Verdict(result.multiplier, tuple(result.matched), result.deciding_rule)
 
     def full(self, project: ProjectFacts, funds: dict) -> Scored | str:
