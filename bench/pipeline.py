@@ -51,6 +51,15 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def make_year(
     leads: int, funds_per_lead: int
 ) -> tuple[list[tuple[str, str, bytes]], list[tuple[str, str, bytes]]]:
@@ -98,12 +107,21 @@ async def run_real(leads: int, per: int) -> tuple[dict[str, Any], dict[str, Any]
             await publish_timed(system.js, lead_msgs)
             await wait_until_idle(system.js, timeout=600)
             lead_s = time.perf_counter() - t0
+            procs = dict(pids)
+            if system.nats_server is not None:
+                procs["nats-server"] = system.nats_server.proc.pid
+            cpu_start = {n: cpu_s(p) for n, p in procs.items()}
             sent = await publish_timed(system.js, funds_msgs)
             deadline = time.monotonic() + 900
             while len(arrived) < len(sent) and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
             result = summarise("investflow", sent, arrived)
             result["leads_per_s"] = round(leads / lead_s, 1)
+            # CPU per funds record in each process: where the floor is on a machine this size.
+            result["cpu_ms_per_event"] = {
+                n: round((cpu_s(p) - cpu_start[n]) * 1000 / max(1, len(sent)), 2)
+                for n, p in procs.items()
+            }
             rss_end = {n: round(rss_mb(p), 1) for n, p in pids.items()}
             return result, {"start": rss_start, "end": rss_end}
 
@@ -181,6 +199,15 @@ def main() -> None:
     print("\n".join(lines))
     print(f"leads/s (lead → stored, screened, recognised): {real['leads_per_s']}")
     print(f"ratio investflow / raw relay (events/s): {ratio:.3f}   (target ≥ 0.6)")
+    cpu = real["cpu_ms_per_event"]
+    cpu_line = (
+        "CPU ms per funds record: "
+        + ", ".join(f"{n} {v}" for n, v in cpu.items())
+        + f"; sum {sum(cpu.values()):.2f} → at most "
+        + f"{(os.cpu_count() or 1) * 1000 / max(0.01, sum(cpu.values())):.0f} events/s on "
+        + f"{os.cpu_count()} cores if the services were the only load"
+    )
+    print(cpu_line)
     print(
         "RSS MB per service, start → end: "
         + ", ".join(f"{n} {rss['start'][n]} → {rss['end'][n]}" for n in rss["start"])
