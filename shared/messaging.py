@@ -12,13 +12,16 @@ import asyncio
 import json
 import logging
 import os
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import nats.errors
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import DeliverPolicy
 
@@ -78,18 +81,19 @@ def durable_subscriber(
     description: str | None = None,
     in_order: bool = True,
 ) -> Any:
-    """A durable pull consumer that replicas share by name, one message at a time.
+    """A durable pull consumer that replicas share by name, settled in stream order.
 
-    One at a time, because FastStream runs the messages of a pulled batch concurrently,
-    which would let a document overtake the lead it belongs to; and its batch mode waits
-    for a full batch or the timeout before handing anything over. The handler settles the
-    message itself with `settle_in_order`.
+    FastStream hands the handler one message at a time (it runs the messages of a pulled
+    batch concurrently, which would let a document overtake the lead it belongs to); the
+    handler passes it to `consume_in_order`, which takes whatever else is already waiting
+    (up to `batch_size`, the consumer's max_ack_pending) and settles them in order.
 
-    `in_order` (max_ack_pending=1) makes the server hand out nothing new while a message
-    is unsettled: a nak'd message, or one held by a replica that was killed, comes back
-    before anything behind it (after ack_wait, for the killed one). Without it a crash let
-    the lead's funds overtake it and be rejected as an unknown project (the kill -9 test
-    caught this). The price: replicas give failover, not parallelism, on such a consumer.
+    `in_order` bounds what is out at once: the server hands out nothing beyond `batch_size`
+    unsettled messages, and `consume_in_order` makes a replica wait while another holds
+    older ones, so a nak'd message, or one held by a replica that was killed, is settled
+    before anything behind it. Without that a crash let a lead's funds overtake it and be
+    rejected as an unknown project (the kill -9 test caught it). Replicas give failover, not
+    parallelism, on such a consumer.
     """
     return broker.subscriber(
         subject,
@@ -104,12 +108,150 @@ def durable_subscriber(
             # One more than our own limit: normally `settle_in_order` dead-letters first, with the error.
             max_deliver=settings.max_deliver + 1,
             ack_wait=settings.ack_wait_s,
-            max_ack_pending=1 if in_order else 1000,
+            max_ack_pending=settings.batch_size if in_order else 1000,
         ),
         ack_policy=AckPolicy.MANUAL,
         title=title,
         description=description,
     )
+
+
+async def consume_in_order(
+    message: Msg,
+    subscriber: Any,
+    broker: NatsBroker,
+    service: str,
+    settings: Settings,
+    work: Callable[[Msg], Awaitable[None]],
+) -> None:
+    """Settle `message` and the messages already waiting behind it, in stream order.
+
+    One round trip brings up to `batch_size - 1` more (what the server has now, no waiting),
+    so a busy consumer pays its fetch and FastStream's per-message machinery once per batch.
+    """
+    msgs = [message]
+    psub = getattr(subscriber, "subscription", None)
+    turn = None
+    if psub is not None and id(psub) not in _aligned:
+        await _align(psub, settings)
+        _aligned.add(id(psub))
+    if psub is not None and settings.batch_size > 1:
+        msgs += await _waiting(psub, settings.batch_size - 1)
+        msgs.sort(key=lambda m: stream_seq(m) or 0)
+        turn = _Turns(psub, settings)
+    await settle_in_order(msgs, broker, service, settings, work, turn)
+
+
+_aligned: set[int] = set()
+
+
+async def _align(psub: JetStreamContext.PullSubscription, settings: Settings) -> None:
+    """Bring a consumer made by an older release or other settings to the current ones.
+
+    nats-py only creates a missing durable consumer, so a deployment upgraded in place
+    would keep, say, max_ack_pending=1 and never batch; the settings an operator changed
+    (INVESTFLOW_BATCH, INVESTFLOW_ACK_WAIT, INVESTFLOW_MAX_DELIVER) apply on restart.
+    """
+    try:
+        info = await psub.consumer_info()
+        config = info.config
+        wanted = {
+            "max_ack_pending": settings.batch_size,
+            "ack_wait": float(settings.ack_wait_s),
+            "max_deliver": settings.max_deliver + 1,
+        }
+        changed = {k: v for k, v in wanted.items() if getattr(config, k) != v}
+        if not changed:
+            return
+        for key, value in changed.items():
+            setattr(config, key, value)
+        await psub._js.add_consumer(info.stream_name, config=config)
+        log.warning("consumer %s updated to %s", info.name, changed)
+    except Exception as exc:  # it still works with the old settings, just not as tuned
+        log.warning("could not align consumer settings: %s", exc)
+
+
+async def _waiting(psub: JetStreamContext.PullSubscription, limit: int) -> list[Msg]:
+    """The messages the consumer can hand out right now, up to `limit`, without waiting.
+
+    nats-py's fetch() turns a no-wait request into a lingering one (it adds `expires`) when
+    its queue is empty, and then waits out its timeout for a full batch; this is the plain
+    no-wait pull request: the server sends what it has, then a status when it runs out.
+    """
+    request = json.dumps({"batch": limit, "no_wait": True}).encode()
+    await psub._nc.publish(psub._nms, request, psub._deliver)
+    out: list[Msg] = []
+    while len(out) < limit:
+        try:
+            msg = await psub._sub.next_msg(timeout=1.0)
+        except (TimeoutError, nats.errors.TimeoutError):
+            break  # a late one stays queued for the subscription's next fetch, in order
+        status = JetStreamContext.is_status_msg(msg)
+        if status is None:
+            out.append(msg)
+        elif status != "100":  # 100: idle heartbeat
+            break  # 404 no messages, 408 request expired, 409 max ack pending reached
+    return out
+
+
+class _Turns:
+    """Waits, before a message, while another replica holds an older one.
+
+    Replicas pulling at once get interleaved messages (the server serves their requests in
+    turn), so a batch can have holes that another replica is filling. Before the first
+    message and after each hole (a jump in the consumer's delivery sequence, or a
+    redelivery) we wait until the consumer's ack floor, one below the oldest unsettled
+    message, has reached this one; or until everything unsettled is ours. The holder of
+    the oldest message never waits, so replicas take turns instead of deadlocking; a lone
+    replica has no holes and asks the server once per batch.
+    """
+
+    def __init__(self, psub: JetStreamContext.PullSubscription, settings: Settings) -> None:
+        self.psub = psub
+        # A replica that died holding older messages: they come back after ack_wait, to
+        # whoever pulls, so we stop waiting then and hand ours back.
+        self.patience = max(2.0, float(settings.ack_wait_s))
+
+    async def ready(self, msgs: list[Msg], i: int) -> bool:
+        if i > 0 and _follows(msgs[i - 1], msgs[i]):
+            return True
+        seq = stream_seq(msgs[i])
+        if seq is None:
+            return True
+        ours = len(msgs) - i
+        deadline = time.monotonic() + self.patience
+        delay = 0.005
+        while True:
+            info = await self.psub.consumer_info()
+            if info.ack_floor.stream_seq + 1 >= seq or info.num_ack_pending <= ours:
+                return True
+            if time.monotonic() > deadline:
+                log.info(
+                    "older messages held elsewhere for %.0fs; handing ours back", self.patience
+                )
+                return False
+            await asyncio.sleep(delay)
+            delay = min(0.1, delay * 2)
+            for m in msgs[i:]:
+                await m.in_progress()
+
+
+def _follows(prev: Msg, msg: Msg) -> bool:
+    """Delivered right after `prev`, first time: no other replica got anything in between."""
+    try:
+        return (
+            msg.metadata.num_delivered == 1
+            and msg.metadata.sequence.consumer == prev.metadata.sequence.consumer + 1
+        )
+    except Exception:
+        return False
+
+
+def stream_seq(msg: Msg) -> int | None:
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:  # a core (non-JetStream) message in unit tests
+        return None
 
 
 def delivery_count(msg: Msg) -> int:
@@ -125,6 +267,7 @@ async def settle_in_order(
     service: str,
     settings: Settings,
     work: Callable[[Msg], Awaitable[None]],
+    turn: _Turns | None = None,
 ) -> None:
     """Run `work` on each message in order, acking each as it succeeds.
 
@@ -134,6 +277,10 @@ async def settle_in_order(
     the message goes to the dead-letter stream with its error.
     """
     for i, msg in enumerate(msgs):
+        if turn is not None and not await turn.ready(msgs, i):
+            for rest in msgs[i:]:
+                await rest.nak()  # the server hands them out again, after the older ones
+            return
         try:
             await work(msg)
         except Exception as exc:

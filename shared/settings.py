@@ -39,6 +39,8 @@ class Settings:
     max_payload_bytes: int
     connect_timeout_s: int
     ack_wait_s: int
+    # Messages a consumer takes and settles per round, in order (max_ack_pending).
+    batch_size: int = 64
     # NATS credentials (deploy/nats: one user per service and unit); all optional locally.
     nats_user: str | None = None
     nats_password: str | None = None
@@ -64,6 +66,7 @@ class Settings:
             connect_timeout_s=_int("INVESTFLOW_CONNECT_TIMEOUT", 10),
             # How long a message a dead consumer held stays invisible before redelivery.
             ack_wait_s=_int("INVESTFLOW_ACK_WAIT", 30),
+            batch_size=max(1, _int("INVESTFLOW_BATCH", 64)),
             nats_user=os.environ.get("NATS_USER") or None,
             nats_password=_secret("NATS_PASSWORD"),
             nats_nkey_seed_file=os.environ.get("NATS_NKEY_SEED_FILE") or None,

@@ -27,9 +27,9 @@ from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import load_directory
 from shared.http_ops import add_ops_routes, serve
 from shared.messaging import (
+    consume_in_order,
     durable_subscriber,
     make_broker,
-    settle_in_order,
 )
 from shared.settings import Settings
 
@@ -132,7 +132,7 @@ async def process(unit: str, kind: str, raw: bytes, key: str, subject: str) -> N
     MESSAGES.labels(kind=kind, outcome=result.outcome).inc()
 
 
-@durable_subscriber(
+inbound = durable_subscriber(
     broker,
     subjects.INBOUND_FILTER,
     stream="INTAKE",
@@ -141,12 +141,15 @@ async def process(unit: str, kind: str, raw: bytes, key: str, subject: str) -> N
     title="intake.{unit}.{kind}:Consume",
     description="Inbound events from units' systems; see docs/asyncapi.yaml for each kind's payload",
 )
+
+
+@inbound
 async def on_inbound(message: NatsMessage) -> None:
     async def one(msg: Msg) -> None:
         _, unit, kind = msg.subject.split(".", 2)
         await process(unit, kind, msg.data, idempotency_key(msg), msg.subject)
 
-    await settle_in_order([message.raw_message], broker, SERVICE, settings, one)
+    await consume_in_order(message.raw_message, inbound, broker, SERVICE, settings, one)
 
 
 # ---- HTTP: the same contract as POST /v1/units/{unit}/{kind} -------------------------------

@@ -25,7 +25,7 @@ from shared import subjects
 from shared.contract import NotifyOutcome
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import load_directory
-from shared.messaging import configure_logging, durable_subscriber, make_broker, settle_in_order
+from shared.messaging import configure_logging, consume_in_order, durable_subscriber, make_broker
 from shared.settings import REPO_ROOT, Settings
 
 from . import contacts, store
@@ -108,7 +108,7 @@ async def handle(msg: Msg) -> None:
 
 
 def _consumer(subject: str, stream: str, what: str):  # type: ignore[no-untyped-def]
-    @durable_subscriber(
+    subscriber = durable_subscriber(
         broker,
         subject,
         stream=stream,
@@ -117,8 +117,10 @@ def _consumer(subject: str, stream: str, what: str):  # type: ignore[no-untyped-
         title=f"notify:{subject}:Consume",  # review and scoring consume project.> too
         description=what,
     )
+
+    @subscriber
     async def consume(message: NatsMessage) -> None:
-        await settle_in_order([message.raw_message], broker, SERVICE, settings, handle)
+        await consume_in_order(message.raw_message, subscriber, broker, SERVICE, settings, handle)
 
     return consume
 

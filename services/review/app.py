@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from shared import outbox, subjects
 from shared.contract import Decided, MaterialsStatus, Recognition, Screened
 from shared.db import create_tables, make_engine, unit_of_work
-from shared.messaging import configure_logging, durable_subscriber, make_broker, settle_in_order
+from shared.messaging import configure_logging, consume_in_order, durable_subscriber, make_broker
 from shared.rules import RulesetRegistry, default_registry, published
 from shared.settings import Settings
 
@@ -86,7 +86,7 @@ async def handle(msg: Msg) -> None:
     await outbox.publish(broker, engine(), store.Outbox, rows)
 
 
-@durable_subscriber(
+project_events = durable_subscriber(
     broker,
     "project.>",
     stream="PROJECT",
@@ -95,8 +95,11 @@ async def handle(msg: Msg) -> None:
     title="project.>:Consume",
     description="canonical project events from intake",
 )
+
+
+@project_events
 async def on_project_event(message: NatsMessage) -> None:
-    await settle_in_order([message.raw_message], broker, SERVICE, settings, handle)
+    await consume_in_order(message.raw_message, project_events, broker, SERVICE, settings, handle)
 
 
 _stop_following = None

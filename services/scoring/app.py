@@ -40,11 +40,11 @@ from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import load_directory
 from shared.http_ops import add_ops_routes, serve
 from shared.messaging import (
+    consume_in_order,
     dead_letter,
     delivery_count,
     durable_subscriber,
     make_broker,
-    settle_in_order,
 )
 from shared.rules import RulesetRegistry, published
 from shared.rules.ruletest import gate_on_rule_tests
@@ -165,7 +165,7 @@ async def process(msg: Msg) -> None:
     MESSAGES.labels(subject=subject, outcome=applied.outcome).inc()
 
 
-@durable_subscriber(
+project_events = durable_subscriber(
     broker,
     "project.*",
     stream="PROJECT",
@@ -175,11 +175,14 @@ async def process(msg: Msg) -> None:
     description="Project facts: lead, decision (sponsor leader), milestone (signed), funds, rates; "
     "other kinds are skipped",
 )
+
+
+@project_events
 async def on_project(message: NatsMessage) -> None:
-    await settle_in_order([message.raw_message], broker, SERVICE, settings, process)
+    await consume_in_order(message.raw_message, project_events, broker, SERVICE, settings, process)
 
 
-@durable_subscriber(
+recognitions = durable_subscriber(
     broker,
     subjects.REVIEW_RECOGNITION,
     stream="REVIEW",
@@ -188,8 +191,11 @@ async def on_project(message: NatsMessage) -> None:
     title=f"{subjects.REVIEW_RECOGNITION}:Consume",
     description="Recognition for the assessment (认定): credits held funds, or reverses credits when withdrawn",
 )
+
+
+@recognitions
 async def on_recognition(message: NatsMessage) -> None:
-    await settle_in_order([message.raw_message], broker, SERVICE, settings, process)
+    await consume_in_order(message.raw_message, recognitions, broker, SERVICE, settings, process)
 
 
 async def on_rules_loaded(msg: Msg) -> None:

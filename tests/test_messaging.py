@@ -1,0 +1,174 @@
+"""The consumer every service uses: batches, stream order across replicas, failure in a batch.
+
+A real nats-server and real FastStream brokers; the work is a list append, so what is
+checked is the consumption itself, not a service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from faststream.nats.annotations import NatsMessage
+from nats.aio.msg import Msg
+
+from investflow.nats_server import NatsServer, free_port
+from shared.messaging import consume_in_order, durable_subscriber, make_broker
+from shared.settings import Settings
+from shared.streams import ensure_streams
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def nats_url(tmp_path: Path) -> AsyncIterator[str]:
+    with NatsServer(free_port(), tmp_path / "js") as server:
+        nc = await nats.connect(server.url)
+        await ensure_streams(nc.jetstream(), 60)
+        await nc.close()
+        yield server.url
+
+
+def settings_for(url: str, **overrides: object) -> Settings:
+    return dataclasses.replace(
+        Settings.from_env(), nats_url=url, ack_wait_s=5, max_deliver=3, **overrides
+    )
+
+
+async def replica(settings: Settings, name: str, work, calls: list[str]):  # type: ignore[no-untyped-def]
+    broker = make_broker(settings, name)
+    sub = durable_subscriber(
+        broker, "project.>", stream="PROJECT", durable="ordering", settings=settings
+    )
+
+    @sub
+    async def handler(message: NatsMessage) -> None:
+        calls.append(name)
+        await consume_in_order(message.raw_message, sub, broker, name, settings, work)
+
+    await broker.start()
+    return broker
+
+
+async def publish(url: str, n: int, pause: float = 0.0) -> None:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    for i in range(n):
+        await js.publish(f"project.k{i % 3}", str(i).encode(), headers={"Nats-Msg-Id": f"m{i}"})
+        if pause:
+            await asyncio.sleep(pause)
+    await nc.close()
+
+
+async def until(predicate, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_backlog_is_taken_in_batches_in_order(nats_url: str) -> None:
+    await publish(nats_url, 300)
+    done: list[int] = []
+
+    async def work(msg: Msg) -> None:
+        done.append(int(msg.data))
+
+    calls: list[str] = []
+    broker = await replica(settings_for(nats_url, batch_size=32), "solo", work, calls)
+    try:
+        await until(lambda: len(done) >= 300)
+    finally:
+        await broker.stop()
+    assert done == list(range(300))
+    # One handler call per batch, not per message: ceil(300 / 32) = 10 at best.
+    assert len(calls) <= 30, f"{len(calls)} handler calls for 300 messages"
+
+
+async def test_two_replicas_take_turns_in_stream_order(nats_url: str) -> None:
+    """Interleaved batches must not let a message overtake an older one held by the other."""
+    started: list[tuple[str, int]] = []
+    running: set[int] = set()
+    overlaps: list[tuple[int, int]] = []
+
+    def work_for(name: str):  # type: ignore[no-untyped-def]
+        async def work(msg: Msg) -> None:
+            n = int(msg.data)
+            overlaps.extend((other, n) for other in running)
+            running.add(n)
+            started.append((name, n))
+            await asyncio.sleep(random.uniform(0, 0.004))
+            running.discard(n)
+
+        return work
+
+    settings = settings_for(nats_url, batch_size=16)
+    calls: list[str] = []
+    brokers = [await replica(settings, name, work_for(name), calls) for name in ("a", "b")]
+    try:
+        await publish(nats_url, 400, pause=0.001)
+        await until(lambda: len(started) >= 400)
+    finally:
+        for broker in brokers:
+            await broker.stop()
+    order = [n for _, n in started]
+    assert order == list(range(400)), "processed out of stream order, or twice"
+    assert not overlaps, f"a replica worked while the other had an older message: {overlaps[:5]}"
+    assert {name for name, _ in started} == {"a", "b"}, "one replica did everything"
+
+
+async def test_a_failure_in_a_batch_holds_the_rest_back_then_resumes(nats_url: str) -> None:
+    await publish(nats_url, 40)
+    done: list[int] = []
+    failed = {17: 2}  # message 17 fails twice, then succeeds
+
+    async def work(msg: Msg) -> None:
+        n = int(msg.data)
+        if failed.get(n):
+            failed[n] -= 1
+            raise RuntimeError("database unavailable")
+        done.append(n)
+
+    broker = await replica(settings_for(nats_url, batch_size=64), "solo", work, [])
+    try:
+        await until(lambda: len(done) >= 40, timeout=30)
+    finally:
+        await broker.stop()
+    assert done == list(range(40)), "a message overtook the one being retried"
+
+
+async def test_a_consumer_made_by_an_older_release_is_brought_to_the_settings(
+    nats_url: str,
+) -> None:
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    old = ConsumerConfig(
+        durable_name="ordering",
+        filter_subject="project.>",
+        ack_policy=AckPolicy.EXPLICIT,
+        max_ack_pending=1,  # what releases before batching created
+        ack_wait=30,
+    )
+    await js.add_consumer("PROJECT", config=old)
+    await publish(nats_url, 100)
+    done: list[int] = []
+
+    async def work(msg: Msg) -> None:
+        done.append(int(msg.data))
+
+    broker = await replica(settings_for(nats_url, batch_size=16), "solo", work, [])
+    try:
+        await until(lambda: len(done) >= 100)
+        info = await js.consumer_info("PROJECT", "ordering")
+    finally:
+        await broker.stop()
+        await nc.close()
+    assert done == list(range(100))
+    assert (info.config.max_ack_pending, info.config.ack_wait) == (16, 5.0)
