@@ -2,7 +2,7 @@
 
 A handler writes the facts a message causes and the events they announce in one
 transaction; only after commit are the events published, each with a deterministic
-`Nats-Msg-Id`, and marked published; only then is the message acked. A crash anywhere
+`Nats-Msg-Id`; only then is the message acked; rows are marked published soon after. A crash anywhere
 in between leaves either nothing (the message is redelivered and redone) or unpublished
 rows (the redelivery publishes them; JetStream drops a copy that did get out).
 """
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 
 from faststream.nats import NatsBroker
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlmodel import Field, Session, SQLModel, select
 
-from .db import unit_of_work
+log = logging.getLogger("investflow.outbox")
 
 
 class OutboxRow(SQLModel):
@@ -41,7 +42,12 @@ def pending_for(session: Session, table: type[OutboxRow], source: str) -> list[O
 async def publish(
     broker: NatsBroker, engine: Engine, table: type[OutboxRow], rows: list[OutboxRow]
 ) -> None:
-    """Publish `rows` in order, then mark them published in one short transaction."""
+    """Publish `rows` in order; they are marked published a moment later, many at a time.
+
+    The mark only spares a redelivery of the same message from publishing them again, and
+    JetStream drops such a copy by its Nats-Msg-Id anyway; so a mark lost to a crash costs
+    nothing, and one UPDATE per busy moment costs far less than a transaction per message.
+    """
     if not rows:
         return
     for row in rows:
@@ -51,15 +57,52 @@ async def publish(
             headers={"Nats-Msg-Id": row.msg_id},
             stream=stream_of(row.subject),
         )
-    ids = [row.msg_id for row in rows]
-    now = dt.datetime.now(dt.UTC)
+    _marks.add(engine, table, [row.msg_id for row in rows])
 
-    def mark() -> None:
-        with unit_of_work(engine) as session:
-            for msg_id in ids:
-                stored = session.get(table, msg_id)
-                if stored is not None and stored.published_at is None:
-                    stored.published_at = now
-                    session.add(stored)
 
-    await asyncio.to_thread(mark)
+async def flush_marks() -> None:
+    """Mark everything published so far; services call it on shutdown."""
+    await _marks.flush()
+
+
+class _Marks:
+    DELAY_S = 0.25
+    CHUNK = 500  # bound parameters per statement, well under SQLite's limit
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[int, str], tuple[Engine, type[OutboxRow], list[str]]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, engine: Engine, table: type[OutboxRow], ids: list[str]) -> None:
+        key = (id(engine), str(table.__tablename__))
+        self.pending.setdefault(key, (engine, table, []))[2].extend(ids)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._soon())
+
+    async def _soon(self) -> None:
+        await asyncio.sleep(self.DELAY_S)
+        await self.flush()
+
+    async def flush(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, {}
+            for engine, table, ids in batch.values():
+                try:
+                    await asyncio.to_thread(self._mark, engine, table, ids)
+                except Exception as exc:  # unmarked rows are only republished, and dropped
+                    log.warning("outbox: marking %d rows published failed: %s", len(ids), exc)
+
+    def _mark(self, engine: Engine, table: type[OutboxRow], ids: list[str]) -> None:
+        t = table.__table__  # type: ignore[attr-defined]
+        now = dt.datetime.now(dt.UTC)
+        with engine.begin() as conn:
+            for i in range(0, len(ids), self.CHUNK):
+                chunk = ids[i : i + self.CHUNK]
+                conn.execute(
+                    update(t)
+                    .where(t.c.msg_id.in_(chunk), t.c.published_at.is_(None))
+                    .values(published_at=now)
+                )
+
+
+_marks = _Marks()

@@ -164,6 +164,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await broker.stop()
+        await outbox.flush_marks()
 
 
 http = FastAPI(

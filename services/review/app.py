@@ -118,6 +118,7 @@ async def _startup() -> None:
 async def _shutdown() -> None:
     if _stop_following is not None:
         await _stop_following()
+    await outbox.flush_marks()
 
 
 @app.after_startup

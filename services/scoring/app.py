@@ -236,6 +236,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     finally:
         await broker.stop()
         await stop_following()
+        await outbox.flush_marks()
 
 
 http = FastAPI(
