@@ -126,7 +126,7 @@ async def run_real(leads: int, per: int) -> tuple[dict[str, Any], dict[str, Any]
             return result, {"start": rss_start, "end": rss_end}
 
 
-async def run_baseline(n_funds: int, per: int) -> dict[str, Any]:
+async def run_baseline(n_funds: int, per: int, durable: bool = False) -> dict[str, Any]:
     _, funds_msgs = make_year(max(1, n_funds // per), per)
     with (
         tempfile.TemporaryDirectory(prefix="bench-relay-") as tmp,
@@ -142,7 +142,13 @@ async def run_baseline(n_funds: int, per: int) -> dict[str, Any]:
         ]
         procs = [
             subprocess.Popen(
-                [sys.executable, str(ROOT / "bench" / "relay.py"), server.url, *hop],
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "relay.py"),
+                    server.url,
+                    *hop,
+                    *([str(Path(tmp) / f"{hop[2]}.db")] if durable else []),
+                ],
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -164,7 +170,7 @@ async def run_baseline(n_funds: int, per: int) -> dict[str, Any]:
             p.terminate()
             p.wait(10)
         await nc.close()
-        return summarise("raw relay", sent, arrived)
+        return summarise("durable relay" if durable else "raw relay", sent, arrived)
 
 
 def main() -> None:
@@ -177,6 +183,8 @@ def main() -> None:
     total = args.leads * args.funds_per_lead
     print(f"baseline: {total} funds bodies through 3 raw relays …", flush=True)
     baseline = asyncio.run(run_baseline(total, args.funds_per_lead))
+    print("floor: the same relays storing each batch in SQLite first (exactly-once, no logic) …")
+    durable = asyncio.run(run_baseline(total, args.funds_per_lead, durable=True))
     print(
         f"investflow: {args.leads} leads then {total} funds records through every service …",
         flush=True,
@@ -193,12 +201,16 @@ def main() -> None:
         "|---|---|---|---|---|",
         *(
             f"| {r['name']} | {r['completed']}/{r['events']} | {r['events_per_s']} | {r['p50_ms']} | {r['p99_ms']} |"
-            for r in (baseline, real)
+            for r in (baseline, durable, real)
         ),
     ]
     print("\n".join(lines))
     print(f"leads/s (lead → stored, screened, recognised): {real['leads_per_s']}")
     print(f"ratio investflow / raw relay (events/s): {ratio:.3f}   (target ≥ 0.6)")
+    print(
+        "ratio investflow / durable relay (events/s): "
+        f"{real['events_per_s'] / max(0.1, durable['events_per_s']):.3f}"
+    )
     cpu = real["cpu_ms_per_event"]
     cpu_line = (
         "CPU ms per funds record: "
@@ -218,6 +230,7 @@ def main() -> None:
         "machine": machine,
         "args": vars(args),
         "baseline": baseline,
+        "durable_relay": durable,
         "investflow": real,
         "ratio": round(ratio, 3),
         "rss_mb": rss,
