@@ -123,6 +123,7 @@ async def consume_in_order(
     service: str,
     settings: Settings,
     work: Callable[[Msg], Awaitable[None]],
+    work_run: Callable[[list[Msg]], Awaitable[None]] | None = None,
 ) -> None:
     """Settle `message` and the messages already waiting behind it, in stream order.
 
@@ -139,7 +140,7 @@ async def consume_in_order(
         msgs += await _waiting(psub, settings.batch_size - 1)
         msgs.sort(key=lambda m: stream_seq(m) or 0)
         turn = _Turns(psub, settings)
-    await settle_in_order(msgs, broker, service, settings, work, turn)
+    await settle_in_order(msgs, broker, service, settings, work, turn, work_run)
 
 
 _aligned: set[int] = set()
@@ -268,48 +269,81 @@ async def settle_in_order(
     settings: Settings,
     work: Callable[[Msg], Awaitable[None]],
     turn: _Turns | None = None,
+    work_run: Callable[[list[Msg]], Awaitable[None]] | None = None,
 ) -> None:
     """Run `work` on each message in order, acking each as it succeeds.
+
+    `work_run`, when given, settles a run of messages (delivered one after another, so no
+    replica holds anything between them) in one go: one transaction instead of one per
+    message. If it fails, the run is settled one message at a time, so the failure lands
+    on the message that causes it.
 
     On a failure the failed message and the rest of the batch are nak'd with a delay, and
     we wait that delay before returning; on an in-order consumer nothing overtakes them,
     so a database outage costs time, not messages or order. After `max_deliver` attempts
     the message goes to the dead-letter stream with its error.
     """
-    for i, msg in enumerate(msgs):
+    i = 0
+    while i < len(msgs):
         if turn is not None and not await turn.ready(msgs, i):
             for rest in msgs[i:]:
                 await rest.nak()  # the server hands them out again, after the older ones
             return
-        try:
-            await work(msg)
-        except Exception as exc:
-            delivered = delivery_count(msg)
-            if delivered >= settings.max_deliver:
-                log.error(
-                    "%s: %s failed %d times, dead-lettered: %s",
-                    service,
-                    msg.subject,
-                    delivered,
-                    exc,
-                )
-                await dead_letter(broker, service, msg, exc, delivered)
-                await msg.term()
+        end = i + 1
+        while end < len(msgs) and _follows(msgs[end - 1], msgs[end]):
+            end += 1
+        if work_run is not None and end - i > 1:
+            try:
+                await work_run(msgs[i:end])
+            except Exception as exc:
+                log.info("%s: %d messages failed together (%s); one by one", service, end - i, exc)
+            else:
+                for msg in msgs[i:end]:
+                    await msg.ack()
+                i = end
                 continue
-            delay = backoff_s(delivered)
-            log.warning(
-                "%s: %s failed (try %d), retrying in %.0fs: %s",
-                service,
-                msg.subject,
-                delivered,
-                delay,
-                exc,
+        for k in range(i, end):
+            if not await _settle_one(msgs, k, broker, service, settings, work):
+                return
+        i = end
+
+
+async def _settle_one(
+    msgs: list[Msg],
+    k: int,
+    broker: NatsBroker,
+    service: str,
+    settings: Settings,
+    work: Callable[[Msg], Awaitable[None]],
+) -> bool:
+    """Settle msgs[k]; False when it failed and it and the rest were handed back."""
+    msg = msgs[k]
+    try:
+        await work(msg)
+    except Exception as exc:
+        delivered = delivery_count(msg)
+        if delivered >= settings.max_deliver:
+            log.error(
+                "%s: %s failed %d times, dead-lettered: %s", service, msg.subject, delivered, exc
             )
-            for rest in msgs[i:]:
-                await rest.nak(delay=delay)
-            await asyncio.sleep(delay)
-            return
-        await msg.ack()
+            await dead_letter(broker, service, msg, exc, delivered)
+            await msg.term()
+            return True
+        delay = backoff_s(delivered)
+        log.warning(
+            "%s: %s failed (try %d), retrying in %.0fs: %s",
+            service,
+            msg.subject,
+            delivered,
+            delay,
+            exc,
+        )
+        for rest in msgs[k:]:
+            await rest.nak(delay=delay)
+        await asyncio.sleep(delay)
+        return False
+    await msg.ack()
+    return True
 
 
 async def dead_letter(

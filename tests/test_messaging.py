@@ -40,7 +40,7 @@ def settings_for(url: str, **overrides: object) -> Settings:
     )
 
 
-async def replica(settings: Settings, name: str, work, calls: list[str]):  # type: ignore[no-untyped-def]
+async def replica(settings: Settings, name: str, work, calls: list[str], work_run=None):  # type: ignore[no-untyped-def]
     broker = make_broker(settings, name)
     sub = durable_subscriber(
         broker, "project.>", stream="PROJECT", durable="ordering", settings=settings
@@ -49,7 +49,9 @@ async def replica(settings: Settings, name: str, work, calls: list[str]):  # typ
     @sub
     async def handler(message: NatsMessage) -> None:
         calls.append(name)
-        await consume_in_order(message.raw_message, sub, broker, name, settings, work)
+        await consume_in_order(
+            message.raw_message, sub, broker, name, settings, work, work_run=work_run
+        )
 
     await broker.start()
     return broker
@@ -172,3 +174,28 @@ async def test_a_consumer_made_by_an_older_release_is_brought_to_the_settings(
         await nc.close()
     assert done == list(range(100))
     assert (info.config.max_ack_pending, info.config.ack_wait) == (16, 5.0)
+
+
+async def test_runs_are_settled_together_and_a_failing_run_one_by_one(nats_url: str) -> None:
+    await publish(nats_url, 120)
+    done: list[int] = []
+    runs: list[int] = []
+
+    async def work(msg: Msg) -> None:
+        done.append(int(msg.data))
+
+    async def work_run(msgs: list[Msg]) -> None:
+        numbers = [int(m.data) for m in msgs]
+        if 57 in numbers:  # say, one message breaks the shared transaction
+            raise RuntimeError("constraint violated")
+        runs.append(len(numbers))
+        done.extend(numbers)
+
+    broker = await replica(settings_for(nats_url, batch_size=32), "solo", work, [], work_run)
+    try:
+        await until(lambda: len(done) >= 120)
+    finally:
+        await broker.stop()
+    assert done == list(range(120))
+    assert runs and max(runs) > 1, "no run was settled together"
+    assert sum(runs) < 120, "the failing run was not settled one by one"

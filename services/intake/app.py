@@ -86,12 +86,7 @@ def idempotency_key(msg: Msg) -> str:
     if key:
         return key[:200]
     # Without a key, identical content is one event (a re-send), which is the safe reading.
-    return (
-        "sha256:"
-        + hashlib.sha256(
-            msg.raw_message.subject.encode() + b"\n" + msg.raw_message.data
-        ).hexdigest()
-    )
+    return "sha256:" + hashlib.sha256(msg.subject.encode() + b"\n" + msg.data).hexdigest()
 
 
 async def publish_rejection(
@@ -114,22 +109,33 @@ async def publish_rejection(
     MESSAGES.labels(kind=kind if kind.isidentifier() else "_", outcome="rejected").inc()
 
 
-async def process(unit: str, kind: str, raw: bytes, key: str, subject: str) -> None:
-    parsed = parse(unit, kind, raw, directory, settings.max_payload_bytes)
-    if isinstance(parsed, list):
-        await publish_rejection(unit, kind, subject, key, parsed)
-        return
+async def process(msgs: list[Msg]) -> None:
+    """Check and store `msgs` in one transaction, in order, then publish what they cause.
 
-    def transaction() -> Recorded | list[FieldError]:
+    A rejected message stores nothing, so it can share the transaction with the rest.
+    """
+    items = []
+    for msg in msgs:
+        _, unit, kind = msg.subject.split(".", 2)
+        key = idempotency_key(msg)
+        parsed = parse(unit, kind, msg.data, directory, settings.max_payload_bytes)
+        items.append((unit, kind, key, msg.subject, parsed))
+
+    def transaction() -> list[Recorded | list[FieldError]]:
+        now = dt.datetime.now(dt.UTC)
         with unit_of_work(engine()) as session:
-            return record(session, parsed, key, dt.datetime.now(dt.UTC))
+            return [
+                parsed if isinstance(parsed, list) else record(session, parsed, key, now)
+                for _, _, key, _, parsed in items
+            ]
 
-    result = await asyncio.to_thread(transaction)
-    if isinstance(result, list):
-        await publish_rejection(unit, kind, subject, key, result)
-        return
-    await outbox.publish(broker, engine(), store.Outbox, result.outbox)
-    MESSAGES.labels(kind=kind, outcome=result.outcome).inc()
+    results = await asyncio.to_thread(transaction)
+    for (unit, kind, key, subject, _), result in zip(items, results, strict=True):
+        if isinstance(result, list):
+            await publish_rejection(unit, kind, subject, key, result)
+            continue
+        await outbox.publish(broker, engine(), store.Outbox, result.outbox)
+        MESSAGES.labels(kind=kind, outcome=result.outcome).inc()
 
 
 inbound = durable_subscriber(
@@ -146,10 +152,11 @@ inbound = durable_subscriber(
 @inbound
 async def on_inbound(message: NatsMessage) -> None:
     async def one(msg: Msg) -> None:
-        _, unit, kind = msg.subject.split(".", 2)
-        await process(unit, kind, msg.data, idempotency_key(msg), msg.subject)
+        await process([msg])
 
-    await consume_in_order(message.raw_message, inbound, broker, SERVICE, settings, one)
+    await consume_in_order(
+        message.raw_message, inbound, broker, SERVICE, settings, one, work_run=process
+    )
 
 
 # ---- HTTP: the same contract as POST /v1/units/{unit}/{kind} -------------------------------

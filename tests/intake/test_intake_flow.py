@@ -110,6 +110,26 @@ async def test_same_message_three_times_inside_and_after_the_window_is_one(syste
     assert len(events) == 1
 
 
+async def test_a_message_without_a_key_is_stored_once_by_its_content(system) -> None:
+    """No Nats-Msg-Id: identical content is one event (a re-send), which is the safe reading."""
+    data = lead("TS06")
+    project_id = f"TS06-{data['lead_id']}"
+    body = json.dumps(data).encode()
+    for _ in range(2):
+        await system.js.publish("intake.TS06.lead", body)  # no headers at all
+    await idle(system.js)
+
+    assert count_rows(system.database_url, Project, Project.project_id == project_id) == 1
+    rows = count_rows(system.database_url, InboundEvent, InboundEvent.project_id == project_id)
+    assert rows == 1
+    events = [
+        e
+        for e in await read_subject(system.js, "PROJECT", "project.lead")
+        if e["project_id"] == project_id
+    ]
+    assert len(events) == 1 and events[0]["idempotency_key"].startswith("sha256:")
+
+
 async def test_same_http_request_three_times_is_one(system) -> None:
     data = lead("TS05")
     project_id = f"TS05-{data['lead_id']}"
