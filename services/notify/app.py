@@ -31,7 +31,7 @@ from shared.settings import REPO_ROOT, Settings
 from . import contacts, store
 from .channels import default_channels
 from .dispatch import Dispatcher, RetryPolicy, utcnow
-from .handle import consume
+from .handle import consume_run
 from .params import load_params, rule_titles
 from .render import Renderer
 from .scheduler import BusinessClock, Scheduler, WallClock
@@ -97,11 +97,15 @@ def message_key(msg: Msg) -> str:
 
 
 async def handle(msg: Msg) -> None:
-    event = json.loads(msg.data)
-    key = message_key(msg)
+    await handle_run([msg])
+
+
+async def handle_run(msgs: list[Msg]) -> None:
+    """Messages delivered one after another, applied in one transaction (see handle.py)."""
+    events = [(msg.subject, json.loads(msg.data), message_key(msg)) for msg in msgs]
 
     def transaction() -> int:
-        return consume(engine(), msg.subject, event, key, renderer, titles, utcnow())
+        return consume_run(engine(), events, renderer, titles, utcnow())
 
     if await asyncio.to_thread(transaction):
         dispatcher().wake.set()
@@ -120,7 +124,15 @@ def _consumer(subject: str, stream: str, what: str):  # type: ignore[no-untyped-
 
     @subscriber
     async def consume(message: NatsMessage) -> None:
-        await consume_in_order(message.raw_message, subscriber, broker, SERVICE, settings, handle)
+        await consume_in_order(
+            message.raw_message,
+            subscriber,
+            broker,
+            SERVICE,
+            settings,
+            handle,
+            work_run=handle_run,
+        )
 
     return consume
 

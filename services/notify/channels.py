@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -20,7 +21,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
+from email.policy import EmailPolicy
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Protocol
@@ -81,8 +84,47 @@ class SmtpConfig:
         )
 
 
+class _HeaderClasses(HeaderRegistry):
+    """The stdlib builds a new class for every header it sets or parses (much of the cost of
+    building a message); one class per header name gives the very same headers and bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        cls = self._classes.get(name)
+        if cls is None:
+            cls = self._classes[name] = super().__getitem__(name)
+        return cls
+
+
+# Headers whose values recur from message to message: the sender, a recipient's addresses,
+# and the MIME headers of every part.
+_RECURRING = frozenset({"from", "to", "content-type", "content-transfer-encoding", "mime-version"})
+
+
+class _EmailPolicy(EmailPolicy):
+    """email.policy.default, except that a recurring header value is parsed once rather than
+    for every message: a parsed header is an immutable value (messages share them already
+    when a part is made multipart), so one object can sit in many messages."""
+
+    def header_store_parse(self, name: str, value: Any) -> tuple[str, Any]:
+        if type(value) is str and name.lower() in _RECURRING:
+            return _parsed_header(self, name, value)
+        return super().header_store_parse(name, value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_header(policy: EmailPolicy, name: str, value: str) -> tuple[str, Any]:
+    return EmailPolicy.header_store_parse(policy, name, value)
+
+
+EMAIL_POLICY = _EmailPolicy(header_factory=_HeaderClasses())
+
+
 def build_email(note: Outgoing, sender: str, html_of: Any) -> EmailMessage:
-    msg = EmailMessage()
+    msg = EmailMessage(policy=EMAIL_POLICY)
     msg["From"] = sender
     msg["To"] = ", ".join(note.target["to"])
     msg["Subject"] = note.subject

@@ -20,9 +20,10 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine
-from sqlmodel import Session, or_, select
+from sqlalchemy import Engine, Row, update
+from sqlmodel import Session, select
 
 from shared import subjects
 from shared.contract import NotifyOutcome
@@ -61,7 +62,7 @@ class RetryPolicy:
         )
 
 
-def outgoing(row: store.Notification) -> Outgoing:
+def outgoing(row: store.Notification | Row[Any]) -> Outgoing:
     assert row.id is not None
     return Outgoing(
         id=row.id,
@@ -78,6 +79,15 @@ def outgoing(row: store.Notification) -> Outgoing:
         data=json.loads(row.data),
         target=json.loads(row.target),
     )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one send ended, and when (the clock read as it ended, not when the batch is saved)."""
+
+    note_id: int
+    error: str | None
+    at: dt.datetime
 
 
 class Dispatcher:
@@ -107,45 +117,83 @@ class Dispatcher:
     # --- one pass ---
 
     async def deliver_due(self, batch: int = 100) -> int:
-        """Try every notification due now; returns how many were delivered."""
-        now = self.clock()
+        """Try every notification due now (at most `batch`); returns how many were delivered.
 
-        def due() -> list[int]:
-            N = store.Notification
-            with Session(self.engine) as session:
-                query = (
-                    select(N.id)
-                    .where(
-                        or_(
-                            (N.status == "pending") & (N.next_attempt_at <= now),  # type: ignore[arg-type,operator]
-                            (N.status == "sending") & (N.lease_until < now),  # type: ignore[arg-type,operator]
-                        )
+        Rows are claimed as sending slots free up, so each claimed row's send starts at once
+        and its lease covers the send just as when rows were claimed one by one. Outcomes
+        are saved in the transaction of the next claim, or together at the end of the pass:
+        a pass costs a few transactions, not two per notification."""
+        done: list[Attempt] = []  # sent, not yet saved
+        sending: list[asyncio.Task[Attempt]] = []
+        tried, after = 0, 0
+        try:
+            while tried < batch:
+                slots = await self._free_slots(batch - tried)
+                finished = done[:]
+                try:
+                    notes = await asyncio.to_thread(
+                        self._record_and_claim, finished, slots, after, None
                     )
-                    .order_by(N.id)  # type: ignore[arg-type]
-                    .limit(batch)
-                )
-                return [i for i in session.exec(query).all() if i is not None]
-
-        ids = await asyncio.to_thread(due)
-        results = await asyncio.gather(*(self.deliver(i) for i in ids))
+                except BaseException:
+                    self._release(slots)
+                    raise
+                del done[: len(finished)]  # sends only append, so these are the ones saved
+                self._release(slots - len(notes))
+                sending += [asyncio.create_task(self._attempt(note, done)) for note in notes]
+                tried += len(notes)
+                if len(notes) < slots:
+                    break  # nothing else due now
+                # Onwards from the last id: a row that failed just now is not tried twice a pass.
+                after = notes[-1].id
+            await asyncio.gather(*sending)
+        except asyncio.CancelledError:
+            for task in sending:
+                task.cancel()
+            raise
+        except Exception:
+            # Claiming failed (the database?): still save what was sent, so it isn't sent again.
+            if sending:
+                await asyncio.wait(sending)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._record_and_claim, done, 0, 0, None)
+            raise
+        if done:
+            await asyncio.to_thread(self._record_and_claim, done, 0, 0, None)
         await self.publish_outcomes()
-        return sum(1 for r in results if r)
+        return sum(1 for task in sending if task.result().error is None)
 
     async def deliver(self, note_id: int) -> bool:
         """Claim, send and record one notification; True if it was delivered now."""
-        async with self.limit:
-            now = self.clock()
+        await self._free_slots(1)
+        try:
+            notes = await asyncio.to_thread(self._record_and_claim, [], 1, 0, note_id)
+        except BaseException:
+            self._release(1)
+            raise
+        if not notes:
+            self._release(1)
+            return False
+        done: list[Attempt] = []
+        attempt = await self._attempt(notes[0], done)
+        await asyncio.to_thread(self._record_and_claim, done, 0, 0, None)
+        return attempt.error is None
 
-            def take() -> Outgoing | None:
-                with unit_of_work(self.engine) as session:
-                    if not store.claim(session, note_id, now, self.lease):
-                        return None
-                    row = session.get(store.Notification, note_id)
-                    return outgoing(row) if row else None
+    async def _free_slots(self, most: int) -> int:
+        """Wait for one free sending slot, then take whichever others are free (up to `most`)."""
+        await self.limit.acquire()
+        taken = 1
+        while taken < most and not self.limit.locked():
+            await self.limit.acquire()  # free: returns without waiting
+            taken += 1
+        return taken
 
-            note = await asyncio.to_thread(take)
-            if note is None:
-                return False
+    def _release(self, slots: int) -> None:
+        for _ in range(slots):
+            self.limit.release()
+
+    async def _attempt(self, note: Outgoing, done: list[Attempt]) -> Attempt:
+        """Send one claimed notification (holding one slot, released here)."""
+        try:
             error: str | None = None
             channel = self.channels.get(note.channel)
             if channel is None:
@@ -155,17 +203,38 @@ class Dispatcher:
                     await channel.send(note)
                 except Exception as exc:  # every failure is retried, whatever raised it
                     error = f"{type(exc).__name__}: {exc}"[:1000]
-            await asyncio.to_thread(self._record, note_id, error)
-            if error:
-                log.warning("notify: %s to %s failed: %s", note.cause, note.recipient, error)
-            return error is None
+        finally:
+            self.limit.release()
+        attempt = Attempt(note.id, error, self.clock())
+        done.append(attempt)
+        if error:
+            log.warning("notify: %s to %s failed: %s", note.cause, note.recipient, error)
+        return attempt
 
-    def _record(self, note_id: int, error: str | None) -> None:
-        now = self.clock()
+    def _record_and_claim(
+        self, finished: list[Attempt], limit: int, after: int, note_id: int | None
+    ) -> list[Outgoing]:
+        """One transaction: save the outcomes of `finished`, then claim up to `limit` rows."""
         with unit_of_work(self.engine) as session:
-            row = session.get(store.Notification, note_id)
+            if finished:
+                self._record(session, finished)
+                session.flush()
+            if not limit:
+                return []
+            rows = store.claim_due(
+                session, self.clock(), self.lease, limit, after=after, note_id=note_id
+            )
+            return [outgoing(row) for row in rows]
+
+    def _record(self, session: Session, attempts: list[Attempt]) -> None:
+        N = store.Notification
+        ids = [a.note_id for a in attempts]
+        rows = {r.id: r for r in session.exec(select(N).where(N.id.in_(ids)))}  # type: ignore[union-attr]
+        for attempt in attempts:
+            row = rows.get(attempt.note_id)
             if row is None:
-                return
+                continue
+            now, error = attempt.at, attempt.error
             row.attempts += 1
             row.lease_until = None
             if error is None:
@@ -185,13 +254,23 @@ class Dispatcher:
             return await self._publish_outcomes(self.publish)
 
     async def _publish_outcomes(self, publish: Publish) -> int:
-        def unannounced() -> list[store.Notification]:
-            N = store.Notification
+        N = store.Notification
+
+        def unannounced() -> list[Row[Any]]:
             with Session(self.engine) as session:
                 query = (
-                    select(N)
+                    select(  # type: ignore[call-overload]
+                        N.id,
+                        N.project_id,
+                        N.cause,
+                        N.recipient,
+                        N.channel,
+                        N.attempts,
+                        N.status,
+                        N.last_error,
+                    )
                     .where(N.status.in_(("sent", "failed")), N.outcome_published_at.is_(None))  # type: ignore[attr-defined,union-attr]
-                    .order_by(N.id)  # type: ignore[arg-type]
+                    .order_by(N.id)
                     .limit(500)
                 )
                 return list(session.exec(query).all())
@@ -214,11 +293,11 @@ class Dispatcher:
 
             def mark() -> None:
                 with unit_of_work(self.engine) as session:
-                    for i in ids:
-                        row = session.get(store.Notification, i)
-                        if row is not None:
-                            row.outcome_published_at = now
-                            session.add(row)
+                    session.execute(
+                        update(N)
+                        .where(N.id.in_(ids))  # type: ignore[union-attr]
+                        .values(outcome_published_at=now)
+                    )
 
             await asyncio.to_thread(mark)
         return len(rows)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlmodel import Session, select
 
 from . import store
-from .model import Credit, FundsRecord, ProjectView, Snapshot
+from .model import Credit, FundsRecord, ProjectCard, ProjectView, Snapshot
 
 BUSINESS_DATE = "business_date"
 
@@ -185,6 +185,26 @@ def _decision(session: Session, data: dict[str, Any], *, require: bool) -> None:
         project.responsible_leader = data.get("responsible_leader")
         project.hq = json.dumps(data.get("hq") or {})
     session.add(project)
+
+
+def project_card(session: Session, project_id: str | None) -> ProjectCard | None:
+    """The project's own row (what event triggers read): one primary-key lookup, usually
+    answered from the session's identity map since `apply` has just read the same row."""
+    if not project_id:
+        return None
+    session.flush()  # a lead applied in this transaction is still pending
+    row = session.get(store.Project, project_id)
+    if row is None:
+        return None
+    return ProjectCard(
+        project_id=row.project_id,
+        title=row.title,
+        attracting_unit=row.attracting_unit,
+        landing_area=row.landing_area,
+        kind=row.kind,
+        planned_investment=Decimal(row.planned_investment),
+        sponsor_leader=row.sponsor_leader,
+    )
 
 
 def project_view(session: Session, project_id: str | None) -> ProjectView | None:

@@ -45,6 +45,21 @@ class Credit:
     credited_to: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class ProjectCard:
+    """A project as its own row states it: all an event trigger may read. Deliberately without
+    milestones, visits, funds or documents (those cost a query each for every consumed event);
+    a trigger needing them fails loudly here instead of silently seeing none."""
+
+    project_id: str
+    title: str
+    attracting_unit: str
+    landing_area: str
+    kind: str
+    planned_investment: Decimal
+    sponsor_leader: str | None = None
+
+
 @dataclass
 class ProjectView:
     project_id: str

@@ -16,6 +16,7 @@ from typing import Any
 from sqlmodel import Session
 
 from . import store
+from .contacts import Recipient
 from .contacts import recipients as resolve
 from .model import Alert
 from .render import Renderer
@@ -40,7 +41,7 @@ def plan(
     if not alerts:
         return 0
     done = store.existing_keys(session, [a.cause for a in alerts])
-    people = resolve(session, [code for a in alerts for code in a.recipients])
+    people = _recipients(session, [code for a in alerts for code in a.recipients])
     rows: list[dict[str, Any]] = []
     for alert in alerts:
         for code in alert.recipients:
@@ -84,3 +85,13 @@ def plan(
             session, store.Notification, [row], ["cause", "recipient", "channel"]
         )
     return new
+
+
+def _recipients(session: Session, codes: list[str]) -> dict[str, Recipient]:
+    """`contacts.recipients`, looked up once per transaction: a run of messages applied
+    together names the same units and leaders again and again."""
+    known: dict[str, Recipient] = session.info.setdefault("notify.recipients", {})
+    missing = [code for code in codes if code and code not in known]
+    if missing:
+        known.update(resolve(session, missing))
+    return {code: known[code] for code in codes if code}

@@ -46,6 +46,9 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            # Compiled once: the templates ship with the code, so there is no need to stat
+            # each file again for every message.
+            auto_reload=False,
         )
         self.vocabulary: dict[str, dict[str, dict[str, str]]] = yaml.safe_load(
             (templates / "vocabulary.yaml").read_text(encoding="utf-8")

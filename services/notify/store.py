@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint, update
+from sqlalchemy import Column, LargeBinary, Row, Text, UniqueConstraint, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, Session, SQLModel, select
 
@@ -225,6 +225,9 @@ TABLES = (
 )
 
 
+_INSERT_IGNORE: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+
 def insert_ignore(
     session: Session, table: type[SQLModel], values: list[dict[str, Any]], keys: list[str]
 ) -> int:
@@ -233,8 +236,17 @@ def insert_ignore(
         return 0
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table.__table__).values(values).on_conflict_do_nothing(index_elements=keys)  # type: ignore[attr-defined]
-    return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+    if len(values) > 1:
+        stmt = insert(table.__table__).values(values).on_conflict_do_nothing(index_elements=keys)  # type: ignore[attr-defined]
+        return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+    # One row (every event, every notification): the same statement object each time with
+    # the row as parameters, so SQLAlchemy compiles it once instead of once per row.
+    cache = (dialect, table.__tablename__, tuple(keys))  # type: ignore[attr-defined]
+    stmt = _INSERT_IGNORE.get(cache)
+    if stmt is None:
+        stmt = insert(table.__table__).on_conflict_do_nothing(index_elements=keys)  # type: ignore[attr-defined]
+        _INSERT_IGNORE[cache] = stmt
+    return int(session.execute(stmt, values[0]).rowcount or 0)  # type: ignore[attr-defined]
 
 
 def get_state(session: Session, key: str) -> str | None:
@@ -266,16 +278,42 @@ def existing_keys(session: Session, causes: list[str]) -> set[tuple[str, str, st
     return {(c, r, ch) for c, r, ch in rows}
 
 
-def claim(session: Session, note_id: int, now: dt.datetime, lease: dt.timedelta) -> bool:
-    """Take a due notification for sending; False when another dispatcher has it or it's done."""
-    table = Notification
+def _due(now: dt.datetime) -> Any:
+    """Pending and due, or claimed by a dispatcher whose lease ran out (it died mid-send)."""
+    N = Notification
+    return ((N.status == "pending") & (N.next_attempt_at <= now)) | (  # type: ignore[operator]
+        (N.status == "sending") & (N.lease_until < now)  # type: ignore[operator]
+    )
+
+
+def claim_due(
+    session: Session,
+    now: dt.datetime,
+    lease: dt.timedelta,
+    limit: int,
+    *,
+    after: int = 0,
+    note_id: int | None = None,
+) -> list[Row[Any]]:
+    """Take up to `limit` due notifications (id > `after`, or just `note_id`) for sending;
+    returns their rows by id. Another dispatcher's claim makes a row not due, and the update
+    checks that again on the row as it is then (SQLite writes one at a time; PostgreSQL
+    re-evaluates it on a row changed by a concurrent claim, and SKIP LOCKED lets replicas
+    take disjoint rows without waiting). The due rows are found by a plain read first, so
+    an idle poll takes no write lock and never waits behind a writer with a stale `now`."""
+    N = Notification
+    table = N.__table__  # type: ignore[attr-defined]
+    pick = select(N.id).where(_due(now), N.id > after)  # type: ignore[operator]
+    if note_id is not None:
+        pick = pick.where(N.id == note_id)
+    pick = pick.order_by(N.id).limit(limit).with_for_update(skip_locked=True)  # type: ignore[arg-type]
+    ids = list(session.exec(pick).all())
+    if not ids:
+        return []
     stmt = (
         update(table)
-        .where(table.id == note_id)  # type: ignore[arg-type]
-        .where(
-            ((table.status == "pending") & (table.next_attempt_at <= now))  # type: ignore[operator]
-            | ((table.status == "sending") & (table.lease_until < now))  # type: ignore[operator]
-        )
+        .where(table.c.id.in_(ids), _due(now))
         .values(status="sending", lease_until=now + lease)
+        .returning(*table.c)
     )
-    return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    return sorted(session.execute(stmt).all(), key=lambda row: row.id)

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from .model import Alert, ProjectView, Snapshot, period, quarter_of
+from .model import Alert, ProjectCard, ProjectView, Snapshot, period, quarter_of
 from .params import Params
 
 CENTER = "CENTER"
 
 
-def _project_data(p: ProjectView | None) -> dict[str, Any]:
+def _project_data(p: ProjectView | ProjectCard | None) -> dict[str, Any]:
     if p is None:
         return {}
     return {
@@ -37,124 +37,182 @@ def _codes(*codes: str | None) -> tuple[str, ...]:
 
 # --- event triggers ---------------------------------------------------------------------------
 
+RuleTitles = Callable[[str, str | None], dict[str, dict[str, str]]]
+EventTrigger = Callable[[dict[str, Any], ProjectCard | None, RuleTitles], list[Alert]]
+
+
+def _base(event: dict[str, Any], project: ProjectCard | None) -> dict[str, Any]:
+    return _project_data(project) | {"project_id": event.get("project_id")}
+
+
+def _lead_assigned(
+    event: dict[str, Any], project: ProjectCard | None, rule_titles: RuleTitles
+) -> list[Alert]:
+    if project is None:
+        return []
+    pid = event.get("project_id")
+    data = event["data"]
+    return [
+        Alert(
+            f"lead_assigned:{pid}",
+            "lead_assigned",
+            _codes(project.attracting_unit, project.landing_area),
+            pid,
+            _base(event, project)
+            | {
+                "industry": data.get("industry"),
+                "investor": data.get("investor", {}).get("name"),
+                "reported_on": data.get("reported_on"),
+            },
+        )
+    ]
+
+
+def _duplicate_claim(
+    event: dict[str, Any], project: ProjectCard | None, rule_titles: RuleTitles
+) -> list[Alert]:
+    pid = event.get("project_id")
+    return [
+        Alert(
+            f"duplicate:{pid}",
+            "duplicate_claim",
+            (CENTER,),
+            pid,
+            _base(event, project)
+            | {
+                "duplicate_of": event["duplicate_of"],
+                "units": event["units"],
+                "reason": event["reason"],
+            },
+        )
+    ]
+
+
+def _terminated(
+    event: dict[str, Any], project: ProjectCard | None, rule_titles: RuleTitles
+) -> list[Alert]:
+    if project is None or event["outcome"] != "terminated":
+        return []
+    pid = event.get("project_id")
+    expl = event.get("explanation") or {}
+    titles = rule_titles(expl.get("ruleset_id", "review"), expl.get("version"))
+    reasons = [{"id": r, **titles.get(r, {"zh": r, "en": r})} for r in event.get("reasons", [])]
+    return [
+        Alert(
+            f"terminated:{pid}",
+            "terminated",
+            _codes(project.attracting_unit, project.landing_area),
+            pid,
+            _base(event, project)
+            | {
+                "reasons": reasons,
+                "ruleset": f"{expl.get('ruleset_id', '')}@{expl.get('version', '')}",
+            },
+        )
+    ]
+
+
+def _materials_missing(
+    event: dict[str, Any], project: ProjectCard | None, rule_titles: RuleTitles
+) -> list[Alert]:
+    if project is None or event["complete"]:
+        return []
+    pid = event.get("project_id")
+    deadline = event.get("deadline") or "unscheduled"
+    return [
+        Alert(
+            f"materials_missing:{pid}:{deadline}",
+            "materials_missing",
+            _codes(project.attracting_unit),
+            pid,
+            _base(event, project)
+            | {"missing": event["missing_materials"], "deadline": event.get("deadline")},
+        )
+    ]
+
+
+def _approved(
+    event: dict[str, Any], project: ProjectCard | None, rule_titles: RuleTitles
+) -> list[Alert]:
+    if project is None or event["decision"] != "approved":
+        return []
+    pid = event.get("project_id")
+    return [
+        Alert(
+            f"approved:{pid}",
+            "approved",
+            _codes(
+                event.get("sponsor_leader"),
+                event.get("responsible_leader"),
+                event.get("hq_commander"),
+                *event.get("hq_members", []),
+                project.attracting_unit,
+            ),
+            pid,
+            _base(event, project)
+            | {
+                "sponsor_leader": event.get("sponsor_leader"),
+                "responsible_leader": event.get("responsible_leader"),
+                "hq_commander": event.get("hq_commander"),
+                "hq_members": event.get("hq_members", []),
+                "minutes_ref": event.get("minutes_ref"),
+                "meeting_id": event.get("meeting_id"),
+            },
+        )
+    ]
+
+
+def _credited(
+    event: dict[str, Any], project: ProjectCard | None, rule_titles: RuleTitles
+) -> list[Alert]:
+    if project is None:
+        return []
+    pid = event.get("project_id")
+    return [
+        Alert(
+            f"credited:{pid}:{event['funds_id']}",
+            "credited",
+            _codes(*event.get("credited_to", [])),
+            pid,
+            _base(event, project)
+            | {
+                key: str(event.get(key))
+                for key in (
+                    "funds_id",
+                    "year",
+                    "quarter",
+                    "amount_rmb",
+                    "multiplier",
+                    "points",
+                    "deciding_rule",
+                )
+            },
+        )
+    ]
+
+
+# The one list of subjects that can alert: the consumer skips loading the project for any
+# other subject, so a trigger added here is all it takes for a new subject to alert.
+EVENT_TRIGGERS: dict[str, EventTrigger] = {
+    "project.lead": _lead_assigned,
+    "project.duplicate": _duplicate_claim,
+    "review.screened": _terminated,
+    "review.materials": _materials_missing,
+    "review.decided": _approved,
+    "score.credited": _credited,
+}
+ALERTING_SUBJECTS = frozenset(EVENT_TRIGGERS)
+
 
 def event_alerts(
     subject: str,
     event: dict[str, Any],
-    project: ProjectView | None,
-    rule_titles: Callable[[str, str | None], dict[str, dict[str, str]]],
+    project: ProjectCard | None,
+    rule_titles: RuleTitles,
 ) -> list[Alert]:
     """The alerts one consumed event causes (`project` as known after applying it)."""
-    pid = event.get("project_id")
-    base = _project_data(project) | {"project_id": pid}
-    if subject == "project.lead" and project is not None:
-        data = event["data"]
-        return [
-            Alert(
-                f"lead_assigned:{pid}",
-                "lead_assigned",
-                _codes(project.attracting_unit, project.landing_area),
-                pid,
-                base
-                | {
-                    "industry": data.get("industry"),
-                    "investor": data.get("investor", {}).get("name"),
-                    "reported_on": data.get("reported_on"),
-                },
-            )
-        ]
-    if subject == "project.duplicate":
-        return [
-            Alert(
-                f"duplicate:{pid}",
-                "duplicate_claim",
-                (CENTER,),
-                pid,
-                base
-                | {
-                    "duplicate_of": event["duplicate_of"],
-                    "units": event["units"],
-                    "reason": event["reason"],
-                },
-            )
-        ]
-    if project is None:
-        return []
-    if subject == "review.screened" and event["outcome"] == "terminated":
-        expl = event.get("explanation") or {}
-        titles = rule_titles(expl.get("ruleset_id", "review"), expl.get("version"))
-        reasons = [{"id": r, **titles.get(r, {"zh": r, "en": r})} for r in event.get("reasons", [])]
-        return [
-            Alert(
-                f"terminated:{pid}",
-                "terminated",
-                _codes(project.attracting_unit, project.landing_area),
-                pid,
-                base
-                | {
-                    "reasons": reasons,
-                    "ruleset": f"{expl.get('ruleset_id', '')}@{expl.get('version', '')}",
-                },
-            )
-        ]
-    if subject == "review.materials" and not event["complete"]:
-        deadline = event.get("deadline") or "unscheduled"
-        return [
-            Alert(
-                f"materials_missing:{pid}:{deadline}",
-                "materials_missing",
-                _codes(project.attracting_unit),
-                pid,
-                base | {"missing": event["missing_materials"], "deadline": event.get("deadline")},
-            )
-        ]
-    if subject == "review.decided" and event["decision"] == "approved":
-        return [
-            Alert(
-                f"approved:{pid}",
-                "approved",
-                _codes(
-                    event.get("sponsor_leader"),
-                    event.get("responsible_leader"),
-                    event.get("hq_commander"),
-                    *event.get("hq_members", []),
-                    project.attracting_unit,
-                ),
-                pid,
-                base
-                | {
-                    "sponsor_leader": event.get("sponsor_leader"),
-                    "responsible_leader": event.get("responsible_leader"),
-                    "hq_commander": event.get("hq_commander"),
-                    "hq_members": event.get("hq_members", []),
-                    "minutes_ref": event.get("minutes_ref"),
-                    "meeting_id": event.get("meeting_id"),
-                },
-            )
-        ]
-    if subject == "score.credited":
-        return [
-            Alert(
-                f"credited:{pid}:{event['funds_id']}",
-                "credited",
-                _codes(*event.get("credited_to", [])),
-                pid,
-                base
-                | {
-                    key: str(event.get(key))
-                    for key in (
-                        "funds_id",
-                        "year",
-                        "quarter",
-                        "amount_rmb",
-                        "multiplier",
-                        "points",
-                        "deciding_rule",
-                    )
-                },
-            )
-        ]
-    return []
+    trigger = EVENT_TRIGGERS.get(subject)
+    return trigger(event, project, rule_titles) if trigger else []
 
 
 # --- time triggers ----------------------------------------------------------------------------

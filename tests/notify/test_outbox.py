@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 
 import pytest
 
@@ -12,6 +13,7 @@ from services.notify import store
 from services.notify.channels import default_channels
 from services.notify.dispatch import Dispatcher, RetryPolicy
 from shared.contract import Explanation, Screened
+from shared.db import unit_of_work
 from tests.notify.conftest import FakeClock, contacts_yaml
 from tests.notify.support import RENDERER, feed, lead_event, notify_engine, rows
 
@@ -173,3 +175,51 @@ async def test_a_robot_errcode_is_a_failure(setup) -> None:
     await d.deliver_due()
     [robot] = rows(engine, N.channel == "dingtalk")
     assert robot.status == "pending" and "310000" in (robot.last_error or "")
+
+
+async def test_a_claim_whose_dispatcher_died_is_sent_once_after_its_lease_not_before(
+    setup,
+) -> None:
+    engine, smtp, sink = setup
+    feed(engine, "project.lead", lead_event("TS01", "F1", landing_area="DEVZONE"))
+    clock, published = FakeClock(), []
+    lease = dt.timedelta(minutes=2)
+    with unit_of_work(engine) as session:  # a dispatcher claims all of them, then dies
+        claimed = store.claim_due(session, clock(), lease, 100)
+    assert len(claimed) == 3 and {n.status for n in rows(engine)} == {"sending"}
+
+    d = dispatcher(engine, clock, published)
+    assert await d.deliver_due() == 0  # still leased: nobody else sends them
+    clock.advance(minutes=2)
+    assert await d.deliver_due() == 0  # the lease runs to its very end
+    assert not smtp.messages and not sink.received
+    clock.advance(seconds=1)
+    assert await d.deliver_due() == 3
+    await d.deliver_due()
+    assert len(smtp.to("ts01@county.example")) == 1
+    assert len(sink.posts("/hook/TS01")) == 1 and len(sink.posts("/dingtalk")) == 1
+    assert [(n.status, n.attempts) for n in rows(engine)] == [("sent", 1)] * 3
+
+
+def test_two_claims_at_once_never_take_the_same_row(setup) -> None:
+    engine, _, _ = setup
+    for i in range(4):
+        feed(engine, "project.lead", lead_event("TS02", f"G{i}", landing_area="TS02"))
+    now, lease = FakeClock()(), dt.timedelta(minutes=2)
+    second: list = []
+
+    def other_dispatcher() -> None:
+        with unit_of_work(engine) as session:
+            second.extend(store.claim_due(session, now, lease, 100))
+
+    with unit_of_work(engine) as session:
+        first = store.claim_due(session, now, lease, 100)
+        # The other claim starts while this one is not committed yet: it sees the rows as
+        # due, and must still come away with none of them.
+        thread = threading.Thread(target=other_dispatcher)
+        thread.start()
+        thread.join(timeout=0.5)
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert len(first) == 4 and second == []
+    assert {n.status for n in rows(engine)} == {"sending"}
