@@ -6,8 +6,13 @@ this module only loads and stores the case and turns changed decisions into even
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import Session
@@ -15,7 +20,7 @@ from sqlmodel import Session
 from shared import subjects
 from shared.contract import Decided, Lead, Outcome, Track
 from shared.outbox import pending_for
-from shared.rules import Rules
+from shared.rules import AnyRuleset, Rules, RulesetRegistry
 
 from . import decide, store
 
@@ -25,9 +30,9 @@ def apply(
 ) -> list[store.Outbox]:
     """Apply `event` once: a redelivered event only returns what is still unpublished."""
     event_id = event.get("event_id") or f"{subject}:{event.get('project_id')}"
-    if session.get(store.Processed, event_id) is not None:
+    if store.processed(session, event_id):
         return pending_for(session, store.Outbox, event_id)
-    session.add(store.Processed(event_id=event_id, subject=subject))
+    store.mark_processed(session, event_id, subject)
     kind = subject.split(".", 1)[1]
     data = event.get("data", {})
     out: list[store.Outbox] = []
@@ -127,10 +132,16 @@ def _reevaluate(  # type: ignore[no-untyped-def]
     if case is None:
         return  # intake only emits follow-ups for projects it announced; nothing to review
     session.flush()
-    lead = Lead.model_validate_json(case.lead)
     filed = store.documents_of(session, project_id)
+    parsed: list[Lead] = []
+
+    def lead() -> Lead:
+        if not parsed:
+            parsed.append(Lead.model_validate_json(case.lead))
+        return parsed[0]
+
     if materials and case.outcome == Outcome.accepted.value and case.track == Track.major.value:
-        result = decide.materials(lead, filed, case.meeting_on, rules=rules)
+        result = decide.materials(lead(), filed, case.meeting_on, rules=rules)
         state = json.dumps(
             [result.complete, sorted(result.missing_materials), str(result.deadline)]
         )
@@ -140,10 +151,7 @@ def _reevaluate(  # type: ignore[no-untyped-def]
                 subjects.REVIEW_MATERIALS, project_id, result.to_event(project_id).model_dump_json()
             )
     if recognition:
-        rec = decide.recognize(lead, filed, rules=rules, sponsor_leader=case.sponsor_leader)
-        state = json.dumps(
-            [rec.recognized, sorted(rec.recognition_blockers), sorted(rec.missing_proofs)]
-        )
+        rec, state = _recognize(case, filed, rules, lead)
         if state != case.recognition_state:
             case.recognition_state = state
             case.recognized = rec.recognized
@@ -151,3 +159,92 @@ def _reevaluate(  # type: ignore[no-untyped-def]
                 subjects.REVIEW_RECOGNITION, project_id, rec.to_event(project_id).model_dump_json()
             )
     session.add(case)
+
+
+# --- remembered recognitions ---------------------------------------------------------------------
+#
+# Most project events (funds, milestones: many per project) change nothing recognition reads,
+# yet each must re-run it: a ruleset published since the last event may decide differently.
+# Recognition is a pure function of the lead, the filed document types, the sponsor leader and
+# the ruleset version in force on the lead's day, so a result is remembered with exactly those
+# inputs and reused only while all of them are the same again. Nothing is skipped on the
+# event's kind, and the result is still compared with the stored state (another replica, a
+# lost update). Per process: a restart costs one evaluation per project.
+
+
+@dataclass(frozen=True)
+class _Recognised:
+    lead: str  # the Lead JSON as stored: the project as the rules see it
+    filed: tuple[str, ...]
+    sponsor_leader: str | None
+    rules: RulesetRegistry
+    on: dt.date  # the lead's reported_on: picks the version
+    # Compared by identity: every load or publication makes a new object, so a version
+    # republished (even under the same id and version) never matches an older result.
+    ruleset: AnyRuleset
+    result: decide.RecognitionResult
+    state: str
+
+    def still_holds(
+        self, lead: str, filed: tuple[str, ...], sponsor_leader: str | None, rules: Rules
+    ) -> bool:
+        if not (
+            self.rules is rules
+            and self.lead == lead
+            and self.filed == filed
+            and self.sponsor_leader == sponsor_leader
+        ):
+            return False
+        try:
+            return rules.in_force(decide.RULESET, self.on) is self.ruleset
+        except LookupError:  # withdrawn since: evaluating says so
+            return False
+
+
+_REMEMBERED = 4096  # projects; a county handles a few hundred a year
+_remembered: OrderedDict[str, _Recognised] = OrderedDict()
+_remembered_lock = threading.Lock()  # transactions run on a thread pool
+
+
+def _recognize(
+    case: store.Case, filed: list[str], rules: Rules, lead: Callable[[], Lead]
+) -> tuple[decide.RecognitionResult, str]:
+    """decide.recognize on the case, and the state stored to tell a change."""
+    key, documents = case.project_id, tuple(filed)
+    with _remembered_lock:
+        known = _remembered.get(key)
+    if known is not None and known.still_holds(case.lead, documents, case.sponsor_leader, rules):
+        with _remembered_lock:
+            if key in _remembered:
+                _remembered.move_to_end(key)
+        return known.result, known.state
+    project = lead()
+    ruleset = None
+    # Only the registry tells versions apart by identity (a view's overrides may change).
+    if isinstance(rules, RulesetRegistry) and isinstance(project.reported_on, dt.date):
+        # Before evaluating: a publication in between makes the entry stale, never wrong.
+        # None in force: not remembered, and evaluating raises as before.
+        with contextlib.suppress(LookupError):
+            ruleset = rules.in_force(decide.RULESET, project.reported_on)
+    rec = decide.recognize(project, filed, rules=rules, sponsor_leader=case.sponsor_leader)
+    state = json.dumps(
+        [rec.recognized, sorted(rec.recognition_blockers), sorted(rec.missing_proofs)]
+    )
+    if ruleset is not None:
+        assert isinstance(rules, RulesetRegistry)
+        entry = _Recognised(
+            case.lead,
+            documents,
+            case.sponsor_leader,
+            rules,
+            project.reported_on,
+            ruleset,
+            rec,
+            state,
+        )
+        with _remembered_lock:
+            _remembered[key] = entry
+            _remembered.move_to_end(key)
+            while len(_remembered) > _REMEMBERED:
+                _remembered.popitem(last=False)
+    return rec, state

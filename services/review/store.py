@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import UniqueConstraint
-from sqlmodel import Field, Session, SQLModel, select
+from sqlalchemy import UniqueConstraint, bindparam, insert
+from sqlalchemy import select as core_select
+from sqlmodel import Field, Session, SQLModel
 
 from shared.outbox import OutboxRow
 
@@ -58,7 +59,32 @@ class Outbox(OutboxRow, table=True):
 TABLES = (Case, FiledDocument, Processed, Outbox)
 
 
+# Core statements, built once, on the session's connection (same transaction) for the reads
+# and the one insert every event makes: building a statement and going through the ORM's
+# identity map and unit of work cost more than the SQL itself for an event that changes
+# nothing else.
+_processed = Processed.__table__  # type: ignore[attr-defined]
+_documents = FiledDocument.__table__  # type: ignore[attr-defined]
+_PROCESSED = core_select(_processed.c.event_id).where(
+    _processed.c.event_id == bindparam("event_id")
+)
+_MARK_PROCESSED = insert(_processed)
+_DOCUMENTS_OF = core_select(_documents.c.type).where(
+    _documents.c.project_id == bindparam("project_id")
+)
+
+
+def processed(session: Session, event_id: str) -> bool:
+    found = session.connection().execute(_PROCESSED, {"event_id": event_id}).first()
+    return found is not None
+
+
+def mark_processed(session: Session, event_id: str, subject: str) -> None:
+    """Inserted at once: a replica that applied the same event first makes this fail."""
+    session.connection().execute(_MARK_PROCESSED, {"event_id": event_id, "subject": subject})
+
+
 def documents_of(session: Session, project_id: str) -> list[str]:
-    return list(
-        session.exec(select(FiledDocument.type).where(FiledDocument.project_id == project_id)).all()
-    )
+    """Types filed after the lead; flush first to see ones added in this session."""
+    rows = session.connection().execute(_DOCUMENTS_OF, {"project_id": project_id})
+    return list(rows.scalars().all())

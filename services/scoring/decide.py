@@ -131,6 +131,20 @@ def score(
     """
     p = project_dict(project)
     f = funds_dict(funds)
+    return score_checked(p, f, rates, sponsor_leader=sponsor_leader, on=on, rules=rules)
+
+
+def score_checked(
+    p: dict[str, Any],
+    f: dict[str, Any],
+    rates: Rates | Mapping[str, Any] | None = None,
+    *,
+    sponsor_leader: str | None = None,
+    on: dt.date | None = None,
+    rules: Rules | None = None,
+) -> Scored | ScoreHeld:
+    """`score` on a project and record already checked by `project_dict` and `funds_dict`
+    (scoring keeps each project's checked lead: checking it is most of the work)."""
     arrived: dt.date = f["arrived_on"]
     day = on or arrived
     currency = str(f["currency"])
@@ -223,5 +237,6 @@ __all__ = [
     "credit_roles",
     "quarter_of",
     "score",
+    "score_checked",
     "signing_targets",
 ]

@@ -13,15 +13,17 @@ leader (包保县级领导) it was credited to changes.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from shared.rules import Rules
+from shared.rules import Rules, funds_dict, project_dict
 from shared.rules.facts import FactsError
 
-from .decide import Scored, ScoreHeld, score
+from .decide import Scored, ScoreHeld, score_checked
 
 NO_LEAD = "waiting for the project's lead (project.lead) / 等待项目信息"
 NOT_YET_RECOGNISED = "project not yet recognised for the assessment / 项目尚未认定"
@@ -36,6 +38,9 @@ class ProjectState:
     recognition_blockers: list[str] = field(default_factory=list)
     missing_proofs: list[str] = field(default_factory=list)
     sponsor_leader: str | None = None
+    # The stored text `lead` was read from, when there is one: names the checked lead in
+    # `_checked_leads`, so the same lead is checked once rather than at every record.
+    lead_json: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -93,12 +98,51 @@ def evaluate(
     funds = {k: v for k, v in record.funds.items() if k not in ("unit", "project_id")}
     rates = {record.currency: rate} if rate is not None else {}
     try:
-        return score(project.lead, funds, rates, sponsor_leader=project.sponsor_leader, rules=rules)
+        p = _checked_lead(project.lead, project.lead_json)
+        f = funds_dict(funds)
+        return score_checked(p, f, rates, sponsor_leader=project.sponsor_leader, rules=rules)
     except FactsError as exc:
         return f"the facts cannot be scored: {exc} / 数据无法计分"
     except LookupError:  # no scoring ruleset in force on the arrival day
         day = record.arrived_on
         return f"{NO_RULESET} on {day}: held until one is published / {day} 无生效的计分规则集"
+
+
+_CHECKED_LEADS = 1024  # projects; a county handles a few hundred a year
+_checked_leads: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_checked_lock = threading.Lock()  # transactions run on a thread pool
+
+
+def _checked_lead(lead: Mapping[str, Any], text: str | None) -> dict[str, Any]:
+    """`project_dict(lead)`, from the cache when `lead` was read from `text` before.
+
+    A lead never changes once stored, and checking is deterministic, so the same text always
+    checks to the same values (or the same FactsError, never cached). A copy goes out: the
+    facts and explanations built from it must not share objects with the cache.
+    """
+    if text is None:
+        return project_dict(lead)
+    with _checked_lock:
+        checked = _checked_leads.get(text)
+        if checked is not None:
+            _checked_leads.move_to_end(text)
+    if checked is None:
+        checked = project_dict(lead)
+        with _checked_lock:
+            _checked_leads[text] = checked
+            while len(_checked_leads) > _CHECKED_LEADS:
+                _checked_leads.popitem(last=False)
+    return _fresh(checked)
+
+
+def _fresh(value: Any) -> Any:
+    """A copy of the dicts and lists; the values in them (Decimal, date, enum members, text,
+    numbers) are immutable and shared. Several times cheaper than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: _fresh(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fresh(v) for v in value]
+    return value
 
 
 def settle(

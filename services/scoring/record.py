@@ -77,7 +77,7 @@ class _Context:
 
     def emit(self, msg_id: str, subject: str, body: str) -> None:
         row = store.Outbox(msg_id=msg_id, source=self.inbox_key, subject=subject, body=body)
-        self.session.add(row)
+        store.add_outbox(self.session, row)
         self.outbox.append(row)
 
 
@@ -91,15 +91,11 @@ def apply(
     now: dt.datetime,
 ) -> Applied:
     """Apply `event` once: a key seen before returns the events still to publish for it."""
-    seen = store.find_inbox(session, inbox_key)
-    if seen is not None:
+    if store.inbox_seen(session, inbox_key):
         pending = outbox.pending_for(session, store.Outbox, inbox_key)
         return Applied("resent", pending)  # type: ignore[arg-type]
-    inbox = store.Inbox(
-        key=inbox_key, subject=subject, stream_seq=stream_seq, outcome="applied", received_at=now
-    )
-    session.add(inbox)
-    session.flush()  # a replica that applied the same key first makes this fail: retried
+    # A replica that applied the same key first makes this fail: retried.
+    store.add_inbox(session, inbox_key, subject, stream_seq, "applied", now)
     ctx = _Context(session, inbox_key, rules, now)
     seq = stream_seq or 0
     applied = True
@@ -118,9 +114,8 @@ def apply(
     else:  # pragma: no cover - the caller parses only the kinds above
         raise TypeError(f"not a scoring input: {type(event).__name__}")
     if not applied:
-        inbox.outcome = "ignored"
-        session.add(inbox)
-    return Applied(inbox.outcome, ctx.outbox)
+        store.set_inbox_outcome(session, inbox_key, "ignored")
+    return Applied("applied" if applied else "ignored", ctx.outbox)
 
 
 # --- facts --------------------------------------------------------------------------------------
@@ -179,8 +174,7 @@ def _milestone(ctx: _Context, event: MilestoneReached, seq: int) -> bool:
 def _funds(ctx: _Context, event: FundsArrived) -> None:
     f = event.data
     project = store.lock_project(ctx.session, f.project_id)
-    record = store.funds_record(ctx.session, f.project_id, f.funds_id, lock=True)
-    if record is not None:
+    if store.funds_record_exists(ctx.session, f.project_id, f.funds_id):
         return  # the same record again (another event id): it counts once
     record = store.FundsRecord(
         project_id=f.project_id,
@@ -192,9 +186,9 @@ def _funds(ctx: _Context, event: FundsArrived) -> None:
         payload=f.model_dump_json(exclude_none=True),
         event_id=event.event_id,
     )
-    ctx.session.add(record)
-    ctx.session.flush()  # a replica inserting the same record first makes this fail: retried
-    _settle(ctx, record, _project_state(project))
+    # Inserted once settled, as it then stands (no insert then update); a replica inserting
+    # the same record first makes that fail, and the retry finds it.
+    _settle(ctx, record, _project_state(project), stored=False)
 
 
 def _rates(ctx: _Context, event: RatesPublished, seq: int) -> None:
@@ -281,6 +275,7 @@ def _project_state(row: store.Project) -> ProjectState:
         recognition_blockers=list(recognition.get("recognition_blockers", [])),
         missing_proofs=list(recognition.get("missing_proofs", [])),
         sponsor_leader=row.sponsor_leader,
+        lead_json=row.lead,
     )
 
 
@@ -297,9 +292,15 @@ def _settle_all(
 
 
 def _settle(
-    ctx: _Context, record: store.FundsRecord, project: ProjectState, *, rescore: bool = False
+    ctx: _Context,
+    record: store.FundsRecord,
+    project: ProjectState,
+    *,
+    rescore: bool = False,
+    stored: bool = True,
 ) -> None:
-    active = store.active_credit(ctx.session, record)
+    """`stored=False`: a new record, not in the session; inserted here once settled."""
+    active = store.active_credit(ctx.session, record) if stored else None
     state = FundsState(
         project_id=record.project_id,
         funds_id=record.funds_id,
@@ -322,7 +323,9 @@ def _settle(
         _write(ctx, record, step, active)
         if isinstance(step, Reverse):
             active = None
-    if steps:
+    if not stored:
+        store.add_funds_record(ctx.session, record)
+    elif steps:
         ctx.session.add(record)
         ctx.session.flush()
 
@@ -343,25 +346,25 @@ def _write(
     seq = record.entries
     if isinstance(step, Reverse):
         assert active is not None
-        entry = store.Entry(
-            project_id=pid,
-            funds_id=fid,
-            seq=seq,
-            kind="reversal",
-            year=active.year,
-            quarter=active.quarter,
-            amount_rmb_fen=-active.amount_rmb_fen,
-            points_fen=-active.points_fen,
-            rate=active.rate,
-            multiplier=active.multiplier,
-            matched=active.matched,
-            deciding_rule=active.deciding_rule,
-            credited_to=active.credited_to,
-            ruleset_version=active.ruleset_version,
-            explanation=active.explanation,
-            reason=step.reason,
-            created_at=ctx.now,
-        )
+        entry: dict[str, Any] = {
+            "project_id": pid,
+            "funds_id": fid,
+            "seq": seq,
+            "kind": "reversal",
+            "year": active.year,
+            "quarter": active.quarter,
+            "amount_rmb_fen": -active.amount_rmb_fen,
+            "points_fen": -active.points_fen,
+            "rate": active.rate,
+            "multiplier": active.multiplier,
+            "matched": active.matched,
+            "deciding_rule": active.deciding_rule,
+            "credited_to": active.credited_to,
+            "ruleset_version": active.ruleset_version,
+            "explanation": active.explanation,
+            "reason": step.reason,
+            "created_at": ctx.now,
+        }
         record.state, record.hold_reason = "held", step.reason
         event = Reversed(
             project_id=pid, funds_id=fid, points=from_fen(active.points_fen), reason=step.reason
@@ -369,41 +372,44 @@ def _write(
         subject = subjects.SCORE_REVERSED
     else:
         s = step.scored
-        entry = store.Entry(
-            project_id=pid,
-            funds_id=fid,
-            seq=seq,
-            kind="credit",
-            year=s.year,
-            quarter=s.quarter,
-            amount_rmb_fen=to_fen(s.amount_rmb),
-            points_fen=to_fen(s.points),
-            rate=format(s.rate, "f"),
-            multiplier=format(s.multiplier, "f"),
-            matched=json.dumps(s.matched),
-            deciding_rule=s.deciding_rule,
-            credited_to=json.dumps(s.credited_to),
-            ruleset_version=f"{s.explanation.ruleset_id}@{s.explanation.version}",
-            explanation=s.explanation.model_dump_json(),
-            created_at=ctx.now,
-        )
+        entry = {
+            "project_id": pid,
+            "funds_id": fid,
+            "seq": seq,
+            "kind": "credit",
+            "year": s.year,
+            "quarter": s.quarter,
+            "amount_rmb_fen": to_fen(s.amount_rmb),
+            "points_fen": to_fen(s.points),
+            "rate": format(s.rate, "f"),
+            "multiplier": format(s.multiplier, "f"),
+            "matched": json.dumps(s.matched),
+            "deciding_rule": s.deciding_rule,
+            "credited_to": json.dumps(s.credited_to),
+            "ruleset_version": f"{s.explanation.ruleset_id}@{s.explanation.version}",
+            "explanation": s.explanation.model_dump_json(),
+            "reason": None,
+            "created_at": ctx.now,
+        }
         record.state, record.hold_reason = "credited", None
         event = s.to_event(pid, fid)
         subject = subjects.SCORE_CREDITED
-    ctx.session.add(entry)
-    ctx.session.flush()  # the (project, funds, seq) key: a replica that got here first wins
-    assert entry.id is not None
-    for code in json.loads(entry.credited_to):
-        ctx.session.add(
-            store.CreditLine(
-                entry_id=entry.id,
-                project_id=pid,
-                subject=code,
-                year=entry.year,
-                quarter=entry.quarter,
-                amount_rmb_fen=entry.amount_rmb_fen,
-                points_fen=entry.points_fen,
-            )
-        )
-    kind = "credited" if entry.kind == "credit" else "reversed"
+    # The (project, funds, seq) key: a replica that got here first wins.
+    entry_id = store.add_entry(ctx.session, entry)
+    store.add_credit_lines(
+        ctx.session,
+        [
+            {
+                "entry_id": entry_id,
+                "project_id": pid,
+                "subject": code,
+                "year": entry["year"],
+                "quarter": entry["quarter"],
+                "amount_rmb_fen": entry["amount_rmb_fen"],
+                "points_fen": entry["points_fen"],
+            }
+            for code in json.loads(entry["credited_to"])
+        ],
+    )
+    kind = "credited" if entry["kind"] == "credit" else "reversed"
     ctx.emit(f"score.{kind}:{pid}:{fid}:{seq}", subject, event.model_dump_json())

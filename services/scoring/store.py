@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, UniqueConstraint, bindparam, insert, update
+from sqlalchemy import select as core_select
 from sqlmodel import Field, Session, SQLModel, select
 
 from shared.outbox import OutboxRow
@@ -173,11 +175,105 @@ class Outbox(OutboxRow, table=True):
 TABLES = (Inbox, Project, FundsRecord, Rate, Entry, CreditLine, Signing, Outbox)
 
 
+# Statements every message runs, built once. Inserts of new rows (inbox, funds record,
+# ledger, outbox) and the existence checks go through Core on the session's connection (same
+# transaction): for one small row each, the ORM's unit of work cost several times the SQL.
+# Rows that are read and then changed (project, held records, rates) stay ORM objects.
+_inbox = Inbox.__table__  # type: ignore[attr-defined]
+_funds = FundsRecord.__table__  # type: ignore[attr-defined]
+_INBOX_SEEN = core_select(_inbox.c.key).where(_inbox.c.key == bindparam("k"))
+_INBOX_ADD = insert(_inbox)
+_INBOX_OUTCOME = update(_inbox).where(_inbox.c.key == bindparam("k"))
+_ENTRY_ADD = insert(Entry.__table__)  # type: ignore[attr-defined]
+_FUNDS_ADD = insert(_funds)
+_OUTBOX_ADD = insert(Outbox.__table__)  # type: ignore[attr-defined]
+_LINES_ADD = insert(CreditLine.__table__)  # type: ignore[attr-defined]
+_FUNDS_LOCKED = (
+    core_select(_funds.c.id)
+    .where(_funds.c.project_id == bindparam("p"), _funds.c.funds_id == bindparam("f"))
+    .with_for_update()
+)
+# populate_existing: the values as of the lock, also for a row this session read before.
+_PROJECT_LOCKED = (
+    select(Project)
+    .where(Project.project_id == bindparam("p"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+
+
 # --- queries ---------------------------------------------------------------------------------
 
 
-def find_inbox(session: Session, key: str) -> Inbox | None:
-    return session.get(Inbox, key)
+def inbox_seen(session: Session, key: str) -> bool:
+    return session.connection().execute(_INBOX_SEEN, {"k": key}).first() is not None
+
+
+def add_inbox(
+    session: Session,
+    key: str,
+    subject: str,
+    stream_seq: int | None,
+    outcome: str,
+    received_at: dt.datetime,
+) -> None:
+    """Inserted at once: a replica that applied the same key first makes this fail."""
+    row = {
+        "key": key,
+        "subject": subject,
+        "stream_seq": stream_seq,
+        "outcome": outcome,
+        "received_at": received_at,
+    }
+    session.connection().execute(_INBOX_ADD, row)
+
+
+def set_inbox_outcome(session: Session, key: str, outcome: str) -> None:
+    session.connection().execute(_INBOX_OUTCOME, {"k": key, "outcome": outcome})
+
+
+def add_entry(session: Session, values: dict[str, Any]) -> int:
+    """A ledger row, inserted at once: a replica that wrote the same seq first makes this fail.
+    Returns its id."""
+    result = session.connection().execute(_ENTRY_ADD, values)
+    (entry_id,) = result.inserted_primary_key  # type: ignore[misc]
+    return int(entry_id)
+
+
+def add_funds_record(session: Session, record: FundsRecord) -> None:
+    """Insert a new record as it stands (not added to the session; its id stays None)."""
+    row = {
+        "project_id": record.project_id,
+        "funds_id": record.funds_id,
+        "amount_fen": record.amount_fen,
+        "currency": record.currency,
+        "arrived_on": record.arrived_on,
+        "form": record.form,
+        "payload": record.payload,
+        "event_id": record.event_id,
+        "state": record.state,
+        "hold_reason": record.hold_reason,
+        "holds": record.holds,
+        "entries": record.entries,
+    }
+    session.connection().execute(_FUNDS_ADD, row)
+
+
+def add_outbox(session: Session, row: Outbox) -> None:
+    """Insert an event to emit; `row` itself is only handed to the publisher."""
+    values = {
+        "msg_id": row.msg_id,
+        "source": row.source,
+        "subject": row.subject,
+        "body": row.body,
+        "published_at": row.published_at,
+    }
+    session.connection().execute(_OUTBOX_ADD, values)
+
+
+def add_credit_lines(session: Session, lines: list[dict[str, Any]]) -> None:
+    if lines:
+        session.connection().execute(_LINES_ADD, lines)
 
 
 def lock_project(session: Session, project_id: str) -> Project:
@@ -188,14 +284,12 @@ def lock_project(session: Session, project_id: str) -> Project:
     recognition at the same moment take turns, and the second sees what the first did. On
     SQLite the write lock taken by the inbox insert at the start of each message does the same.
     """
-    if session.get(Project, project_id) is None:
-        session.add(Project(project_id=project_id))
-        session.flush()  # two creating it at once: one fails on the key and is retried
-    row = session.exec(
-        select(Project).where(Project.project_id == project_id).with_for_update()
-    ).one()
-    session.refresh(row)  # the values as of the lock, not as first read
-    return row
+    row = session.execute(_PROJECT_LOCKED, {"p": project_id}).scalars().first()
+    if row is not None:
+        return row  # type: ignore[no-any-return]
+    session.add(Project(project_id=project_id))
+    session.flush()  # two creating it at once: one fails on the key and is retried
+    return session.execute(_PROJECT_LOCKED, {"p": project_id}).scalars().one()  # type: ignore[no-any-return]
 
 
 def funds_of(session: Session, project_id: str, *, lock: bool = False) -> list[FundsRecord]:
@@ -205,6 +299,12 @@ def funds_of(session: Session, project_id: str, *, lock: bool = False) -> list[F
     if lock:
         query = query.with_for_update()
     return list(session.exec(query).all())
+
+
+def funds_record_exists(session: Session, project_id: str, funds_id: str) -> bool:
+    """Whether the record is stored, locking it if so (PostgreSQL: FOR UPDATE)."""
+    found = session.connection().execute(_FUNDS_LOCKED, {"p": project_id, "f": funds_id})
+    return found.first() is not None
 
 
 def funds_record(

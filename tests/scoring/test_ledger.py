@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -99,3 +100,18 @@ def test_a_day_without_a_ruleset_holds_instead_of_failing() -> None:
     )
     (step,) = settle(r, project(), None, RULES)
     assert isinstance(step, Hold) and "no scoring ruleset in force on 2031-01-01" in step.reason
+
+
+def test_a_stored_lead_is_checked_once_and_each_score_gets_its_own_facts() -> None:
+    text = json.dumps(LEAD)
+    stored = ProjectState("TS01-X", json.loads(text), True, [], [], None, lead_json=text)
+    (first,) = settle(record(), stored, Decimal("6.5"), RULES)
+    assert isinstance(first, Credit) and first.scored.evaluation is not None
+    # A caller changing the facts it was given changes nothing for the next record.
+    facts = first.scored.evaluation.facts
+    facts["investor"]["origin"] = "inside_county"  # type: ignore[index]
+    (second,) = settle(record(), stored, Decimal("6.5"), RULES)
+    assert isinstance(second, Credit)
+    assert second.scored == first.scored
+    (plain,) = settle(record(), project(lead_=json.loads(text)), Decimal("6.5"), RULES)
+    assert isinstance(plain, Credit) and plain.scored == first.scored

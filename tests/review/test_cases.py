@@ -1,0 +1,125 @@
+"""Review's write path on a real database, without NATS: what each event announces.
+
+Funds and milestone events re-run recognition without new facts; the result is remembered
+per process (cases.py), so these tests pin down that nothing is announced that would not
+have been, and that a version published in between is still applied on the next event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.review import store
+from services.review.cases import apply
+from shared.db import create_tables, make_engine, unit_of_work
+from shared.rules import RulesetRegistry
+from tests.helpers import lead, uid
+
+ROOT = Path(__file__).resolve().parents[2]
+PROOFS = [
+    "investment_proof",
+    "signed_contract",
+    "filing_approval",
+    "business_license",
+    "funds_voucher",
+    "progress_images",
+    "land_use_certificate",
+]
+
+
+class Review:
+    def __init__(self, database_url: str, rules: RulesetRegistry) -> None:
+        self.engine = make_engine(database_url)
+        create_tables(self.engine, store.TABLES)
+        self.rules = rules
+
+    def send(self, kind: str, project_id: str, data: dict[str, Any], **kw: Any) -> list[dict]:
+        event = {"event_id": f"{kind}:{uid()}", "project_id": project_id, "data": data, **kw}
+        with unit_of_work(self.engine) as session:
+            rows = apply(session, f"project.{kind}", event, self.rules)
+            return [{"subject": r.subject, **json.loads(r.body)} for r in rows]
+
+    def funds(self, project_id: str) -> list[dict]:
+        data = {
+            "project_id": project_id,
+            "funds_id": uid(),
+            "amount": "1000000",
+            "currency": "CNY",
+            "arrived_on": "2022-05-10",
+            "form": "cash",
+        }
+        return self.send("funds", project_id, data)
+
+
+@pytest.fixture
+def rules() -> Iterator[RulesetRegistry]:
+    with RulesetRegistry.from_paths([ROOT / "rulesets"]) as registry:
+        yield registry
+
+
+@pytest.fixture
+def review(database_url: str, rules: RulesetRegistry) -> Iterator[Review]:
+    r = Review(database_url, rules)
+    yield r
+    r.engine.dispose()
+
+
+def recognitions(events: list[dict]) -> list[dict]:
+    return [e for e in events if e["subject"] == "review.recognition"]
+
+
+def test_funds_announce_nothing_new_until_a_published_version_decides_otherwise(
+    review: Review, rules: RulesetRegistry
+) -> None:
+    # Every landing proof but the progress images: not recognised, blocked by landing_proofs.
+    filed = [t for t in PROOFS if t != "progress_images"]
+    data = lead("TS01", documents=[{"type": t, "ref": t} for t in filed])
+    pid = f"TS01-{data['lead_id']}"
+    [first] = recognitions(review.send("lead", pid, data))
+    assert first["recognized"] is False and first["missing_proofs"] == ["progress_images"]
+    assert review.funds(pid) == []
+    assert review.funds(pid) == []
+
+    # The county no longer asks for progress images: the next funds event applies that.
+    text = (ROOT / "rulesets" / "review-2022.1.yaml").read_text(encoding="utf-8")
+    relaxed = text.replace('version: "2022.1"', 'version: "2022.2"', 1).replace(
+        "        - progress_images          # 反映投资规模和形象进度的影像资料\n", "", 1
+    )
+    assert relaxed.count("progress_images") == text.count("progress_images") - 1
+    rules.add_version(relaxed)
+    [after] = recognitions(review.funds(pid))
+    assert after["recognized"] is True and after["explanation"]["version"] == "2022.2"
+    assert review.funds(pid) == []
+
+
+def test_a_document_still_changes_recognition_after_funds(review: Review) -> None:
+    data = lead("TS02", documents=[{"type": t, "ref": t} for t in PROOFS[:-1]])
+    pid = f"TS02-{data['lead_id']}"
+    review.send("lead", pid, data)
+    assert review.funds(pid) == []
+    doc = {"project_id": pid, "type": "land_use_certificate", "ref": "LUC-1"}
+    [recognised] = recognitions(review.send("document", pid, doc))
+    assert recognised["recognized"] is True and recognised["missing_proofs"] == []
+    assert review.funds(pid) == []
+
+
+def test_a_stored_state_that_differs_is_announced_again(review: Review) -> None:
+    """Whatever the process remembers, the case row decides what is new (a lost update, or
+    another replica's write): a funds event announces recognition when they differ."""
+    data = lead("TS03", documents=[{"type": t, "ref": t} for t in PROOFS])
+    pid = f"TS03-{data['lead_id']}"
+    [first] = recognitions(review.send("lead", pid, data))
+    assert first["recognized"] is True
+    with unit_of_work(review.engine) as session:
+        case = session.get(store.Case, pid)
+        assert case is not None
+        case.recognition_state = None
+        session.add(case)
+    [again] = recognitions(review.funds(pid))
+    assert again == first
+    assert review.funds(pid) == []
