@@ -96,7 +96,11 @@ class Identity:
 
 
 def consumer_api(stream: str, durable: str) -> tuple[str, ...]:
-    """Create/look up one named durable on one stream, pull from it, ack it: nothing else."""
+    """Create/look up one named durable on one stream, pull from it, ack it: nothing else.
+
+    Plus reading the stream by sequence: a replica waiting its turn asks whether anything
+    for its consumer lies below its messages (shared/messaging.py).
+    """
     return (
         f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
         f"$JS.API.CONSUMER.CREATE.{stream}.{durable}",
@@ -104,6 +108,7 @@ def consumer_api(stream: str, durable: str) -> tuple[str, ...]:
         f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
         f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
         f"$JS.ACK.{stream}.{durable}.>",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
     )
 
 

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from nats.aio.msg import Msg
@@ -203,38 +204,75 @@ class _Turns:
     message and after each hole (a jump in the consumer's delivery sequence, or a
     redelivery) we wait until the consumer's ack floor, one below the oldest unsettled
     message, has reached this one; or until everything unsettled is ours. The holder of
-    the oldest message never waits, so replicas take turns instead of deadlocking; a lone
-    replica has no holes and asks the server once per batch.
+    the oldest message never waits, so replicas take turns; a lone replica has no holes and
+    asks the server once per batch.
+
+    An older message that nobody holds (nak'd, or held by a replica that died and back
+    after ack_wait) moves only when someone pulls: so while we wait we pull too, and take
+    what comes in stream order. Without that, two waiting replicas starved such a message
+    until it ran out of deliveries (the replica fault test caught it).
     """
+
+    PULL_EVERY_S = 0.25
 
     def __init__(self, psub: JetStreamContext.PullSubscription, settings: Settings) -> None:
         self.psub = psub
-        # A replica that died holding older messages: they come back after ack_wait, to
-        # whoever pulls, so we stop waiting then and hand ours back.
-        self.patience = max(2.0, float(settings.ack_wait_s))
+        self.batch_size = settings.batch_size
+        self.keepalive = max(1.0, settings.ack_wait_s / 3)
+        # Only if the server's view never lets us on (it should): give ours back then.
+        self.patience = 10.0 * max(2.0, float(settings.ack_wait_s))
 
     async def ready(self, msgs: list[Msg], i: int) -> bool:
+        """True when msgs[i] may be settled now; msgs[i:] may gain older messages first."""
         if i > 0 and _follows(msgs[i - 1], msgs[i]):
             return True
-        seq = stream_seq(msgs[i])
-        if seq is None:
-            return True
-        ours = len(msgs) - i
-        deadline = time.monotonic() + self.patience
+        start = time.monotonic()
+        next_pull = start + self.PULL_EVERY_S
+        next_keepalive = start + self.keepalive
         delay = 0.005
         while True:
-            info = await self.psub.consumer_info()
-            if info.ack_floor.stream_seq + 1 >= seq or info.num_ack_pending <= ours:
+            seq = stream_seq(msgs[i])
+            if seq is None:
                 return True
-            if time.monotonic() > deadline:
-                log.info(
-                    "older messages held elsewhere for %.0fs; handing ours back", self.patience
-                )
+            info = await self.psub.consumer_info()
+            if info.ack_floor.stream_seq + 1 >= seq or info.num_ack_pending <= len(msgs) - i:
+                return True
+            if await self._nothing_older(info, seq):
+                return True
+            now = time.monotonic()
+            if now - start > self.patience:
+                log.warning("waited %.0fs for older messages; handing ours back", self.patience)
                 return False
+            if now >= next_pull:
+                next_pull = now + self.PULL_EVERY_S
+                more = await _waiting(self.psub, self.batch_size)
+                if more:
+                    msgs[i:] = sorted(msgs[i:] + more, key=lambda m: stream_seq(m) or 0)
+                    continue
+            if now >= next_keepalive:
+                next_keepalive = now + self.keepalive
+                for m in msgs[i:]:
+                    await m.in_progress()
             await asyncio.sleep(delay)
             delay = min(0.1, delay * 2)
-            for m in msgs[i:]:
-                await m.in_progress()
+
+    async def _nothing_older(self, info: Any, seq: int) -> bool:
+        """No message for this consumer between the ack floor and `seq`.
+
+        The server moves the floor over other subjects' messages only when it finds the
+        next one delivered, so after a gap it can stay below the oldest unsettled message;
+        the stream itself says whether anything of ours lies in between.
+        """
+        subject = info.config.filter_subject
+        if not subject:
+            return False
+        try:
+            first = await self.psub._js.get_msg(
+                info.stream_name, seq=info.ack_floor.stream_seq + 1, subject=subject, next=True
+            )
+        except nats.js.errors.NotFoundError:
+            return True
+        return first.seq is not None and first.seq >= seq
 
 
 def _follows(prev: Msg, msg: Msg) -> bool:

@@ -35,15 +35,16 @@ async def nats_url(tmp_path: Path) -> AsyncIterator[str]:
 
 
 def settings_for(url: str, **overrides: object) -> Settings:
-    return dataclasses.replace(
-        Settings.from_env(), nats_url=url, ack_wait_s=5, max_deliver=3, **overrides
-    )
+    values: dict[str, object] = {"nats_url": url, "ack_wait_s": 5, "max_deliver": 3}
+    return dataclasses.replace(Settings.from_env(), **(values | overrides))  # type: ignore[arg-type]
 
 
-async def replica(settings: Settings, name: str, work, calls: list[str], work_run=None):  # type: ignore[no-untyped-def]
+async def replica(  # type: ignore[no-untyped-def]
+    settings: Settings, name: str, work, calls: list[str], work_run=None, subject="project.>"
+):
     broker = make_broker(settings, name)
     sub = durable_subscriber(
-        broker, "project.>", stream="PROJECT", durable="ordering", settings=settings
+        broker, subject, stream="PROJECT", durable="ordering", settings=settings
     )
 
     @sub
@@ -92,8 +93,11 @@ async def test_a_backlog_is_taken_in_batches_in_order(nats_url: str) -> None:
     assert len(calls) <= 30, f"{len(calls)} handler calls for 300 messages"
 
 
-async def test_two_replicas_take_turns_in_stream_order(nats_url: str) -> None:
-    """Interleaved batches must not let a message overtake an older one held by the other."""
+@pytest.mark.parametrize("subject", ["project.>", "project.k0"])
+async def test_two_replicas_take_turns_in_stream_order(nats_url: str, subject: str) -> None:
+    """Interleaved batches must not let a message overtake an older one held by the other;
+    with project.k0 the consumer sees every third message of the stream (the ack floor
+    then lags over the others' messages)."""
     started: list[tuple[str, int]] = []
     running: set[int] = set()
     overlaps: list[tuple[int, int]] = []
@@ -111,15 +115,18 @@ async def test_two_replicas_take_turns_in_stream_order(nats_url: str) -> None:
 
     settings = settings_for(nats_url, batch_size=16)
     calls: list[str] = []
-    brokers = [await replica(settings, name, work_for(name), calls) for name in ("a", "b")]
+    brokers = [
+        await replica(settings, name, work_for(name), calls, subject=subject) for name in ("a", "b")
+    ]
+    expected = [n for n in range(600) if subject == "project.>" or n % 3 == 0]
     try:
-        await publish(nats_url, 400, pause=0.001)
-        await until(lambda: len(started) >= 400)
+        await publish(nats_url, 600, pause=0.001)
+        await until(lambda: len(started) >= len(expected))
     finally:
         for broker in brokers:
             await broker.stop()
     order = [n for _, n in started]
-    assert order == list(range(400)), "processed out of stream order, or twice"
+    assert order == expected, "processed out of stream order, or twice"
     assert not overlaps, f"a replica worked while the other had an older message: {overlaps[:5]}"
     assert {name for name, _ in started} == {"a", "b"}, "one replica did everything"
 
@@ -199,3 +206,44 @@ async def test_runs_are_settled_together_and_a_failing_run_one_by_one(nats_url: 
     assert done == list(range(120))
     assert runs and max(runs) > 1, "no run was settled together"
     assert sum(runs) < 120, "the failing run was not settled one by one"
+
+
+async def test_a_message_held_by_a_dead_replica_is_taken_in_order_without_handing_back(
+    nats_url: str,
+) -> None:
+    """The oldest message is held by a replica that died: after ack_wait it is redelivered,
+    and the live replica, waiting with newer ones, pulls it and goes on in order; no message
+    is handed back (each handing back costs a delivery, and deliveries run out)."""
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    await publish(nats_url, 50)
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    config = ConsumerConfig(
+        durable_name="ordering",
+        filter_subject="project.>",
+        ack_policy=AckPolicy.EXPLICIT,
+        max_ack_pending=16,
+        ack_wait=5,
+        max_deliver=4,
+    )
+    dead = await js.pull_subscribe("project.>", durable="ordering", stream="PROJECT", config=config)
+    held = await dead.fetch(1, timeout=2)  # and never acked: the replica "dies"
+    assert int(held[0].data) == 0
+    done: list[int] = []
+    deliveries: dict[int, int] = {}
+
+    async def work(msg: Msg) -> None:
+        done.append(int(msg.data))
+        deliveries[int(msg.data)] = msg.metadata.num_delivered
+
+    settings = settings_for(nats_url, batch_size=16, max_deliver=3)
+    broker = await replica(settings, "live", work, [])
+    try:
+        await until(lambda: len(done) >= 50, timeout=40)
+    finally:
+        await broker.stop()
+        await nc.close()
+    assert done == list(range(50))
+    handed_back = sorted(n for n, times in deliveries.items() if times > 1 and n != 0)
+    assert deliveries[0] == 2 and not handed_back, f"handed back: {handed_back}"

@@ -76,11 +76,17 @@ for _subject, _model, _what in (
 
 
 async def handle(msg: Msg) -> None:
-    event = json.loads(msg.data)
+    await handle_run([msg])
+
+
+async def handle_run(msgs: list[Msg]) -> None:
+    """Apply `msgs` in order in one transaction, then publish the events they cause."""
+    events = [(msg.subject, json.loads(msg.data)) for msg in msgs]
+    in_force = rules()
 
     def transaction() -> list[store.Outbox]:
         with unit_of_work(engine()) as session:
-            return apply(session, msg.subject, event, rules())
+            return [row for subject, e in events for row in apply(session, subject, e, in_force)]
 
     rows = await asyncio.to_thread(transaction)
     await outbox.publish(broker, engine(), store.Outbox, rows)
@@ -99,7 +105,9 @@ project_events = durable_subscriber(
 
 @project_events
 async def on_project_event(message: NatsMessage) -> None:
-    await consume_in_order(message.raw_message, project_events, broker, SERVICE, settings, handle)
+    await consume_in_order(
+        message.raw_message, project_events, broker, SERVICE, settings, handle, work_run=handle_run
+    )
 
 
 _stop_following = None

@@ -139,30 +139,45 @@ def retrying(work: Callable[[], T], attempts: int = 6) -> T:
 
 
 async def process(msg: Msg) -> None:
-    subject = msg.subject
-    try:
-        event = parse(subject, msg.data)
-    except BadInput as exc:
-        # Retrying cannot fix it: straight to the dead-letter stream, with the reason.
-        log.error("scoring: dead-lettered bad input: %s", exc)
-        await dead_letter(broker, SERVICE, msg, exc, delivery_count(msg))
-        MESSAGES.labels(subject=subject, outcome="bad_input").inc()
+    await process_run([msg])
+
+
+async def process_run(msgs: list[Msg]) -> None:
+    """Apply `msgs` in order in one transaction, then publish the events they cause."""
+    items = []
+    for msg in msgs:
+        subject = msg.subject
+        try:
+            event = parse(subject, msg.data)
+        except BadInput as exc:
+            # Retrying cannot fix it: straight to the dead-letter stream, with the reason.
+            log.error("scoring: dead-lettered bad input: %s", exc)
+            await dead_letter(broker, SERVICE, msg, exc, delivery_count(msg))
+            MESSAGES.labels(subject=subject, outcome="bad_input").inc()
+            continue
+        if event is None:
+            MESSAGES.labels(subject=subject, outcome="skipped").inc()
+            continue
+        items.append((subject, event, inbox_key(subject, event, msg.headers, msg.data), msg))
+    if not items:
         return
-    if event is None:
-        MESSAGES.labels(subject=subject, outcome="skipped").inc()
-        return
-    key, seq = inbox_key(subject, event, msg.headers, msg.data), stream_seq(msg)
     rules_in_force = rules()
 
-    def transaction() -> Applied:
+    def transaction() -> list[Applied]:
+        now = dt.datetime.now(dt.UTC)
         with unit_of_work(engine()) as session:
-            return apply(session, event, key, subject, seq, rules_in_force, dt.datetime.now(dt.UTC))
+            return [
+                apply(session, event, key, subject, stream_seq(msg), rules_in_force, now)
+                for subject, event, key, msg in items
+            ]
 
+    # A lost race (another replica, same project) retries the whole run: it then sees the winner.
     applied = await asyncio.to_thread(retrying, transaction)
-    await outbox.publish(broker, engine(), store.Outbox, applied.outbox)  # type: ignore[arg-type]
-    for row in applied.outbox:
-        EMITTED.labels(subject=row.subject).inc()
-    MESSAGES.labels(subject=subject, outcome=applied.outcome).inc()
+    for (subject, *_), result in zip(items, applied, strict=True):
+        await outbox.publish(broker, engine(), store.Outbox, result.outbox)  # type: ignore[arg-type]
+        for row in result.outbox:
+            EMITTED.labels(subject=row.subject).inc()
+        MESSAGES.labels(subject=subject, outcome=result.outcome).inc()
 
 
 project_events = durable_subscriber(
@@ -179,7 +194,15 @@ project_events = durable_subscriber(
 
 @project_events
 async def on_project(message: NatsMessage) -> None:
-    await consume_in_order(message.raw_message, project_events, broker, SERVICE, settings, process)
+    await consume_in_order(
+        message.raw_message,
+        project_events,
+        broker,
+        SERVICE,
+        settings,
+        process,
+        work_run=process_run,
+    )
 
 
 recognitions = durable_subscriber(
@@ -195,7 +218,9 @@ recognitions = durable_subscriber(
 
 @recognitions
 async def on_recognition(message: NatsMessage) -> None:
-    await consume_in_order(message.raw_message, recognitions, broker, SERVICE, settings, process)
+    await consume_in_order(
+        message.raw_message, recognitions, broker, SERVICE, settings, process, work_run=process_run
+    )
 
 
 async def on_rules_loaded(msg: Msg) -> None:
