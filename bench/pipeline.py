@@ -183,15 +183,94 @@ async def run_baseline(n_funds: int, per: int, durable: bool = False) -> dict[st
             arrived[msg.headers["Nats-Msg-Id"].split(":", 3)[-1]] = time.perf_counter()
 
         await nc.subscribe("score.*", cb=on_final)
+        pids = {f"relay{i}": p.pid for i, p in enumerate(procs, 1)}
+        pids["nats-server"] = server.proc.pid
+        cpu_start = {n: cpu_s(p) for n, p in pids.items()}
         sent = await publish_timed(js, funds_msgs)
         deadline = time.monotonic() + 300
         while len(arrived) < len(sent) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
+        await until_quiet(pids)
+        result = summarise("durable relay" if durable else "raw relay", sent, arrived)
+        result["cpu_ms_per_event"] = {
+            n: round((cpu_s(p) - cpu_start[n]) * 1000 / max(1, len(sent)), 2)
+            for n, p in pids.items()
+        }
         for p in procs:
             p.terminate()
             p.wait(10)
         await nc.close()
-        return summarise("durable relay" if durable else "raw relay", sent, arrived)
+        return result
+
+
+def cpu_table(runs: list[dict[str, Any]]) -> str:
+    names = list(dict.fromkeys(n for r in runs for n in r["cpu_ms_per_event"]))
+    head = "| path | " + " | ".join(names) + " | sum |"
+    rows = [head, "|---" * (len(names) + 2) + "|"]
+    for r in runs:
+        cpu = r["cpu_ms_per_event"]
+        cells = " | ".join(str(cpu.get(n, "")) for n in names)
+        rows.append(f"| {r['name']} | {cells} | {sum(cpu.values()):.2f} |")
+    return "\n".join(rows)
+
+
+def render_doc(  # type: ignore[no-untyped-def]
+    args, machine, stamp, lines, ratio, baseline, durable, real, rss
+) -> str:
+    cores = os.cpu_count() or 1
+    total = sum(real["cpu_ms_per_event"].values())
+    bound = cores * 1000 / max(0.01, total)
+    services_line = ", ".join(
+        f"{n} {v}" for n, v in real["cpu_ms_per_event"].items() if n != "nats-server"
+    )
+    rss_line = ", ".join(f"{n} {rss['start'][n]} → {rss['end'][n]}" for n in rss["start"])
+    return f"""# Performance
+
+Measured by `.venv/bin/python bench/pipeline.py --leads {args.leads} --funds-per-lead
+{args.funds_per_lead}` on {machine}, {stamp}. Each funds record is published by a unit and
+ends as one `score.credited`; the baselines move the same bodies through the same streams.
+
+{chr(10).join(lines)}
+
+Ratio investflow / raw relay: **{ratio:.3f}** (target ≥ 0.6); investflow / durable relay:
+{real["events_per_s"] / max(0.1, durable["events_per_s"]):.3f}.
+Leads/s (lead stored, screened and recognised): {real["leads_per_s"]}.
+
+## Where the floor is
+
+CPU per funds record in each process, counted until every service has drained (notify works on
+after the last credit: its backlog, then the deliveries):
+
+{cpu_table([baseline, durable, real])}
+
+Everything runs on {cores} cores, the services, the nats-server and the publisher together, so
+the work itself bounds throughput: {total:.2f} ms of CPU per funds record allows at most
+{bound:.0f} records/s here, whatever the batching (the credit rate above can beat it for a
+burst, since notify catches up after the last credit). The raw relay spends a fraction of a
+millisecond per hop because it only moves bytes; the durable relay adds the least an
+exactly-once service must do (an inbox row and an outbox row per message, committed before
+the ack) and shows that storage alone is not the cost. What investflow does on top, per funds
+record: intake validates the payload against the contract and checks the project in its
+tables; review and scoring evaluate their rulesets (durable_rules) and write the explanation
+with every decision; scoring keeps a ledger with row locks; notify applies the facts it keeps,
+plans who hears of the credit and renders the message. Each is a few SQLAlchemy statements
+and some pydantic work per message: {services_line} ms. A ratio of 0.6 would need all of
+that in about {cores * 1000 / (0.6 * max(1.0, baseline["events_per_s"])):.1f} ms per record on
+this machine: not reachable in Python with a database transaction per service, so the
+target does not hold; more cores would raise the bound (the services run in parallel, one
+process each), replicas would not (they take turns, to keep order).
+
+What was tuned (numbers from the same command): each consumer takes the messages already
+waiting (up to `INVESTFLOW_BATCH`, 64) per fetch and stores a run of them in one transaction;
+outbox rows are marked published in the background; notify loads a project only for events
+that can alert and claims deliveries in batches; scoring writes with prebuilt Core statements;
+review reuses a recognition while its inputs are unchanged. Before: 27.2 ms CPU per funds
+record, 67-96 records/s (ratio 0.03-0.06).
+
+RSS (MB) per service, start → end: {rss_line}.
+
+The rules engine alone: `bench/rules.py`; the what-if replay: `bench/whatif.py`.
+"""
 
 
 def main() -> None:
@@ -232,6 +311,12 @@ def main() -> None:
         "ratio investflow / durable relay (events/s): "
         f"{real['events_per_s'] / max(0.1, durable['events_per_s']):.3f}"
     )
+    for r in (baseline, durable):
+        print(
+            f"CPU ms per funds record, {r['name']}: "
+            + ", ".join(f"{n} {v}" for n, v in r["cpu_ms_per_event"].items())
+            + f"; sum {sum(r['cpu_ms_per_event'].values()):.2f}"
+        )
     cpu = real["cpu_ms_per_event"]
     cpu_line = (
         "CPU ms per funds record: "
@@ -260,14 +345,7 @@ def main() -> None:
     out.write_text(json.dumps(record, indent=2))
     doc = ROOT / "docs" / "performance.md"
     doc.write_text(
-        "# Performance\n\nMeasured by `.venv/bin/python bench/pipeline.py "
-        f"--leads {args.leads} --funds-per-lead {args.funds_per_lead}` on {machine}, {stamp}.\n\n"
-        + "\n".join(lines)
-        + f"\n\nRatio investflow / raw relay: **{ratio:.3f}** (target ≥ 0.6). Leads/s: {real['leads_per_s']}.\n\n"
-        "RSS (MB) per service, start → end: "
-        + ", ".join(f"{n} {rss['start'][n]} → {rss['end'][n]}" for n in rss["start"])
-        + "\n\nThe rules engine alone: `bench/rules.py`; the what-if replay: `bench/whatif.py`.\n",
-        encoding="utf-8",
+        render_doc(args, machine, stamp, lines, ratio, baseline, durable, real, rss), "utf-8"
     )
     print(f"wrote {out.relative_to(ROOT)} and docs/performance.md")
 
