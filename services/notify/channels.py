@@ -123,8 +123,10 @@ def _parsed_header(policy: EmailPolicy, name: str, value: str) -> tuple[str, Any
 EMAIL_POLICY = _EmailPolicy(header_factory=_HeaderClasses())
 
 
-def build_email(note: Outgoing, sender: str, html_of: Any) -> EmailMessage:
-    msg = EmailMessage(policy=EMAIL_POLICY)
+def build_email(
+    note: Outgoing, sender: str, html_of: Any, policy: EmailPolicy = EMAIL_POLICY
+) -> EmailMessage:
+    msg = EmailMessage(policy=policy)
     msg["From"] = sender
     msg["To"] = ", ".join(note.target["to"])
     msg["Subject"] = note.subject

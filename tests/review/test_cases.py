@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from samples.workload import PROOFS as WORKLOAD_PROOFS
 from services.review import store
 from services.review.cases import apply
 from shared.db import create_tables, make_engine, unit_of_work
@@ -21,15 +22,7 @@ from shared.rules import RulesetRegistry
 from tests.helpers import lead, uid
 
 ROOT = Path(__file__).resolve().parents[2]
-PROOFS = [
-    "investment_proof",
-    "signed_contract",
-    "filing_approval",
-    "business_license",
-    "funds_voucher",
-    "progress_images",
-    "land_use_certificate",
-]
+PROOFS = list(WORKLOAD_PROOFS)
 
 
 class Review:
