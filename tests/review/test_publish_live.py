@@ -17,8 +17,13 @@ ORIGINAL = (REPO_ROOT / "rulesets" / "review-2022.1.yaml").read_text(encoding="u
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "investflow.main", "rules", *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "investflow.main", "rules", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def version(text: str, number: str) -> str:
@@ -31,17 +36,25 @@ async def screened(system, unit: str) -> dict:
     await publish(system.js, f"intake.{unit}.lead", data)
     await idle(system.js)
     pid = f"{unit}-{data['lead_id']}"
-    [event] = [e for e in await read_subject(system.js, "REVIEW", "review.screened") if e["project_id"] == pid]
+    [event] = [
+        e
+        for e in await read_subject(system.js, "REVIEW", "review.screened")
+        if e["project_id"] == pid
+    ]
     return event
 
 
-async def test_publish_changes_the_next_decision_and_bad_versions_are_refused(system, tmp_path: Path) -> None:
+async def test_publish_changes_the_next_decision_and_bad_versions_are_refused(
+    system, tmp_path: Path
+) -> None:
     before = await screened(system, "TS01")
     assert before["outcome"] == "terminated" and before["reasons"] == ["industry_out_of_scope"]
 
     # A policy change: the county adds an industry to its catalogue.
     widened = version(ORIGINAL, "2022.2").replace(
-        "      - modern_services            # 现代服务业", "      - modern_services\n      - quantum_computing", 1
+        "      - modern_services            # 现代服务业",
+        "      - modern_services\n      - quantum_computing",
+        1,
     )
     (tmp_path / "review-2022.2.yaml").write_text(widened, encoding="utf-8")
     done = cli("publish", str(tmp_path / "review-2022.2.yaml"), "--url", system.nats_url)
@@ -53,13 +66,17 @@ async def test_publish_changes_the_next_decision_and_bad_versions_are_refused(sy
     assert after["explanation"]["version"] == "2022.2"
 
     # Invalid: a parameter of the wrong type. Refused, nothing published.
-    broken = version(ORIGINAL, "2022.3").replace("industry_catalogue:", "industry_catalogue_typo:", 1)
+    broken = version(ORIGINAL, "2022.3").replace(
+        "industry_catalogue:", "industry_catalogue_typo:", 1
+    )
     (tmp_path / "review-2022.3.yaml").write_text(broken, encoding="utf-8")
     refused = cli("publish", str(tmp_path / "review-2022.3.yaml"), "--url", system.nats_url)
     assert refused.returncode == 1 and "not published" in refused.stdout
 
     # Valid YAML that fails the rule tests: real estate no longer terminated. Refused too.
-    lax = version(ORIGINAL, "2022.4").replace("id: real_estate_excluded", "id: real_estate_excluded_off", 1)
+    lax = version(ORIGINAL, "2022.4").replace(
+        "id: real_estate_excluded", "id: real_estate_excluded_off", 1
+    )
     (tmp_path / "review-2022.4.yaml").write_text(lax, encoding="utf-8")
     failing = cli("publish", str(tmp_path / "review-2022.4.yaml"), "--url", system.nats_url)
     assert failing.returncode == 1 and "rule test failed" in failing.stdout
