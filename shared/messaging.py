@@ -219,6 +219,9 @@ class _Turns:
         self.psub = psub
         self.batch_size = settings.batch_size
         self.keepalive = max(1.0, settings.ack_wait_s / 3)
+        # From the fetch: a batch waits and works across many calls, and every message
+        # must be kept from redelivery (ack_wait) until it is settled.
+        self.last_keepalive = time.monotonic()
         # Only if the server's view never lets us on (it should): give ours back then.
         self.patience = 10.0 * max(2.0, float(settings.ack_wait_s))
 
@@ -228,7 +231,6 @@ class _Turns:
             return True
         start = time.monotonic()
         next_pull = start + self.PULL_EVERY_S
-        next_keepalive = start + self.keepalive
         delay = 0.005
         while True:
             seq = stream_seq(msgs[i])
@@ -247,14 +249,20 @@ class _Turns:
                 next_pull = now + self.PULL_EVERY_S
                 more = await _waiting(self.psub, self.batch_size)
                 if more:
-                    msgs[i:] = sorted(msgs[i:] + more, key=lambda m: stream_seq(m) or 0)
+                    msgs[i:] = _merged(msgs[i:], more)
                     continue
-            if now >= next_keepalive:
-                next_keepalive = now + self.keepalive
-                for m in msgs[i:]:
-                    await m.in_progress()
+            await self.keep_alive(msgs, i)
             await asyncio.sleep(delay)
             delay = min(0.1, delay * 2)
+
+    async def keep_alive(self, msgs: list[Msg], i: int) -> None:
+        """Tell the server msgs[i:] are being worked on, every third of ack_wait."""
+        now = time.monotonic()
+        if now - self.last_keepalive < self.keepalive:
+            return
+        self.last_keepalive = now
+        for m in msgs[i:]:
+            await m.in_progress()
 
     async def _nothing_older(self, info: Any, seq: int) -> bool:
         """No message for this consumer between the ack floor and `seq`.
@@ -273,6 +281,15 @@ class _Turns:
         except nats.js.errors.NotFoundError:
             return True
         return first.seq is not None and first.seq >= seq
+
+
+def _merged(held: list[Msg], more: list[Msg]) -> list[Msg]:
+    """`held` and `more` in stream order, once each: a message redelivered to us while we
+    held it comes back as a second copy, and the latest delivery is the one to settle."""
+    latest: dict[int, Msg] = {}
+    for m in [*held, *more]:
+        latest[stream_seq(m) or 0] = m
+    return [latest[k] for k in sorted(latest)]
 
 
 def _follows(prev: Msg, msg: Msg) -> bool:
@@ -323,6 +340,8 @@ async def settle_in_order(
     """
     i = 0
     while i < len(msgs):
+        if turn is not None:
+            await turn.keep_alive(msgs, i)
         if turn is not None and not await turn.ready(msgs, i):
             for rest in msgs[i:]:
                 await rest.nak()  # the server hands them out again, after the older ones
