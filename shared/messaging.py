@@ -342,10 +342,10 @@ async def settle_in_order(
     while i < len(msgs):
         if turn is not None:
             await turn.keep_alive(msgs, i)
-        if turn is not None and not await turn.ready(msgs, i):
-            for rest in msgs[i:]:
-                await rest.nak()  # the server hands them out again, after the older ones
-            return
+            if not await turn.ready(msgs, i):
+                for rest in msgs[i:]:
+                    await rest.nak()  # the server hands them out again, after the older ones
+                return
         end = i + 1
         while end < len(msgs) and _follows(msgs[end - 1], msgs[end]):
             end += 1

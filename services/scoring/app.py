@@ -45,6 +45,7 @@ from shared.messaging import (
     delivery_count,
     durable_subscriber,
     make_broker,
+    stream_seq,
 )
 from shared.rules import RulesetRegistry, published
 from shared.rules.ruletest import gate_on_rule_tests
@@ -113,13 +114,6 @@ broker.publisher(
 
 
 # --- one message -----------------------------------------------------------------------------
-
-
-def stream_seq(msg: Msg) -> int | None:
-    try:
-        return int(msg.metadata.sequence.stream)
-    except Exception:  # a core message in unit tests
-        return None
 
 
 T = TypeVar("T")
