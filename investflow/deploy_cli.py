@@ -29,15 +29,31 @@ from .services import SERVICES, ServiceSpec
 RULES_BUCKET = "investflow_rulesets"  # shared.rules.published.BUCKET (imported lazily there)
 KV_STREAM = f"KV_{RULES_BUCKET}"
 
-# Until the services can be told an inbox prefix of their own (NATS_INBOX_PREFIX), they and the
-# operators' tools receive replies on the default `_INBOX.>`. Units never get it: each has its
-# own `_INBOX_<unit>.>`, so no unit can read another's replies or a service's pulled messages.
+# The account that holds every stream. Only the admin signs in to it: a client can name any
+# reply subject, and JetStream sends its acknowledgement (or a pulled message) there, so a
+# client in the streams' account could get that stored in any stream. Every other identity
+# has an account of its own and reaches the streams through imports of exactly what it
+# needs; replies to it are routed back into its own account, where no stream is.
+STREAMS_ACCOUNT = "INVESTFLOW"
+
+# Each identity's reply subjects. Pulled messages, acks and API answers come back mapped to
+# its account whatever the prefix; pushed deliveries (ordered consumers, KV watches) are
+# exported to it on this prefix only, so nobody receives another's.
 SHARED_INBOX = "_INBOX.>"
 
 
 def unit_inbox(unit: str) -> str:
     """The inbox prefix a unit's client must connect with (nats-py: inbox_prefix=...)."""
     return f"_INBOX_{unit}"
+
+
+def own_inbox(name: str) -> str:
+    """The inbox prefix a service or the Center's tools connect with (NATS_INBOX_PREFIX)."""
+    return f"_INBOX_{name}"
+
+
+# The units' inboxes (shared/streams.py): one stream per unit, expanded from the directory.
+UNIT_INBOXES = "INTAKE_<unit>"
 
 
 @dataclass(frozen=True)
@@ -54,7 +70,7 @@ class ServiceAccess:
 # a service that starts reading or emitting something new fails that test until it is here.
 SERVICE_ACCESS: dict[str, ServiceAccess] = {
     "intake": ServiceAccess(
-        consumes=("INTAKE",),
+        consumes=("INTAKE", UNIT_INBOXES),
         # intake.*.*: the HTTP gateway publishes a request onto the unit's subject after
         # checking that unit's bearer token; the stream stays the one write path.
         publishes=("project.*", "intake.rejected.*.*", "intake.*.*"),
@@ -87,12 +103,22 @@ class Identity:
     description: str
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
+    # Of `subscribe`: live messages another identity publishes, as (subject, publisher): the
+    # publisher's account exports them to this one (a message that entered the streams'
+    # account through an import travels no further). The rest are its own reply subjects.
+    delivered: tuple[tuple[str, str], ...] = ()
 
     @property
     def seed_file(self) -> str:
         """Relative to the secrets dir: nats/units/TS01.nk, nats/services/review.nk, nats/ops/admin.nk."""
         folder = {"unit": "units", "service": "services"}.get(self.role, "ops")
         return f"nats/{folder}/{self.name}.nk"
+
+    @property
+    def account(self) -> str:
+        if self.name == "admin":
+            return STREAMS_ACCOUNT
+        return {"unit": "UNIT", "service": "SVC"}.get(self.role, "OPS") + f"_{self.name}"
 
 
 def consumer_api(stream: str, durable: str) -> tuple[str, ...]:
@@ -114,6 +140,7 @@ def consumer_api(stream: str, durable: str) -> tuple[str, ...]:
 
 # Following the published rulesets (shared/rules/published.py): look the bucket up (create it
 # when nobody published yet), watch it through an ordered consumer, answer its flow control.
+# Consumers on the bucket's stream only: no service's durable lives there.
 RULES_READ = (
     f"$JS.API.STREAM.INFO.{KV_STREAM}",
     f"$JS.API.STREAM.CREATE.{KV_STREAM}",
@@ -132,10 +159,20 @@ def unit_identity(code: str, description: str) -> Identity:
         description=description,
         publish=(f"intake.{code}.*",),
         subscribe=(f"intake.rejected.{code}.>", f"{unit_inbox(code)}.>"),
+        delivered=((f"intake.rejected.{code}.>", "intake"),),
     )
 
 
-def service_identity(spec: ServiceSpec) -> Identity:
+def _streams(access: ServiceAccess, units: Iterable[str]) -> list[str]:
+    from shared.streams import unit_stream_name
+
+    out: list[str] = []
+    for stream in access.consumes:
+        out += [unit_stream_name(u) for u in sorted(units)] if stream == UNIT_INBOXES else [stream]
+    return out
+
+
+def service_identity(spec: ServiceSpec, units: Iterable[str] = ()) -> Identity:
     access = SERVICE_ACCESS.get(spec.name)
     if access is None:
         raise SystemExit(
@@ -143,13 +180,17 @@ def service_identity(spec: ServiceSpec) -> Identity:
             f"add it to SERVICE_ACCESS in {__file__}"
         )
     durable = spec.durable or spec.name
-    publish = [*access.publishes, f"dlq.{spec.name}.>"]
-    for stream in access.consumes:
+    # $JS.API.INFO: importing it from the streams' account is what stops the server from
+    # answering this account's JetStream requests itself ("JetStream not enabled for
+    # account"; nats-server enableJetStreamInfoServiceImportOnly).
+    publish = [*access.publishes, f"dlq.{spec.name}.>", "$JS.API.INFO"]
+    for stream in _streams(access, units):
         publish += consumer_api(stream, durable)
-    subscribe = [SHARED_INBOX]
+    subscribe = [SHARED_INBOX, f"{own_inbox(spec.name)}.>"]
     if spec.rules or access.follows_rules:
+        # Its own load announcements come back within its account (scoring re-settles
+        # records a new version now covers); the Center hears them through an export.
         publish += [*RULES_READ, f"rules.loaded.{spec.name}"]
-        # Its own load announcements: scoring re-settles records a new version now covers.
         subscribe.append(f"rules.loaded.{spec.name}")
     return Identity(
         name=spec.name,
@@ -160,41 +201,56 @@ def service_identity(spec: ServiceSpec) -> Identity:
     )
 
 
-CENTER_STAFF = Identity(
-    name="center",
-    role="ops",
-    description="the Center's staff tools (项目建设服务中心): publish/roll back rulesets, read every stream",
-    publish=(
-        f"$KV.{RULES_BUCKET}.>",
-        f"$JS.API.DIRECT.GET.{KV_STREAM}.>",
-        f"$JS.API.STREAM.MSG.GET.{KV_STREAM}",
-        f"$JS.API.STREAM.CREATE.{KV_STREAM}",
-        f"$JS.API.CONSUMER.CREATE.{KV_STREAM}.>",
-        "$JS.API.INFO",
-        "$JS.API.STREAM.NAMES",
-        "$JS.API.STREAM.LIST",
-        "$JS.API.STREAM.INFO.*",
-        "$JS.API.STREAM.MSG.GET.*",
-        "$JS.API.CONSUMER.LIST.*",
-        "$JS.API.CONSUMER.NAMES.*",
-        "$JS.API.CONSUMER.INFO.*.*",
-        # Read-only replays: ephemeral consumers only (no name, so no service's durable can be
-        # redefined), with their flow control.
-        "$JS.API.CONSUMER.CREATE.*",
-        "$JS.FC.>",
-    ),
-    subscribe=(
-        "rules.loaded.*",
-        "project.>",
-        "review.>",
-        "score.>",
-        "notify.>",
-        "intake.rejected.>",
-        "dlq.>",
-        "_INBOX_center.>",
-        SHARED_INBOX,
-    ),
-)
+def _family(subject: str) -> str:
+    """`review.*` → `review.>`; `intake.rejected.*.*` → `intake.rejected.>`."""
+    head = 2 if subject.startswith("intake.rejected.") else 1
+    return ".".join(subject.split(".")[:head]) + ".>"
+
+
+def center_staff(services: Iterable[ServiceSpec] = SERVICES) -> Identity:
+    """The Center's tools hear every service's events live, from the service that emits them."""
+    delivered: list[tuple[str, str]] = []
+    for spec in services:
+        access = SERVICE_ACCESS[spec.name]
+        delivered += [(p, spec.name) for p in access.publishes if not p.startswith("intake.*")]
+        delivered.append((f"dlq.{spec.name}.>", spec.name))
+        if spec.rules or access.follows_rules:
+            delivered.append((f"rules.loaded.{spec.name}", spec.name))
+    return Identity(
+        name="center",
+        role="ops",
+        description="the Center's staff tools (项目建设服务中心): publish/roll back rulesets, read every stream",
+        publish=(
+            f"$KV.{RULES_BUCKET}.>",
+            f"$JS.API.DIRECT.GET.{KV_STREAM}.>",
+            f"$JS.API.STREAM.MSG.GET.{KV_STREAM}",
+            f"$JS.API.STREAM.CREATE.{KV_STREAM}",
+            f"$JS.API.CONSUMER.CREATE.{KV_STREAM}",
+            f"$JS.API.CONSUMER.CREATE.{KV_STREAM}.>",
+            f"$JS.FC.{KV_STREAM}.>",
+            "$JS.API.INFO",
+            "$JS.API.STREAM.NAMES",
+            "$JS.API.STREAM.LIST",
+            "$JS.API.STREAM.INFO.*",
+            # Reading any stream by sequence; no consumer on any stream but the rulesets
+            # bucket's, so no service's durable consumer can be redefined from here.
+            "$JS.API.STREAM.MSG.GET.*",
+            "$JS.API.CONSUMER.LIST.*",
+            "$JS.API.CONSUMER.NAMES.*",
+            "$JS.API.CONSUMER.INFO.*.*",
+        ),
+        # Any subscription over what is delivered: `rules.loaded.*`, `project.>`, ...
+        subscribe=(
+            "rules.loaded.*",
+            *sorted({_family(d[0]) for d in delivered if not d[0].startswith("rules.")}),
+            f"{own_inbox('center')}.>",
+            SHARED_INBOX,
+        ),
+        delivered=tuple(delivered),
+    )
+
+
+CENTER_STAFF = center_staff()
 
 ADMIN = Identity(
     name="admin",
@@ -213,9 +269,22 @@ def identities(units_file: Path, services: Iterable[ServiceSpec] = SERVICES) -> 
         unit_identity(code, f"unit {code} {entry.name_zh} ({entry.name_en})")
         for code, entry in directory.units.items()
     ]
-    out += [service_identity(spec) for spec in services]
-    out += [CENTER_STAFF, ADMIN]
+    out += [service_identity(spec, directory.units) for spec in services]
+    out += [center_staff(services), ADMIN]
     return out
+
+
+def _multi_response(subject: str) -> bool:
+    """Pulls answer one request with many messages; everything else answers once."""
+    return subject.startswith("$JS.API.CONSUMER.MSG.NEXT.")
+
+
+def _pushes(who: Identity) -> list[str]:
+    """The inbox prefix JetStream pushes to (ordered consumers, KV watches) for `who`."""
+    if who.role == "unit":
+        return []  # units read nothing through consumers
+    inbox = own_inbox(who.name)
+    return [f"{inbox}.>"] if any(s == f"{inbox}.>" for s in who.subscribe) else []
 
 
 # ---- nkeys and the server's file ---------------------------------------------------------------
@@ -291,6 +360,8 @@ def render_config(
         f"# Generated by `investflow nats users` from {source}; do not edit by hand.",
         "# Public keys only: each identity's seed is in the secrets dir given with --secrets.",
         "# Included by deploy/nats/nats-server.conf; reload with: docker compose kill -s HUP nats",
+        f"# One account per identity; the streams live in {STREAMS_ACCOUNT}, which only the admin",
+        "# signs in to (docs/operations.md, the trust model).",
         "",
     ]
     if tls_cert and tls_key:
@@ -302,19 +373,59 @@ def render_config(
             "}",
             "",
         ]
-    lines += ["authorization {", "  users = ["]
+    by_name = {who.name: who for who in people}
+    # exports[account][(kind, subject)] = importing accounts; imports[account] = (kind, subject, from)
+    exports: dict[str, dict[tuple[str, str], set[str]]] = {}
+    imports: dict[str, list[tuple[str, str, str]]] = {}
     for who in people:
-        lines += [
-            f"    # {who.description}",
-            "    {",
-            f"      nkey: {json.dumps(keys[who.name])}",
-            "      permissions: {",
-            f"        publish: {{ allow: {_quoted(who.publish)} }}",
-            f"        subscribe: {{ allow: {_quoted(who.subscribe)} }}",
+        if who.account == STREAMS_ACCOUNT:
+            continue
+        wanted = [("service", subject, STREAMS_ACCOUNT) for subject in who.publish]
+        wanted += [("stream", subject, STREAMS_ACCOUNT) for subject in _pushes(who)]
+        wanted += [("stream", subject, by_name[src].account) for subject, src in who.delivered]
+        for kind, subject, source in wanted:
+            exports.setdefault(source, {}).setdefault((kind, subject), set()).add(who.account)
+            imports.setdefault(who.account, []).append((kind, subject, source))
+
+    def export_lines(account: str) -> list[str]:
+        out = ["    exports = ["]
+        for (kind, subject), to in sorted(exports.get(account, {}).items()):
+            multi = kind == "service" and _multi_response(subject)
+            extra = ", response_type: stream" if multi else ""
+            out.append(
+                f"      {{ {kind}: {json.dumps(subject)}{extra}, accounts: {_quoted(sorted(to))} }}"
+            )
+        return [*out, "    ]"]
+
+    def user(who: Identity) -> list[str]:
+        return [
+            f"      # {who.description}",
+            "      {",
+            f"        nkey: {json.dumps(keys[who.name])}",
+            "        permissions: {",
+            f"          publish: {{ allow: {_quoted(who.publish)} }}",
+            f"          subscribe: {{ allow: {_quoted(who.subscribe)} }}",
+            "        }",
             "      }",
-            "    }",
         ]
-    lines += ["  ]", "}", ""]
+
+    lines += ["accounts {", f"  {STREAMS_ACCOUNT} {{", "    jetstream: enabled", "    users = ["]
+    for who in people:
+        if who.account == STREAMS_ACCOUNT:
+            lines += user(who)
+    lines += ["    ]", *export_lines(STREAMS_ACCOUNT), "  }"]
+    for who in people:
+        if who.account == STREAMS_ACCOUNT:
+            continue
+        lines += [f"  {who.account} {{", "    users = ["]
+        lines += user(who)
+        lines += ["    ]", *export_lines(who.account), "    imports = ["]
+        for kind, subject, source in imports.get(who.account, []):
+            lines.append(
+                f"      {{ {kind}: {{ account: {source}, subject: {json.dumps(subject)} }} }}"
+            )
+        lines += ["    ]", "  }"]
+    lines += ["}", ""]
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from shared.settings import Settings
-from shared.streams import STREAMS, ensure_streams
+from shared.streams import ensure_streams
 
 from .nats_server import NatsServer, NatsServerError, free_port, port_taken, wait_for_jetstream
 from .services import SERVICES, ServiceSpec, with_replicas
@@ -124,13 +124,13 @@ async def running_system(
 async def backlogs(js: JetStreamContext) -> dict[str, int]:
     """Messages pending or unacknowledged per durable consumer (`stream/durable`)."""
     out: dict[str, int] = {}
-    for spec in STREAMS:
-        for info in await js.consumers_info(spec.name):
+    for stream in await js.streams_info():
+        for info in await js.consumers_info(stream.config.name):
             if not info.config.durable_name:
                 continue  # someone's ephemeral reader (a test, an operator's tail), not a service
-            out[f"{spec.name}/{info.config.durable_name}"] = int(info.num_pending or 0) + int(
-                info.num_ack_pending or 0
-            )
+            out[f"{stream.config.name}/{info.config.durable_name}"] = int(
+                info.num_pending or 0
+            ) + int(info.num_ack_pending or 0)
     return out
 
 

@@ -11,10 +11,16 @@ from shared.streams import STREAMS
 
 
 async def subject_counts(js: JetStreamContext) -> dict[str, int]:
+    """Messages per subject; `intake.<unit>` totals what the units' inboxes ever held
+    (work queues: a message leaves once intake has stored or rejected it)."""
     counts: dict[str, int] = {}
     for spec in STREAMS:
         info = await js.stream_info(spec.name, subjects_filter=">")
         counts.update(info.state.subjects or {})
+    for info in await js.streams_info():
+        if info.config.name.startswith("INTAKE_"):
+            unit = info.config.name.removeprefix("INTAKE_")
+            counts[f"intake.{unit}"] = int(info.state.last_seq or 0)
     return counts
 
 
@@ -37,7 +43,7 @@ async def rejection_reasons(js: JetStreamContext, limit: int = 10_000) -> Counte
 
 
 def render(counts: dict[str, int], reasons: Counter[str] | None = None) -> str:
-    inbound: Counter[str] = Counter()
+    received = 0
     rejected: Counter[str] = Counter()
     outputs: dict[str, Counter[str]] = defaultdict(Counter)
     for subject, n in counts.items():
@@ -45,19 +51,25 @@ def render(counts: dict[str, int], reasons: Counter[str] | None = None) -> str:
         if parts[0] == "intake" and parts[1] == "rejected":
             rejected[parts[3]] += n
         elif parts[0] == "intake":
-            inbound[parts[2]] += n
+            received += n
         else:
             outputs[parts[0]][".".join(parts[1:])] += n
+    held = outputs["project"].get("duplicate", 0)
     lines = [
         "",
         "Inbound by kind (intake.<unit>.<kind>) / 报送事件:",
-        f"  {'kind':<12}{'received':>10}{'accepted':>10}{'rejected':>10}",
+        f"  {'kind':<12}{'accepted':>10}{'rejected':>10}",
     ]
-    for kind in sorted(set(inbound) | set(rejected)):
+    kinds = (set(outputs["project"]) - {"duplicate"}) | set(rejected)
+    for kind in sorted(kinds):
         accepted = outputs["project"].get(kind, 0)
-        lines.append(f"  {kind:<12}{inbound[kind]:>10}{accepted:>10}{rejected[kind]:>10}")
+        lines.append(f"  {kind:<12}{accepted:>10}{rejected[kind]:>10}")
+    accepted_all = sum(outputs["project"].values()) - held
+    lines.append(f"  {'total':<12}{accepted_all:>10}{sum(rejected.values()):>10}")
+    resent = received - accepted_all - held - sum(rejected.values())
     lines.append(
-        f"  {'total':<12}{sum(inbound.values()):>10}{sum(outputs['project'].values()) - outputs['project'].get('duplicate', 0):>10}{sum(rejected.values()):>10}"
+        f"  received by the units' inboxes / 收到: {received} "
+        f"(accepted, rejected, {held} held as duplicates, {resent} re-sent)"
     )
     if reasons:
         lines.append("  rejected because / 退回原因:")

@@ -66,6 +66,30 @@ def _broker_logger(name: str) -> logging.Logger:
     return logger
 
 
+class Retry(Exception):
+    """Raise when a message may succeed later: an event it depends on has not arrived yet."""
+
+
+def transient(exc: BaseException) -> bool:
+    """An error that retrying can cure: a dependency not yet there, a database or NATS away.
+
+    Everything else (a payload that does not decode or validate, a value the database
+    refuses, a bug) fails the same way every time: retrying it only holds up what waits
+    behind it, so it is dead-lettered at once. Unique-key conflicts count as transient: two
+    replicas or two units' inboxes can race for one row, and the retry finds it stored.
+    """
+    import sqlalchemy.exc as sa
+
+    if isinstance(exc, Retry | OSError | TimeoutError | asyncio.TimeoutError | nats.errors.Error):
+        return True
+    if isinstance(exc, sa.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc,
+        sa.OperationalError | sa.InterfaceError | sa.TimeoutError | sa.IntegrityError,
+    )
+
+
 def backoff_s(delivered: int) -> float:
     """1 s, 2 s, 4 s, ... capped at 30 s."""
     return float(min(30, 2 ** max(0, delivered - 1)))
@@ -96,6 +120,7 @@ def durable_subscriber(
     rejected as an unknown project (the kill -9 test caught it). Replicas give failover, not
     parallelism, on such a consumer.
     """
+    DECLARED.append((stream, durable, subject))
     return broker.subscriber(
         subject,
         stream=JStream(stream, declare=False),
@@ -112,9 +137,58 @@ def durable_subscriber(
             max_ack_pending=settings.batch_size if in_order else 1000,
         ),
         ack_policy=AckPolicy.MANUAL,
+        # The handlers parse the raw bytes themselves (and refuse what does not parse);
+        # FastStream's own JSON decoding runs first and raised, unsettled, on a body nested
+        # 10,000 deep, so the message came back after every ack_wait.
+        decoder=_raw_body,
         title=title,
         description=description,
     )
+
+
+# (stream, durable, filter) of every durable consumer this process declared.
+DECLARED: list[tuple[str, str, str]] = []
+
+
+async def repair_consumers(settings: Settings, service: str) -> list[str]:
+    """Put back a durable consumer whose filter was changed behind the service's back.
+
+    nats-py binds to an existing durable as it finds it, so a consumer redefined by someone
+    else (another filter) would silently stop feeding the service. Run before subscribing.
+    """
+    from nats.js.errors import NotFoundError
+
+    from .settings import connect_nats
+
+    repaired = []
+    nc = await connect_nats(settings, max_reconnect_attempts=3)
+    try:
+        js = nc.jetstream()
+        for stream, durable, subject in DECLARED:
+            if durable != service:
+                continue  # another service's app imported into this process (tests)
+            try:
+                info = await js.consumer_info(stream, durable)
+            except NotFoundError:
+                continue  # the subscriber creates it
+            config = info.config
+            filters = [config.filter_subject] if config.filter_subject else []
+            filters += list(config.filter_subjects or [])
+            if filters == [subject]:
+                continue
+            config.filter_subject, config.filter_subjects = subject, None
+            await js.add_consumer(stream, config=config)
+            line = f"{service}: consumer {stream}/{durable} filtered {filters}; put back to {subject!r}"
+            log.warning(line)
+            repaired.append(line)
+    finally:
+        await nc.close()
+    return repaired
+
+
+async def _raw_body(message: Any) -> bytes:
+    """FastStream custom decoder: the body as it came."""
+    return bytes(message.body)
 
 
 async def consume_in_order(
@@ -379,6 +453,11 @@ async def _settle_one(
         await work(msg)
     except Exception as exc:
         delivered = delivery_count(msg)
+        if not transient(exc):
+            log.error("%s: %s cannot succeed, dead-lettered: %r", service, msg.subject, exc)
+            await dead_letter(broker, service, msg, exc, delivered)
+            await msg.term()
+            return True
         if delivered >= settings.max_deliver:
             log.error(
                 "%s: %s failed %d times, dead-lettered: %s", service, msg.subject, delivered, exc

@@ -1,16 +1,73 @@
 """The JetStream streams, declared in this one place and created idempotently.
 
+Each unit reports into a stream of its own, `INTAKE_<UNIT>` (`intake.<UNIT>.<kind>`), so that
+- a unit's idempotency keys (`Nats-Msg-Id`) can only ever collide with its own: JetStream's
+  duplicate window is per stream, and two units using the key `LEAD-1` give two events;
+- a unit's quota (bytes waiting, message size) is its own, and a full inbox refuses that
+  unit's next message with an error (`discard: new`), never another unit's or an old one;
+- one unit's backlog or poison message does not hold up another unit's events.
+
+The inboxes are work queues: intake's table is the record of what was accepted, and a
+message leaves the inbox once intake has stored it (or rejected it), so the quota bounds
+what waits, not what was ever sent. `INTAKE` holds intake's rejections
+(`intake.rejected.<unit>.<kind>`), where units cannot publish, and, on a deployment upgraded
+from the one-stream layout, the unit messages it held then, which intake drains.
+
 Services refer to streams by name only (`JStream(name, declare=False)`): a second
 declaration with a different config would silently call update_stream.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
+
+MiB = 1024 * 1024
+
+# The server's smallest duplicate window (nats-server: "duplicates window needs to be >=
+# 100ms", err_code 10052, measured on 2.15.1). Intake's (unit, key) table is the dedup
+# authority for unit traffic; the window only folds a unit's own burst of the same key.
+UNIT_DUPLICATE_WINDOW_S = 0.1
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw else default
+    except ValueError as exc:
+        raise SystemExit(f"{name}={raw!r} is not a whole number") from exc
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Stream limits; the figures and their reasons are in docs/operations.md."""
+
+    unit_backlog_bytes: int  # per unit: what may wait for intake
+    unit_max_msg_bytes: int  # per message, headers included
+    stream_max_bytes: int  # each internal event stream
+    dlq_max_bytes: int
+    rejections_max_bytes: int
+    rejections_max_age_s: int
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        payload = _int_env("INVESTFLOW_MAX_PAYLOAD", 64 * 1024)
+        return cls(
+            unit_backlog_bytes=_int_env("INVESTFLOW_UNIT_BACKLOG_BYTES", 32 * MiB),
+            # Room for headers above the payload limit, so intake can still name a payload
+            # a little over it; anything larger the server refuses to the publisher.
+            unit_max_msg_bytes=payload + 8 * 1024,
+            # JetStream reserves these against the server's max_file_store (deploy: 20 GB).
+            stream_max_bytes=_int_env("INVESTFLOW_STREAM_MAX_BYTES", 2 * 1024 * MiB),
+            dlq_max_bytes=_int_env("INVESTFLOW_DLQ_MAX_BYTES", 512 * MiB),
+            rejections_max_bytes=_int_env("INVESTFLOW_REJECTIONS_MAX_BYTES", 256 * MiB),
+            rejections_max_age_s=_int_env("INVESTFLOW_REJECTIONS_MAX_AGE", 90 * 86400),
+        )
 
 
 @dataclass(frozen=True)
@@ -18,42 +75,106 @@ class StreamSpec:
     name: str
     subjects: tuple[str, ...]
     description: str
+    kind: str = "events"  # events | unit | rejections
 
 
 STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(
-        "INTAKE", ("intake.>",), "inbound events from units (intake.<unit>.<kind>) and rejections"
+        "INTAKE",
+        ("intake.rejected.*.*",),
+        "intake's rejections (intake.rejected.<unit>.<kind>); units cannot publish here",
+        kind="rejections",
     ),
     StreamSpec("PROJECT", ("project.>",), "canonical project events emitted by intake"),
     StreamSpec("REVIEW", ("review.>",), "screening, materials, decisions and recognition"),
     StreamSpec("SCORE", ("score.>",), "credits, holds and reversals"),
     StreamSpec("NOTIFY", ("notify.>",), "delivery outcomes of notifications"),
-    StreamSpec("DLQ", ("dlq.>",), "messages that failed max_deliver times, with their error"),
+    StreamSpec("DLQ", ("dlq.>",), "messages that failed, with their error"),
 )
 
 STREAM_BY_NAME = {s.name: s for s in STREAMS}
 
+# Subjects of the one-stream layout, before units had inboxes of their own.
+LEGACY_INTAKE_SUBJECTS = ("intake.>",)
 
-def stream_config(spec: StreamSpec, duplicate_window_s: int) -> StreamConfig:
-    return StreamConfig(
+
+def unit_stream_name(unit: str) -> str:
+    return f"INTAKE_{unit}"
+
+
+def unit_stream(unit: str) -> StreamSpec:
+    return StreamSpec(
+        unit_stream_name(unit),
+        (f"intake.{unit}.*",),
+        f"inbox of unit {unit}: intake.{unit}.<kind>, until intake has stored or rejected it",
+        kind="unit",
+    )
+
+
+def all_streams(units: Iterable[str]) -> tuple[StreamSpec, ...]:
+    return STREAMS + tuple(unit_stream(u) for u in sorted(units))
+
+
+def stream_config(
+    spec: StreamSpec, duplicate_window_s: float, limits: Limits | None = None
+) -> StreamConfig:
+    limits = limits or Limits.from_env()
+    config = StreamConfig(
         name=spec.name,
         description=spec.description,
         subjects=list(spec.subjects),
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
-        discard=DiscardPolicy.OLD,
+        # Discarding old messages would lose accepted events: a full stream refuses new ones.
+        discard=DiscardPolicy.NEW,
+        max_bytes=limits.stream_max_bytes,
         duplicate_window=float(duplicate_window_s),
     )
+    if spec.kind == "unit":
+        config.retention = RetentionPolicy.WORK_QUEUE
+        config.max_bytes = limits.unit_backlog_bytes
+        config.max_msg_size = limits.unit_max_msg_bytes
+        config.duplicate_window = UNIT_DUPLICATE_WINDOW_S
+    elif spec.name == "DLQ":
+        config.max_bytes = limits.dlq_max_bytes
+    elif spec.kind == "rejections":
+        # Notices to the units, not accepted data: the oldest go first.
+        config.discard = DiscardPolicy.OLD
+        config.max_bytes = limits.rejections_max_bytes
+        config.max_age = float(limits.rejections_max_age_s)
+    return config
 
 
-async def ensure_streams(js: JetStreamContext, duplicate_window_s: int) -> list[str]:
+_COMPARED = ("max_bytes", "max_msg_size", "max_age", "discard", "duplicate_window")
+
+
+def _drifted(have: StreamConfig, wanted: StreamConfig) -> bool:
+    if sorted(have.subjects or []) != sorted(wanted.subjects or []):
+        return True
+
+    def norm(value: object) -> object:
+        return -1 if value in (None, 0, -1) else value
+
+    return any(norm(getattr(have, k)) != norm(getattr(wanted, k)) for k in _COMPARED)
+
+
+async def ensure_streams(
+    js: JetStreamContext, duplicate_window_s: int, units: Iterable[str] | None = None
+) -> list[str]:
     """Create missing streams and bring drifted ones back to the declared config.
 
-    Returns one line per stream saying what was done, for `investflow nats init`.
+    `units` are the directory's unit codes (default: the directory in INVESTFLOW_UNITS); each
+    gets its inbox. Returns one line per stream saying what was done, for `investflow nats init`.
     """
+    if units is None:
+        from .directory import load_directory
+        from .settings import Settings
+
+        units = load_directory(Settings.from_env().units_file).units
+    limits = Limits.from_env()
     report = []
-    for spec in STREAMS:
-        wanted = stream_config(spec, duplicate_window_s)
+    for spec in all_streams(units):
+        wanted = stream_config(spec, duplicate_window_s, limits)
         try:
             info = await js.stream_info(spec.name)
         except NotFoundError:
@@ -61,12 +182,22 @@ async def ensure_streams(js: JetStreamContext, duplicate_window_s: int) -> list[
             report.append(f"created {spec.name} {list(spec.subjects)}")
             continue
         have = info.config
-        if (
-            sorted(have.subjects or []) != sorted(spec.subjects)
-            or (have.duplicate_window or 0) != wanted.duplicate_window
-        ):
-            await js.update_stream(wanted)
-            report.append(f"updated {spec.name}")
-        else:
+        if have.retention != wanted.retention:
+            # JetStream cannot change a stream's retention in place.
+            report.append(f"kept {spec.name}: retention {have.retention} (recreate to change)")
+            wanted.retention = have.retention
+        if not _drifted(have, wanted):
             report.append(f"ok {spec.name}")
+            continue
+        legacy = spec.name == "INTAKE" and sorted(have.subjects or []) == list(
+            LEGACY_INTAKE_SUBJECTS
+        )
+        await js.update_stream(wanted)
+        if legacy:
+            report.append(
+                "upgraded INTAKE: units now report into INTAKE_<unit>; the unit messages it "
+                "holds are drained by intake"
+            )
+        else:
+            report.append(f"updated {spec.name}")
     return report

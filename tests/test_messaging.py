@@ -140,7 +140,7 @@ async def test_a_failure_in_a_batch_holds_the_rest_back_then_resumes(nats_url: s
         n = int(msg.data)
         if failed.get(n):
             failed[n] -= 1
-            raise RuntimeError("database unavailable")
+            raise OSError("database unavailable")  # transient: retried, in order
         done.append(n)
 
     broker = await replica(settings_for(nats_url, batch_size=64), "solo", work, [])

@@ -132,7 +132,9 @@ async def test_a_killed_service_is_restarted_and_loses_nothing(system) -> None:
 
 def test_nats_init_creates_streams_once_and_is_idempotent(tmp_path: Path) -> None:
     from investflow.nats_server import NatsServer
-    from shared.streams import STREAMS
+    from shared.directory import load_directory
+    from shared.settings import Settings
+    from shared.streams import all_streams
 
     with NatsServer(free_port(), tmp_path / "js") as server:
         run = lambda: subprocess.run(  # noqa: E731
@@ -145,8 +147,9 @@ def test_nats_init_creates_streams_once_and_is_idempotent(tmp_path: Path) -> Non
         first, second = run(), run()
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     streams = lambda out: [line.split()[0] for line in out.splitlines() if " KV " not in line]  # noqa: E731
-    assert streams(first.stdout) == ["created"] * len(STREAMS)
-    assert streams(second.stdout) == ["ok"] * len(STREAMS)
+    every = all_streams(load_directory(Settings.from_env().units_file).units)  # + an inbox per unit
+    assert streams(first.stdout) == ["created"] * len(every)
+    assert streams(second.stdout) == ["ok"] * len(every)
     assert "ok KV investflow_rulesets" in second.stdout
 
 

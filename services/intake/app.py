@@ -20,22 +20,26 @@ from faststream.nats.annotations import NatsMessage
 from nats.aio.msg import Msg
 from prometheus_client import Counter
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from shared import outbox, subjects
-from shared.contract import CANONICAL_MODELS, DuplicateClaim, FieldError, Rejected
+from shared.contract import CANONICAL_MODELS, DuplicateClaim, FieldError, InboundKind, Rejected
 from shared.db import create_tables, make_engine, unit_of_work
-from shared.directory import load_directory
+from shared.directory import Directory, load_directory
 from shared.http_ops import add_ops_routes, serve
 from shared.messaging import (
     consume_in_order,
     durable_subscriber,
     make_broker,
+    repair_consumers,
+    transient,
 )
 from shared.settings import Settings
+from shared.streams import unit_stream_name
 
 from . import store, tokens
-from .record import Recorded, check, record
-from .validate import Parsed, parse
+from .record import Recorded, check, key_reused, record
+from .validate import Parsed, check_key, parse
 
 SERVICE = "intake"
 log = logging.getLogger("investflow.intake")
@@ -80,13 +84,20 @@ broker.publisher(
 )
 
 
-def idempotency_key(msg: Msg) -> str:
+def idempotency_key(msg: Msg) -> tuple[str, list[FieldError]]:
+    """The sender's key (`Nats-Msg-Id`, or `Idempotency-Key`), checked, never cut."""
     headers = msg.headers or {}
-    key = headers.get("Nats-Msg-Id") or headers.get("Idempotency-Key")
-    if key:
-        return key[:200]
+    for header in ("Nats-Msg-Id", "Idempotency-Key"):
+        key = headers.get(header)
+        if key:
+            return key, check_key(key, header)
     # Without a key, identical content is one event (a re-send), which is the safe reading.
-    return "sha256:" + hashlib.sha256(msg.subject.encode() + b"\n" + msg.data).hexdigest()
+    return "sha256:" + hashlib.sha256(msg.subject.encode() + b"\n" + msg.data).hexdigest(), []
+
+
+def _rejection_id(unit: str, kind: str, key: str) -> str:
+    # The key may be long or odd: the id only needs to be stable per (unit, kind, key).
+    return "rejected:" + hashlib.sha256(f"{unit}\n{kind}\n{key}".encode()).hexdigest()
 
 
 async def publish_rejection(
@@ -96,17 +107,22 @@ async def publish_rejection(
         unit=unit,
         kind=kind,
         subject=subject,
-        idempotency_key=key,
+        idempotency_key=key if key and not check_key(key, "key") else None,
         errors=errors,
         received_at=dt.datetime.now(dt.UTC),
     )
-    headers = {"Nats-Msg-Id": f"rejected:{unit}:{kind}:{key}"} if key else None
+    headers = {"Nats-Msg-Id": _rejection_id(unit, kind, key)} if key else None
     # Sanitise: a bad subject token must not turn into a wildcard or extra tokens.
-    safe = [t if t.isidentifier() else "_" for t in (unit, kind)]
+    safe = [t if t.isidentifier() and t.isascii() else "_" for t in (unit, kind)]
     await broker.publish(
         event.model_dump_json().encode(), subjects.rejected(*safe), headers=headers, stream="INTAKE"
     )
-    MESSAGES.labels(kind=kind if kind.isidentifier() else "_", outcome="rejected").inc()
+    MESSAGES.labels(kind=kind_label(kind), outcome="rejected").inc()
+
+
+def kind_label(kind: str) -> str:
+    """Metric label: the contract's kinds by name, anything else as one value."""
+    return kind if kind in InboundKind.__members__ else "unknown"
 
 
 async def process(msgs: list[Msg]) -> None:
@@ -117,8 +133,8 @@ async def process(msgs: list[Msg]) -> None:
     items = []
     for msg in msgs:
         _, unit, kind = msg.subject.split(".", 2)
-        key = idempotency_key(msg)
-        parsed = parse(unit, kind, msg.data, directory, settings.max_payload_bytes)
+        key, key_errors = idempotency_key(msg)
+        parsed = key_errors or parse(unit, kind, msg.data, directory, settings.max_payload_bytes)
         items.append((unit, kind, key, msg.subject, parsed))
 
     def transaction() -> list[Recorded | list[FieldError]]:
@@ -129,7 +145,12 @@ async def process(msgs: list[Msg]) -> None:
                 for _, _, key, _, parsed in items
             ]
 
-    results = await asyncio.to_thread(transaction)
+    try:
+        results = await asyncio.to_thread(transaction)
+    except IntegrityError:
+        # Units' inboxes are consumed side by side: two reports of one project can race for
+        # its claim row. Once more, and the loser finds the winner's row (a duplicate claim).
+        results = await asyncio.to_thread(transaction)
     for (unit, kind, key, subject, _), result in zip(items, results, strict=True):
         if isinstance(result, list):
             await publish_rejection(unit, kind, subject, key, result)
@@ -138,25 +159,53 @@ async def process(msgs: list[Msg]) -> None:
         MESSAGES.labels(kind=kind, outcome=result.outcome).inc()
 
 
-inbound = durable_subscriber(
-    broker,
-    subjects.INBOUND_FILTER,
-    stream="INTAKE",
-    durable=SERVICE,
-    settings=settings,
-    title="intake.{unit}.{kind}:Consume",
-    description="Inbound events from units' systems; see docs/asyncapi.yaml for each kind's payload",
-)
-
-
-@inbound
-async def on_inbound(message: NatsMessage) -> None:
-    async def one(msg: Msg) -> None:
+async def process_one(msg: Msg) -> None:
+    """One message; one that can never be stored is dead-lettered and its sender told why."""
+    try:
         await process([msg])
+    except Exception as exc:
+        if transient(exc):
+            raise
+        _, unit, kind = msg.subject.split(".", 2)
+        key, _ = idempotency_key(msg)
+        problem = f"could not be stored ({type(exc).__name__}); kept for the Center / 无法保存，已转交中心"
+        await publish_rejection(
+            unit, kind, msg.subject, key, [FieldError(field="$", problem=problem)]
+        )
+        raise
 
-    await consume_in_order(
-        message.raw_message, inbound, broker, SERVICE, settings, one, work_run=process
+
+def _inbox_subscriber(stream: str, subject: str, unit: str) -> None:
+    subscriber = durable_subscriber(
+        broker,
+        subject,
+        stream=stream,
+        durable=SERVICE,
+        settings=settings,
+        title=f"intake.{unit}.{{kind}}:Consume" if unit != "*" else "intake.{unit}.{kind}:Consume",
+        description=f"Inbound events from unit {unit}'s systems; see docs/asyncapi.yaml for each kind"
+        if unit != "*"
+        else "Unit events stored before units had inboxes of their own (upgraded deployments)",
     )
+
+    @subscriber
+    async def on_inbound(message: NatsMessage) -> None:
+        await consume_in_order(
+            message.raw_message,
+            subscriber,
+            broker,
+            SERVICE,
+            settings,
+            process_one,
+            work_run=process,
+        )
+
+
+# One inbox per unit (shared/streams.py): a unit's backlog or poison holds up only itself.
+for _unit in sorted(directory.units):
+    _inbox_subscriber(unit_stream_name(_unit), subjects.inbound(_unit, "*"), _unit)
+# The one-stream layout's leftovers, drained on upgraded deployments; idle otherwise.
+_inbox_subscriber("INTAKE", subjects.INBOUND_FILTER, "*")
 
 
 # ---- HTTP: the same contract as POST /v1/units/{unit}/{kind} -------------------------------
@@ -165,6 +214,7 @@ async def on_inbound(message: NatsMessage) -> None:
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     await asyncio.to_thread(engine)
+    await repair_consumers(settings, SERVICE)
     await broker.start()
     print(f"investflow: {SERVICE} ready", flush=True)
     try:
@@ -185,6 +235,7 @@ http = FastAPI(
 
 # Per-unit bearer tokens, on when INTAKE_HTTP_AUTH=1 (production); /health, /metrics, /docs stay open.
 unit_token = tokens.UnitToken(engine, enabled=tokens.auth_enabled())
+reader = tokens.TokenUnit(engine, enabled=tokens.auth_enabled())
 http.add_exception_handler(tokens.AuthError, tokens.auth_error_response)
 
 
@@ -198,6 +249,7 @@ def _errors_response(errors: list[FieldError], status: int = 422) -> JSONRespons
     responses={
         401: {"description": "no, unknown or revoked bearer token (when INTAKE_HTTP_AUTH=1)"},
         403: {"description": "the token belongs to another unit"},
+        409: {"description": "the Idempotency-Key was used before with different content"},
         422: {"description": "errors: [{field, problem}]"},
     },
     dependencies=[Depends(unit_token)],
@@ -206,52 +258,101 @@ async def post_event(
     unit: str,
     kind: str,
     request: Request,
-    idempotency_key: str | None = Header(default=None, max_length=200),
+    idempotency_key: str | None = Header(default=None),
 ) -> JSONResponse:
-    if not idempotency_key:
-        return _errors_response(
-            [FieldError(field="Idempotency-Key", problem="header required / 须提供幂等键")]
-        )
-    raw = await request.body()
+    key_errors = check_key(idempotency_key, "Idempotency-Key")
+    if key_errors:
+        MESSAGES.labels(kind=kind_label(kind), outcome="rejected_http").inc()
+        return _errors_response(key_errors)
+    assert idempotency_key is not None
+    raw = await _body(request, settings.max_payload_bytes)
     parsed = parse(unit, kind, raw, directory, settings.max_payload_bytes)
     if isinstance(parsed, list):
-        MESSAGES.labels(kind=kind if kind.isidentifier() else "_", outcome="rejected_http").inc()
+        MESSAGES.labels(kind=kind_label(kind), outcome="rejected_http").inc()
         return _errors_response(parsed)
 
-    def stateful_check(p: Parsed) -> list[FieldError]:
+    def stateful_check(p: Parsed) -> tuple[store.InboundEvent | None, list[FieldError]]:
         with unit_of_work(engine()) as session:
-            if store.find_inbound(session, unit, idempotency_key) is not None:
-                return []  # a re-send of something already stored: accepted, changes nothing
-            return check(session, p)
+            errors = check(session, p)
+            # Looked up after the checks: if the consumer stored this key meanwhile (a
+            # re-send racing its first copy), it is that re-send, not a conflict.
+            seen = store.find_inbound(session, unit, idempotency_key)
+            return (seen, []) if seen is not None else (None, errors)
 
-    errors = await asyncio.to_thread(stateful_check, parsed)
+    seen, errors = await asyncio.to_thread(stateful_check, parsed)
+    if seen is not None:
+        if seen.kind != parsed.kind.value or seen.payload != parsed.payload.model_dump_json():
+            MESSAGES.labels(kind=kind, outcome="key_reused_http").inc()
+            return _errors_response([key_reused(idempotency_key, seen, "Idempotency-Key")], 409)
+        # A re-send of something already stored: the first result, and nothing changes.
+        return JSONResponse(
+            {
+                "project_id": seen.project_id,
+                "subject": subjects.inbound(unit, kind),
+                "duplicate": True,
+            },
+            status_code=202,
+        )
     if errors:
         MESSAGES.labels(kind=kind, outcome="rejected_http").inc()
         return _errors_response(errors)
     # The stream is the one write path: the consumer stores it, exactly as for NATS publishers.
-    ack = await broker.publish(
-        raw, subjects.inbound(unit, kind), headers={"Nats-Msg-Id": idempotency_key}, stream="INTAKE"
+    # The key travels as Idempotency-Key, not Nats-Msg-Id: intake's (unit, key) table decides
+    # what is a re-send, so a reused key with other content gets its rejection, not a silent drop.
+    await broker.publish(
+        raw,
+        subjects.inbound(unit, kind),
+        headers={"Idempotency-Key": idempotency_key},
+        stream=unit_stream_name(unit),
     )
     return JSONResponse(
         {
             "project_id": parsed.project_id,
             "subject": subjects.inbound(unit, kind),
-            "duplicate": bool(getattr(ack, "duplicate", False)),
+            "duplicate": False,
         },
         status_code=202,
     )
 
 
-@http.get("/v1/projects/{project_id}")
-async def get_project(project_id: str) -> JSONResponse:
+async def _body(request: Request, limit: int) -> bytes:
+    """At most `limit` + 1 bytes: enough to say it is too large without holding all of it."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)
+
+
+@http.get(
+    "/v1/projects/{project_id}",
+    responses={
+        401: {"description": "no, unknown or revoked bearer token (when INTAKE_HTTP_AUTH=1)"},
+        404: {"description": "unknown project, or not one the caller's unit reports on"},
+    },
+)
+async def get_project(project_id: str, caller: str | None = Depends(reader)) -> JSONResponse:
     def load() -> store.Project | None:
         with unit_of_work(engine()) as session:
             return store.get_project(session, project_id)
 
     project = await asyncio.to_thread(load)
-    if project is None:
+    visible = project is not None and (
+        caller is None
+        or caller in (Directory.CENTER, project.attracting_unit, project.landing_area)
+    )
+    if not visible:
         return JSONResponse(
-            {"errors": [{"field": "project_id", "problem": "unknown project / 项目不存在"}]},
+            {
+                "errors": [
+                    {
+                        "field": "project_id",
+                        "problem": "unknown project, or not one of your unit's / 项目不存在或无权查看",
+                    }
+                ]
+            },
             status_code=404,
         )
     return JSONResponse(project.model_dump(mode="json"))

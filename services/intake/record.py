@@ -131,12 +131,26 @@ def check(session: Session, parsed: Parsed) -> list[FieldError]:
     return errors
 
 
+def key_reused(key: str, first: store.InboundEvent, field_name: str = "Nats-Msg-Id") -> FieldError:
+    """The same unit used `key` before for a different event: the first one stands."""
+    produced = f"project {first.project_id}" if first.project_id else f"a {first.kind} event"
+    return FieldError(
+        field=field_name,
+        problem=f"key {key!r} reused with different content; the first request "
+        f"({first.kind}, received {first.received_at:%Y-%m-%d %H:%M:%S}) produced {produced} "
+        "and stands / 幂等键已用于不同内容",
+    )
+
+
 def record(
     session: Session, parsed: Parsed, key: str, received_at: dt.datetime
 ) -> Recorded | list[FieldError]:
     """Store `parsed` under idempotency `key`, or say why not. Idempotent per (unit, key)."""
+    payload_json = parsed.payload.model_dump_json()
     seen = store.find_inbound(session, parsed.unit, key)
     if seen is not None:
+        if seen.kind != parsed.kind.value or seen.payload != payload_json:
+            return [key_reused(key, seen)]
         assert seen.id is not None
         return Recorded(
             seen.id, seen.project_id, "resent", pending_for(session, store.Outbox, str(seen.id))
@@ -145,7 +159,6 @@ def record(
     if errors:
         return errors
 
-    payload_json = parsed.payload.model_dump_json()
     row = store.InboundEvent(
         unit=parsed.unit,
         kind=parsed.kind.value,

@@ -127,6 +127,32 @@ _bearer = HTTPBearer(
 )
 
 
+class TokenUnit:
+    """Dependency: the unit the bearer token speaks for; None when auth is off."""
+
+    def __init__(self, engine: Callable[[], Engine], enabled: bool) -> None:
+        self.engine = engine
+        self.enabled = enabled
+
+    async def __call__(
+        self,
+        credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
+    ) -> str | None:
+        if not self.enabled:
+            return None
+        if credentials is None:
+            raise AuthError(401, "bearer token required / 须提供单位令牌")
+
+        def lookup() -> str | None:
+            with unit_of_work(self.engine()) as session:
+                return token_unit(session, credentials.credentials)
+
+        unit = await asyncio.to_thread(lookup)
+        if unit is None:
+            raise AuthError(401, "unknown or revoked token / 令牌无效或已吊销")
+        return unit
+
+
 class UnitToken:
     """Dependency: the bearer token must belong to the unit in the path."""
 

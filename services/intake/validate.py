@@ -26,6 +26,9 @@ from shared.directory import Directory
 
 KINDS = ", ".join(k.value for k in InboundKind)
 
+MAX_KEY_LENGTH = 200  # the column's size: a longer key is refused, never cut
+MAX_DEPTH = 32  # the contract's deepest payload is 3 levels; past this it is an attack or a bug
+
 
 @dataclass(frozen=True)
 class Parsed:
@@ -96,6 +99,72 @@ def check_subject(unit: str, kind: str, directory: Directory) -> list[FieldError
     return errors
 
 
+def check_key(key: str | None, header: str) -> list[FieldError]:
+    """An idempotency key is required, at most MAX_KEY_LENGTH characters, printable."""
+    if not key:
+        return [FieldError(field=header, problem="header required / 须提供幂等键")]
+    if len(key) > MAX_KEY_LENGTH:
+        return [
+            FieldError(
+                field=header,
+                problem=f"{len(key)} characters; at most {MAX_KEY_LENGTH} / 幂等键过长",
+            )
+        ]
+    if "\x00" in key:
+        return [FieldError(field=header, problem="contains a NUL character / 含空字符")]
+    if any(not ch.isprintable() for ch in key):
+        return [FieldError(field=header, problem="contains a control character / 含控制字符")]
+    return []
+
+
+def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Nesting deeper than `limit`, found without recursion (json.loads would recurse)."""
+    depth = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def nul_fields(doc: object) -> list[FieldError]:
+    """Every key or text value holding a NUL (PostgreSQL refuses it; no field needs it)."""
+    errors = []
+    stack: list[tuple[tuple[int | str, ...], object]] = [((), doc)]
+    while stack:
+        loc, value = stack.pop()
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if "\x00" in k:
+                    errors.append(
+                        FieldError(
+                            field=_path(loc) if loc else "$",
+                            problem="a key contains a NUL character / 字段名含空字符",
+                        )
+                    )
+                stack.append(((*loc, k), v))
+        elif isinstance(value, list):
+            stack.extend(((*loc, i), v) for i, v in enumerate(value))
+        elif isinstance(value, str) and "\x00" in value:
+            errors.append(
+                FieldError(field=_path(loc), problem="contains a NUL character / 含空字符")
+            )
+    return sorted(errors, key=lambda e: e.field)
+
+
 def parse(
     unit: str, kind: str, raw: bytes, directory: Directory, max_bytes: int
 ) -> Parsed | list[FieldError]:
@@ -110,9 +179,15 @@ def parse(
                 problem=f"payload is {len(raw)} bytes; the limit is {max_bytes} / 报文过大",
             )
         ]
+    if too_deep(raw):
+        return [
+            FieldError(
+                field="$", problem=f"nested too deep (more than {MAX_DEPTH} levels) / 嵌套过深"
+            )
+        ]
     try:
         doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         return [FieldError(field="$", problem=f"not valid JSON: {exc} / 不是合法的JSON")]
     if not isinstance(doc, dict):
         return [
@@ -121,6 +196,9 @@ def parse(
                 problem=f"expected a JSON object, got {type(doc).__name__} / 应为JSON对象",
             )
         ]
+    nul = nul_fields(doc)
+    if nul:
+        return nul
     model = INBOUND_MODELS[InboundKind(kind)]
     try:
         payload = model.model_validate_json(raw, strict=True)

@@ -14,13 +14,15 @@ from typing import Any
 
 from sqlmodel import Session, select
 
+from shared.messaging import Retry
+
 from . import store
 from .model import Credit, FundsRecord, ProjectCard, ProjectView, Snapshot
 
 BUSINESS_DATE = "business_date"
 
 
-class ProjectNotYetKnown(RuntimeError):
+class ProjectNotYetKnown(Retry):
     """A review/score event overtook its project's lead on another stream: retry it shortly."""
 
 

@@ -37,6 +37,23 @@ def yuan(amount: Any, lang: str) -> str:
     return f"{value:,.2f}元"
 
 
+# What lets text build links, images, raw HTML or headings in markdown, as its full-width
+# form: unit-supplied text reads the same and builds nothing, in markdown-it, DingTalk and
+# WeCom alike (the robots do not honour backslash escapes). Ids keep their `_` and `-`.
+_INERT = str.maketrans(
+    {"[": "［", "]": "］", "<": "＜", ">": "＞", "#": "＃", "\n": " ", "\r": " "}
+)
+
+
+def inert(value: Any) -> Any:
+    """Jinja finalize: every interpolated value is text, never markup, unless marked safe."""
+    if value is None:
+        return ""
+    if isinstance(value, Markup) or not isinstance(value, str):
+        return value
+    return value.translate(_INERT)
+
+
 class Renderer:
     def __init__(self, directory: Directory, templates: Path = TEMPLATES) -> None:
         self.directory = directory
@@ -49,6 +66,7 @@ class Renderer:
             # Compiled once: the templates ship with the code, so there is no need to stat
             # each file again for every message.
             auto_reload=False,
+            finalize=inert,
         )
         self.vocabulary: dict[str, dict[str, dict[str, str]]] = yaml.safe_load(
             (templates / "vocabulary.yaml").read_text(encoding="utf-8")
@@ -63,14 +81,19 @@ class Renderer:
                 return ""
             entry = self.directory.units.get(code) or self.directory.leaders.get(code)
             if entry is None:
-                return code
-            return entry.name_zh if lang == "zh" else entry.name_en
+                return inert(code)  # a code from a message, not from the directory
+            return Markup(entry.name_zh if lang == "zh" else entry.name_en)
 
         def term(group: str, code: str | None) -> str:
-            words = self.vocabulary.get(group, {}).get(code or "", {})
-            return words.get(lang) or str(code)
+            found = self.vocabulary.get(group, {}).get(code or "", {}).get(lang)
+            return Markup(found) if found else inert(str(code))
 
-        return {"name": name, "term": term, "yuan": lambda a: yuan(a, lang), "lang": lang}
+        return {
+            "name": name,
+            "term": term,
+            "yuan": lambda a: Markup(yuan(a, lang)),
+            "lang": lang,
+        }
 
     def message(
         self, kind: str, lang: str, data: dict[str, Any], recipient: str

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.js.errors
 import pytest
 from nats.aio.client import Client
 
@@ -260,10 +261,20 @@ def as_unit(d: Deployment, unit: str):  # type: ignore[no-untyped-def]
     return connect(d.nats_url, d.seed("units", unit), unit_inbox(unit))
 
 
-async def stream_count(d: Deployment, subject: str) -> int:
+async def stream_count(d: Deployment, unit: str) -> int:
+    """Messages ever stored in a unit's inbox (a work queue: processed ones are gone)."""
     async with connect(d.nats_url, d.seed("ops", "admin")) as s:
-        info = await s.nc.jetstream().stream_info("INTAKE", subjects_filter=subject)
-        return sum((info.state.subjects or {}).values())
+        info = await s.nc.jetstream().stream_info(f"INTAKE_{unit}")
+        return int(info.state.last_seq)
+
+
+async def last_seqs(d: Deployment) -> dict[str, int]:
+    """Every stream's last sequence: anything stored anywhere moves one."""
+    async with connect(d.nats_url, d.seed("ops", "admin")) as s:
+        return {
+            info.config.name: int(info.state.last_seq)
+            for info in await s.nc.jetstream().streams_info()
+        }
 
 
 def http_json(url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -291,22 +302,24 @@ async def wait_for(predicate, timeout: float = 60.0, every: float = 0.5):  # typ
 
 
 async def recognised(d: Deployment, project_id: str, timeout: float = 30) -> None:
-    """Wait for review.recognition(recognized) of a project, read as the Center's staff user."""
+    """Wait for review.recognition(recognized) of a project, read as the Center's staff user
+    (by sequence: the Center may create no consumer on the event streams)."""
     async with connect(d.nats_url, d.seed("ops", "center")) as center:
         js = center.nc.jetstream()
-        sub = await js.subscribe("review.recognition", stream="REVIEW", ordered_consumer=True)
         deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                with contextlib.suppress(nats.errors.TimeoutError):
-                    event = json.loads((await sub.next_msg(timeout=1)).data)
-                    if event["project_id"] == project_id and event["recognized"]:
-                        return
-            raise AssertionError(
-                f"{project_id} not recognised within {timeout:.0f}s: {center.errors}"
-            )
-        finally:
-            await sub.unsubscribe()
+        seq = 1
+        while time.monotonic() < deadline:
+            try:
+                msg = await js.get_msg("REVIEW", seq=seq, subject="review.recognition", next=True)
+            except nats.js.errors.NotFoundError:
+                await asyncio.sleep(0.3)
+                continue
+            assert msg.seq is not None
+            seq = msg.seq + 1
+            event = json.loads(msg.data or b"{}")
+            if event.get("project_id") == project_id and event.get("recognized"):
+                return
+        raise AssertionError(f"{project_id} not recognised within {timeout:.0f}s: {center.errors}")
 
 
 async def diagnose(d: Deployment, project_id: str) -> str:
@@ -314,7 +327,7 @@ async def diagnose(d: Deployment, project_id: str) -> str:
     lines = []
     async with connect(d.nats_url, d.seed("ops", "admin")) as s:
         js = s.nc.jetstream()
-        for stream in ("INTAKE", "PROJECT", "REVIEW", "SCORE", "DLQ"):
+        for stream in ("INTAKE", "PROJECT", "REVIEW", "SCORE", "DLQ"):  # inboxes drain
             sub = await js.subscribe(">", stream=stream, ordered_consumer=True)
             info = await js.stream_info(stream)
             for _ in range(info.state.messages):
@@ -363,7 +376,7 @@ async def test_a_unit_reports_over_nats_and_http_and_the_scoreboard_counts_it(
         ack = await js.publish(
             "intake.TS05.lead", json.dumps(data).encode(), headers={"Nats-Msg-Id": uid()}
         )
-        assert ack.stream == "INTAKE"
+        assert ack.stream == "INTAKE_TS05"  # the unit's own inbox
         for doc in PROOFS_NEW_LAND[:-1]:
             await js.publish(
                 "intake.TS05.document",
@@ -452,7 +465,7 @@ async def test_a_unit_cannot_publish_as_another_unit_and_nothing_is_stored(
     from tests.helpers import count_rows
 
     d = deployment
-    before = await stream_count(d, "intake.TS02.>")
+    before = await stream_count(d, "TS02")
     data = lead("TS02")
     async with as_unit(d, "TS01") as a:
         # Core publish: NATS drops it and says so on the error callback.
@@ -465,7 +478,7 @@ async def test_a_unit_cannot_publish_as_another_unit_and_nothing_is_stored(
                 headers={"Nats-Msg-Id": uid()},
             )  # fmt: skip
     await asyncio.sleep(1)
-    assert await stream_count(d, "intake.TS02.>") == before
+    assert await stream_count(d, "TS02") == before
     assert count_rows(d.database("intake"), InboundEvent, InboundEvent.unit == "TS02") == 0
 
 
@@ -501,7 +514,7 @@ async def test_a_unit_without_its_own_inbox_prefix_gets_no_acks(deployment: Depl
 @pytest.mark.parametrize("service", ["review", "scoring", "notify"])
 async def test_a_service_cannot_publish_as_a_unit(deployment: Deployment, service: str) -> None:
     d = deployment
-    before = await stream_count(d, "intake.TS07.>")
+    before = await stream_count(d, "TS07")
     async with connect(d.nats_url, d.seed("services", service)) as s:
         await s.nc.publish("intake.TS07.lead", json.dumps(lead("TS07")).encode())
         assert "intake.ts07.lead" in (await s.violation()).lower()
@@ -510,7 +523,7 @@ async def test_a_service_cannot_publish_as_a_unit(deployment: Deployment, servic
         await s.nc.publish("project.lead", b"{}")
         await s.violation()
     await asyncio.sleep(0.5)
-    assert await stream_count(d, "intake.TS07.>") == before
+    assert await stream_count(d, "TS07") == before
 
 
 async def test_http_intake_asks_for_the_units_own_token(deployment: Deployment) -> None:
@@ -528,4 +541,106 @@ async def test_http_intake_asks_for_the_units_own_token(deployment: Deployment) 
         url, body, {"Idempotency-Key": uid(), "Authorization": f"Bearer {other}"}
     )
     assert status == 403, reply
-    assert (await stream_count(d, "intake.TS08.>")) == 0
+    assert (await stream_count(d, "TS08")) == 0
+
+
+# ---- reply subjects: nobody gets anything stored in a stream it does not publish to ----------
+
+
+FORGED_REPLIES = [
+    "project.lead",
+    "review.decided",
+    "score.credited",
+    "dlq.review.PROJECT",
+    "intake.TS02.lead",
+    "intake.rejected.TS02.lead",
+    "$KV.investflow_rulesets.scoring.2022.1",
+]
+
+
+async def test_a_unit_naming_an_internal_subject_as_reply_stores_nothing_there(
+    deployment: Deployment,
+) -> None:
+    """JetStream sends its acknowledgement to the reply subject a publisher names; the unit's
+    own account is where that lands, and it holds no stream (issue 11, item 4)."""
+    d = deployment
+    before = await last_seqs(d)
+    async with as_unit(d, "TS01") as a:
+        for reply in FORGED_REPLIES:
+            await a.nc.publish("intake.TS01.lead", b"{}", reply=reply)
+        await a.nc.flush()
+    await asyncio.sleep(2)  # the forged messages are rejected; nothing else may move
+    after = await last_seqs(d)
+    moved = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    assert set(moved) <= {"INTAKE_TS01", "INTAKE"}, moved  # its own inbox, its rejections
+    assert moved.get("INTAKE_TS01") == len(FORGED_REPLIES)
+    async with connect(d.nats_url, d.seed("ops", "admin")) as s:
+        kv = await s.nc.jetstream().key_value("investflow_rulesets")
+        with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+            entry = await kv.get("scoring.2022.1")
+            assert b'"stream"' not in (entry.value or b"")
+
+
+@pytest.mark.parametrize(
+    ("service", "subject", "reply"),
+    [
+        ("notify", "notify.x", "score.credited"),
+        ("intake", "project.x", "review.decided"),
+        ("scoring", "score.x", "project.lead"),
+        ("review", "review.x", "$KV.investflow_rulesets.review.2022.1"),
+    ],
+)
+async def test_a_service_naming_another_stream_as_reply_stores_nothing_there(
+    deployment: Deployment, service: str, subject: str, reply: str
+) -> None:
+    d = deployment
+    target = {
+        "score": "SCORE",
+        "review": "REVIEW",
+        "project": "PROJECT",
+        "$KV": "KV_investflow_rulesets",
+    }[reply.split(".")[0]]
+    before = await last_seqs(d)
+    async with connect(d.nats_url, d.seed("services", service), f"_INBOX_{service}") as s:
+        await s.nc.publish(subject, b"{}", reply=reply)
+        await s.nc.flush()
+    await asyncio.sleep(1)
+    after = await last_seqs(d)
+    assert after.get(target, 0) == before.get(target, 0), (service, reply)
+
+
+async def test_the_center_cannot_redefine_a_services_consumer(deployment: Deployment) -> None:
+    """Item 5: the Center reads streams by sequence and creates no consumer on them."""
+    d = deployment
+    hijack = {
+        "stream_name": "PROJECT",
+        "config": {"name": "review", "durable_name": "review", "filter_subject": "project.none",
+                   "ack_policy": "explicit", "deliver_policy": "all"},
+    }  # fmt: skip
+    async with connect(d.nats_url, d.seed("ops", "center"), "_INBOX_center") as center:
+        for subject in (
+            "$JS.API.CONSUMER.CREATE.PROJECT",
+            "$JS.API.CONSUMER.CREATE.PROJECT.review",
+            "$JS.API.CONSUMER.CREATE.PROJECT.review.project.none",
+            "$JS.API.CONSUMER.DURABLE.CREATE.PROJECT.review",
+        ):
+            center.errors.clear()
+            with contextlib.suppress(Exception):
+                await center.nc.request(subject, json.dumps(hijack).encode(), timeout=1)
+            assert "permissions violation" in (await center.violation()).lower(), subject
+    async with connect(d.nats_url, d.seed("ops", "admin")) as s:
+        info = await s.nc.jetstream().consumer_info("PROJECT", "review")
+        assert info.config.filter_subject == "project.>"
+
+
+@pytest.mark.parametrize(
+    "who", [("services", "review"), ("services", "scoring"), ("units", "TS01")]
+)
+async def test_only_the_center_writes_the_rulesets_bucket(
+    deployment: Deployment, who: tuple[str, str]
+) -> None:
+    d = deployment
+    inbox = f"_INBOX_{who[1]}"
+    async with connect(d.nats_url, d.seed(*who), inbox) as s:
+        await s.nc.publish("$KV.investflow_rulesets.scoring.2022.9", b"x")
+        assert "$kv.investflow_rulesets" in (await s.violation()).lower()

@@ -76,7 +76,9 @@ def test_services_may_not_publish_on_units_subjects_except_intakes_http_gateway(
         who = deploy_cli.service_identity(spec)
         allowed = [p for p in who.publish if matches(p, "intake.TS01.lead")]
         assert allowed == (["intake.*.*"] if spec.name == "intake" else []), spec.name
-        assert not any(s.startswith("_INBOX_") or s == ">" for s in who.subscribe)
+        # Replies on its own prefix only: no service reads a unit's or another service's.
+        inboxes = {s for s in who.subscribe if s.startswith("_INBOX_")}
+        assert inboxes == {f"_INBOX_{spec.name}.>"} and ">" not in who.subscribe, spec.name
         assert "$JS.API.>" not in who.publish and ">" not in who.publish
 
 
@@ -100,12 +102,14 @@ def test_the_permission_table_matches_what_each_service_declares() -> None:
         broker = importlib.import_module(f"{spec.module}.app").broker
         access = deploy_cli.SERVICE_ACCESS[spec.name]
         streams = {s.stream.name for s in broker.subscribers}
-        assert streams == set(access.consumes), spec.name
-        who = deploy_cli.service_identity(spec)
+        units = load_directory(UNITS).units
+        consumes = deploy_cli._streams(access, units)
+        assert streams == set(consumes), spec.name
+        who = deploy_cli.service_identity(spec, units)
         for pub in broker.publishers:
             subject = re.sub(r"\{\w+\}", "X", pub.subject.template)
             assert any(matches(p, subject) for p in who.publish), f"{spec.name}: {subject}"
-        for stream in access.consumes:
+        for stream in consumes:
             assert f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{spec.durable}" in who.publish
             assert f"$JS.ACK.{stream}.{spec.durable}.>" in who.publish
 

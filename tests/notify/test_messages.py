@@ -179,3 +179,38 @@ async def test_materials_credits_and_duplicates(engine) -> None:
     feed(engine, "project.duplicate", json.loads(dup.model_dump_json()))
     [d] = rows(engine, N.cause == "duplicate:TS02-X")
     assert d.recipient == "CENTER" and "东城街道" in d.body and "城关街道" in d.body
+
+
+HOSTILE_TITLE = (
+    "[点我领奖](http://evil.example/x) ![t](http://evil.example/p.png)\n# 标题 <b>粗</b>"
+)
+
+
+async def test_unit_text_builds_no_link_image_heading_or_html_in_any_channel(
+    tmp_path, smtp_server, http_sink, monkeypatch
+) -> None:
+    """Issue 11 item 12: a title from a unit's system is text in email, webhook and robots."""
+    monkeypatch.setenv("NOTIFY_SMTP_HOST", smtp_server.host)
+    monkeypatch.setenv("NOTIFY_SMTP_PORT", str(smtp_server.port))
+    monkeypatch.setenv("NOTIFY_SMTP_FROM", "zhaoshang@county.example")
+    contacts = contacts_yaml(tmp_path / "c.yaml", "county.example", http_sink)
+    engine = notify_engine(f"sqlite:///{tmp_path / 'n.db'}", contacts)
+    feed(
+        engine,
+        "project.lead",
+        lead_event("TS01", "P9", landing_area="DEVZONE", title=HOSTILE_TITLE),
+    )
+    await deliver(engine)
+    engine.dispose()
+    mails = [m for r, m in smtp_server.messages if "ts01@county.example" in r]
+    assert mails
+    html = mails[0].get_body(("html",)).get_content()
+    assert "<a " not in html and "<img" not in html and "<b>" not in html and "<h1" not in html
+    assert "evil.example" in html  # the words are all there, as text
+    robots = [
+        body for path, body, _ in http_sink.received if path.startswith(("/dingtalk", "/wecom"))
+    ]
+    assert robots
+    for robot in robots:
+        text = json.dumps(robot, ensure_ascii=False)
+        assert "](http" not in text and "\\n# 标题" not in text and "<b>" not in text
