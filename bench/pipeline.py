@@ -155,9 +155,11 @@ async def run_baseline(n_funds: int, per: int, durable: bool = False) -> dict[st
     ):
         nc = await nats.connect(server.url)
         js = nc.jetstream()
-        await ensure_streams(js, 600)
+        # The relay reads every unit from one stream (intake has an inbox per unit).
+        await ensure_streams(js, 600, units=[])
+        await js.add_stream(name="BENCH_INBOX", subjects=["intake.*.*"])
         hops = [
-            ("INTAKE", "intake.*.*", "relay1", "project."),
+            ("BENCH_INBOX", "intake.*.*", "relay1", "project."),
             ("PROJECT", "project.*", "relay2", "review."),
             ("REVIEW", "review.*", "relay3", "score."),
         ]

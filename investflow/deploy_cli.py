@@ -14,10 +14,12 @@ creates every service's database and tables, for the compose file's one-shot ini
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,11 +335,19 @@ def ensure_seeds(
         os.chmod(path.parent, 0o700)
         os.chmod(secrets_dir / "nats", 0o700)
         seed = new_seed()
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(seed + b"\n")
-        os.replace(tmp, path)
+        # A fresh file of our own (O_EXCL, 0600 from the start): a leftover `<name>.tmp` or a
+        # symlink planted there can neither lend the seed its mode nor receive it.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(seed + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
         keys[who.name] = public_key(seed)
         report.append(f"{'rotated' if who.name in rotate else 'created'} {path}")
     return keys, report

@@ -21,6 +21,7 @@ from investflow.nats_server import NatsServer, free_port
 from shared.messaging import consume_in_order, durable_subscriber, make_broker
 from shared.settings import Settings
 from shared.streams import ensure_streams
+from tests.helpers import uid
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -247,3 +248,33 @@ async def test_a_message_held_by_a_dead_replica_is_taken_in_order_without_handin
     assert done == list(range(50))
     handed_back = sorted(n for n, times in deliveries.items() if times > 1 and n != 0)
     assert deliveries[0] == 2 and not handed_back, f"handed back: {handed_back}"
+
+
+async def test_a_consumer_whose_filter_was_changed_is_put_back_on_start(nats_url: str) -> None:
+    """Issue 11 item 5: a durable redefined with another filter (as the Center could once)
+    is repaired before the service subscribes, and what arrived meanwhile is still pending."""
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    from shared import messaging
+
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    durable = f"svc{uid()}"
+    await js.add_consumer(
+        "PROJECT",
+        config=ConsumerConfig(
+            durable_name=durable, filter_subject="project.none", ack_policy=AckPolicy.EXPLICIT
+        ),
+    )
+    await js.publish("project.lead", b"{}", headers={"Nats-Msg-Id": uid()})
+    messaging.DECLARED.append(("PROJECT", durable, "project.>"))
+    try:
+        repaired = await messaging.repair_consumers(settings_for(nats_url), durable)
+        again = await messaging.repair_consumers(settings_for(nats_url), durable)
+    finally:
+        messaging.DECLARED.remove(("PROJECT", durable, "project.>"))
+    info = await js.consumer_info("PROJECT", durable)
+    await nc.close()
+    assert len(repaired) == 1 and "project.none" in repaired[0] and again == []
+    assert info.config.filter_subject == "project.>"
+    assert (info.num_pending or 0) >= 1

@@ -246,3 +246,23 @@ async def test_a_rotated_unit_is_cut_off_at_reload_and_signs_in_with_its_new_see
         await new.close()
     finally:
         server.stop()
+
+
+def test_a_leftover_tmp_file_or_symlink_cannot_take_a_rotated_seed(tmp_path: Path) -> None:
+    """Issue 11 item 15: seeds are written to a fresh file, 0600 from its first byte."""
+    secrets, out = tmp_path / "s", tmp_path / "auth.conf"
+    assert users("--secrets", str(secrets), "--out", str(out)).returncode == 0
+    units = secrets / "nats" / "units"
+    elsewhere = tmp_path / "stolen"
+    elsewhere.write_bytes(b"")
+    (units / "TS01.tmp").symlink_to(elsewhere)
+    loose = units / "TS02.tmp"
+    loose.write_bytes(b"")
+    loose.chmod(0o644)
+    for unit in ("TS01", "TS02"):
+        assert users("--secrets", str(secrets), "--out", str(out), "--rotate", unit).returncode == 0
+        seed = units / f"{unit}.nk"
+        assert not seed.is_symlink() and stat.S_IMODE(seed.stat().st_mode) == 0o600
+        assert deploy_cli.public_key(seed.read_bytes()) in out.read_text()
+    assert elsewhere.read_bytes() == b"", "the seed went through a planted symlink"
+    assert not list(units.glob(".*.tmp")), "a temporary file was left behind"
