@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from faststream.nats.annotations import NatsMessage
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from prometheus_client import Counter
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
@@ -28,13 +29,14 @@ from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import Directory, load_directory
 from shared.http_ops import add_ops_routes, serve
 from shared.messaging import (
+    Retry,
     consume_in_order,
     durable_subscriber,
     make_broker,
     repair_consumers,
     transient,
 )
-from shared.settings import Settings
+from shared.settings import Settings, connect_nats
 from shared.streams import unit_stream_name
 
 from . import store, tokens
@@ -153,10 +155,35 @@ async def process(msgs: list[Msg]) -> None:
         results = await asyncio.to_thread(transaction)
     for (unit, kind, key, subject, _), result in zip(items, results, strict=True):
         if isinstance(result, list):
+            await _unless_in_flight(unit, getattr(result, "unknown", []))
             await publish_rejection(unit, kind, subject, key, result)
             continue
         await outbox.publish(broker, engine(), store.Outbox, result.outbox)
         MESSAGES.labels(kind=kind, outcome=result.outcome).inc()
+
+
+_js: JetStreamContext | None = None  # intake's own connection, for asking about inboxes
+
+
+async def _unless_in_flight(sender: str, project_ids: list[str]) -> None:
+    """Raise Retry when a project this message names may still be in its unit's inbox.
+
+    Units' inboxes are consumed side by side, so a landing area's document or the Center's
+    agenda can arrive before the lead another unit sent a moment earlier. A project id names
+    its unit (`<unit>-<lead_id>`); while that unit's inbox holds anything, try again later;
+    once it is empty, the project really is unknown and the sender is told.
+    """
+    global _js
+    owners = {pid.split("-", 1)[0] for pid in project_ids} - {sender}
+    owners &= set(directory.units)
+    if not owners:
+        return
+    if _js is None:
+        _js = (await connect_nats(settings, name="investflow-intake-inboxes")).jetstream()
+    for owner in sorted(owners):
+        info = await _js.consumer_info(unit_stream_name(owner), SERVICE)
+        if (info.num_pending or 0) + (info.num_ack_pending or 0) > 0:
+            raise Retry(f"a project of {owner} may still be in its inbox")
 
 
 async def process_one(msg: Msg) -> None:

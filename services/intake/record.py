@@ -68,10 +68,11 @@ def natural_key(parsed: Parsed) -> str | None:
 
 
 def _project_problem(
-    session: Session, unit: str, project_id: str, field_name: str
+    session: Session, unit: str, project_id: str, field_name: str, unknown: list[str]
 ) -> FieldError | None:
     project = store.get_project(session, project_id)
     if project is None:
+        unknown.append(project_id)
         return FieldError(
             field=field_name,
             problem=f"unknown project {project_id!r}; report its lead first / 项目不存在",
@@ -90,10 +91,19 @@ def _project_problem(
     return None
 
 
-def check(session: Session, parsed: Parsed) -> list[FieldError]:
+class Refused(list[FieldError]):
+    """The problems with a message; `unknown` are the project ids it names that intake has
+    not stored (yet: another unit's inbox may still hold the lead)."""
+
+    def __init__(self, errors: list[FieldError] = (), unknown: list[str] = ()) -> None:  # type: ignore[assignment]
+        super().__init__(errors)
+        self.unknown = list(unknown)
+
+
+def check(session: Session, parsed: Parsed) -> Refused:
     """The checks that need the tables. Run by HTTP before accepting, and again by the consumer."""
     p = parsed.payload
-    errors: list[FieldError] = []
+    errors = Refused()
     nkey = natural_key(parsed)
     taken = store.natural_key_taken(session, nkey) if nkey else None
     if taken is not None:
@@ -111,21 +121,32 @@ def check(session: Session, parsed: Parsed) -> list[FieldError]:
         )
     if isinstance(p, Meeting):
         for i, pid in enumerate(p.agenda):
-            problem = _project_problem(session, parsed.unit, pid, f"agenda[{i}]")
+            problem = _project_problem(session, parsed.unit, pid, f"agenda[{i}]", errors.unknown)
             if problem:
                 errors.append(problem)
     elif isinstance(p, CommitteeDecision):
-        problem = _project_problem(session, parsed.unit, p.project_id, "project_id")
+        problem = _project_problem(session, parsed.unit, p.project_id, "project_id", errors.unknown)
         if problem:
             errors.append(problem)
-        if store.natural_key_taken(session, f"meeting:{p.meeting_id}") is None:
+        meeting = store.natural_key_taken(session, f"meeting:{p.meeting_id}")
+        if meeting is None:
             errors.append(
                 FieldError(
                     field="meeting_id", problem=f"unknown meeting {p.meeting_id!r} / 会议不存在"
                 )
             )
+        elif p.project_id not in json.loads(meeting.payload).get("agenda", []):
+            errors.append(
+                FieldError(
+                    field="project_id",
+                    problem=f"{p.project_id!r} is not on the agenda of meeting {p.meeting_id!r}; "
+                    "a decision needs the project on that meeting's agenda / 该项目不在本次会议议程",
+                )
+            )
     elif not isinstance(p, Lead) and parsed.project_id is not None:
-        problem = _project_problem(session, parsed.unit, parsed.project_id, "project_id")
+        problem = _project_problem(
+            session, parsed.unit, parsed.project_id, "project_id", errors.unknown
+        )
         if problem:
             errors.append(problem)
     return errors
@@ -144,13 +165,13 @@ def key_reused(key: str, first: store.InboundEvent, field_name: str = "Nats-Msg-
 
 def record(
     session: Session, parsed: Parsed, key: str, received_at: dt.datetime
-) -> Recorded | list[FieldError]:
+) -> Recorded | Refused:
     """Store `parsed` under idempotency `key`, or say why not. Idempotent per (unit, key)."""
     payload_json = parsed.payload.model_dump_json()
     seen = store.find_inbound(session, parsed.unit, key)
     if seen is not None:
         if seen.kind != parsed.kind.value or seen.payload != payload_json:
-            return [key_reused(key, seen)]
+            return Refused([key_reused(key, seen)])
         assert seen.id is not None
         return Recorded(
             seen.id, seen.project_id, "resent", pending_for(session, store.Outbox, str(seen.id))

@@ -93,7 +93,8 @@ def check_subject(unit: str, kind: str, directory: Directory) -> list[FieldError
         errors.append(
             FieldError(
                 field="$subject",
-                problem=f"{kind} events come from the Center only / 仅限项目建设服务中心报送",
+                problem=f"{kind} events come from the Center only, not from {unit} "
+                "/ 仅限项目建设服务中心报送",
             )
         )
     return errors

@@ -16,7 +16,9 @@ class InboundKind(StrEnum):
     rates = "rates"  # from the Center only
 
 
-CENTER_ONLY_KINDS = frozenset({InboundKind.meeting, InboundKind.rates})
+# The committee's office (the Center) records meetings and their collective decisions
+# (集体决策); a unit cannot approve its own project or name its sponsor.
+CENTER_ONLY_KINDS = frozenset({InboundKind.meeting, InboundKind.rates, InboundKind.decision})
 PROJECT_KINDS_WITHOUT_PROJECT = frozenset({InboundKind.meeting, InboundKind.rates})
 
 

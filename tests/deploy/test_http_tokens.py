@@ -87,6 +87,7 @@ def test_a_misspelt_switch_stops_the_service() -> None:
 def client(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.setattr(intake_app, "_engine", engine)
     monkeypatch.setattr(intake_app.unit_token, "enabled", True)
+    monkeypatch.setattr(intake_app.reader, "enabled", True)
     yield TestClient(intake_app.http)  # no `with`: the broker is never started
 
 
@@ -137,6 +138,35 @@ def test_health_metrics_and_docs_stay_open(client: TestClient) -> None:
     assert client.get("/openapi.json").json()["components"]["securitySchemes"]["HTTPBearer"]
     # /health needs the broker: it is checked open, with tokens on, by the compose healthcheck
     # in test_compose_wiring.py.
+
+
+def test_a_unit_reads_only_its_own_projects_and_the_center_reads_all(
+    client: TestClient, engine: Engine
+) -> None:
+    """Issue 11 item 14: GET /v1/projects/{id} with auth on (investor names, credit codes)."""
+    with unit_of_work(engine) as session:
+        session.add(
+            store.Project(
+                project_id="TS01-P1", attracting_unit="TS01", landing_area="DEVZONE",
+                title="年产5万吨新材料项目", investor_name="某某有限公司",
+                credit_code="91320100B56779677R", reported_on=dt.date(2022, 3, 1),
+            )
+        )  # fmt: skip
+    assert client.get("/v1/projects/TS01-P1").status_code == 401
+    tokens_of = {unit: issue(engine, unit)[1] for unit in ("TS01", "DEVZONE", "TS02", "CENTER")}
+
+    def get(unit: str, pid: str = "TS01-P1"):  # type: ignore[no-untyped-def]
+        return client.get(
+            f"/v1/projects/{pid}", headers={"Authorization": f"Bearer {tokens_of[unit]}"}
+        )
+
+    for unit in ("TS01", "DEVZONE", "CENTER"):  # its unit, its landing area, the Center
+        reply = get(unit)
+        assert reply.status_code == 200 and reply.json()["credit_code"] == "91320100B56779677R"
+    refused = get("TS02")
+    assert refused.status_code == 404 and "某某" not in refused.text
+    # Not one's own and not there read the same: no probing for other units' ids.
+    assert get("TS02", "TS09-NOPE").json() == refused.json()
 
 
 def test_with_auth_off_no_token_is_asked(client: TestClient) -> None:

@@ -228,7 +228,7 @@ async def test_a_full_inbox_refuses_its_unit_and_nobody_else_and_drops_nothing(
         js = nc.jetstream()
         await ensure_streams(js, 60, units=["TS01", "TS02"])
         # Larger than a message may be: the server refuses it to the publisher.
-        with pytest.raises(nats.js.errors.APIError, match="(?i)message size"):
+        with pytest.raises(nats.js.errors.APIError, match=r"(?i)message size"):
             await js.publish("intake.TS01.lead", b"x" * (1024 * 1024 - 1024))
         accepted, refused = 0, None
         for i in range(20):
@@ -248,3 +248,57 @@ async def test_a_full_inbox_refuses_its_unit_and_nobody_else_and_drops_nothing(
         await nc.close()
     finally:
         server.stop()
+
+
+# ---- the committee decides (issue 13, item 1; the intake side of item 3) -------------------------
+
+
+async def test_only_the_center_decides_and_only_for_projects_on_the_agenda(system) -> None:
+    own, other = lead("TS01"), lead("TS02", landing_area="TS02")
+    for unit, body in (("TS01", own), ("TS02", other)):
+        await publish(system.js, f"intake.{unit}.lead", body)
+    pid, other_pid = f"TS01-{own['lead_id']}", f"TS02-{other['lead_id']}"
+    meeting = f"M-{uid()}"
+    await publish(
+        system.js,
+        "intake.CENTER.meeting",
+        {"meeting_id": meeting, "on": "2022-05-10", "agenda": [pid]},
+    )
+    await idle(system.js)
+    decision = {"project_id": pid, "meeting_id": meeting, "decision": "approved",
+                "minutes_ref": "MIN-1", "sponsor_leader": "L01"}  # fmt: skip
+    # The attracting unit approving its own project and naming its sponsor: refused, named.
+    key = uid()
+    await publish(system.js, "intake.TS01.decision", decision, key)
+    status, resp = await http_post(
+        f"{system.http_url}/v1/units/TS01/decision", json.dumps(decision).encode(), uid()
+    )
+    assert status == 422 and "TS01" in resp["errors"][0]["problem"], resp
+    # The Center, for a project that was not on that meeting's agenda: refused.
+    off_agenda = uid()
+    await publish(
+        system.js, "intake.CENTER.decision", decision | {"project_id": other_pid}, off_agenda
+    )
+    await idle(system.js)
+    [by_unit] = await rejections(system, key)
+    assert by_unit["errors"][0]["field"] == "$subject"
+    assert "Center only, not from TS01" in by_unit["errors"][0]["problem"]
+    [not_listed] = await rejections(system, off_agenda)
+    assert any(
+        e["field"] == "project_id" and "not on the agenda" in e["problem"]
+        for e in not_listed["errors"]
+    )
+    decided = [
+        e for e in await read_subject(system.js, "PROJECT", "project.decision")
+        if e["project_id"] in (pid, other_pid)
+    ]  # fmt: skip
+    assert decided == []
+    # The Center, for a project on the agenda: accepted.
+    await publish(system.js, "intake.CENTER.decision", decision)
+    await idle(system.js)
+    decided = [
+        e
+        for e in await read_subject(system.js, "PROJECT", "project.decision")
+        if e["project_id"] == pid
+    ]
+    assert len(decided) == 1
