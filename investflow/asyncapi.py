@@ -1,15 +1,16 @@
 """The published contract: AsyncAPI generated from the services' own FastStream brokers.
 
-Intake consumes every inbound kind through ONE wildcard subscription (`intake.*.*`), so a
-lead and its follow-ups are processed in the order they were sent. FastStream can only
-describe that as one untyped channel; units need one channel per kind with its payload
-schema, so we expand it from the same contract models intake validates with.
+Intake consumes every inbound kind of a unit through one subscription on that unit's inbox
+(`intake.<unit>.*`), so a lead and its follow-ups are processed in the order they were sent.
+FastStream can only describe those as untyped channels; units need one channel per kind with
+its payload schema, so we expand it from the same contract models intake validates with.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,10 @@ def _expand_inbound(doc: dict[str, Any]) -> None:
 
 
 def spec_document() -> dict[str, Any]:
-    doc = json.loads(build_spec().to_specification().to_json())
+    with warnings.catch_warnings():
+        # Every unit's inbox subscription shares the one title on purpose (expanded below).
+        warnings.filterwarnings("ignore", "Overwrite channel handler", RuntimeWarning)
+        doc = json.loads(build_spec().to_specification().to_json())
     _expand_inbound(doc)
     return doc
 

@@ -209,10 +209,10 @@ def _inbox_subscriber(stream: str, subject: str, unit: str) -> None:
         stream=stream,
         durable=SERVICE,
         settings=settings,
-        title=f"intake.{unit}.{{kind}}:Consume" if unit != "*" else "intake.{unit}.{kind}:Consume",
-        description=f"Inbound events from unit {unit}'s systems; see docs/asyncapi.yaml for each kind"
-        if unit != "*"
-        else "Unit events stored before units had inboxes of their own (upgraded deployments)",
+        # One title for every inbox: the AsyncAPI document shows one channel per kind
+        # (investflow/asyncapi.py expands it from the contract models).
+        title="intake.{unit}.{kind}:Consume",
+        description="Inbound events from units' systems; see docs/asyncapi.yaml for each kind",
     )
 
     @subscriber

@@ -179,9 +179,22 @@ def bad_message(draw: st.DrawFn, project_id: str, meeting_id: str) -> Bad:
                 "unknown_field",
                 "not_json",
                 "not_object",
+                "nul",
+                "deep",
             ]
         )
     )
+    if how in ("nul", "deep"):
+        path, _, _ = draw(st.sampled_from(FIELDS[kind]))
+        if how == "nul":  # PostgreSQL refuses NUL in text; intake names the field up front
+            at = draw(st.integers(0, 4))
+            _set(data, path, "招商项目"[:at] + "\x00" + "招商项目"[at:])
+            return Bad(unit, kind, json.dumps(data, ensure_ascii=False).encode(), path, how)
+        levels = draw(st.integers(33, 5000))
+        _set(data, path, "__DEEP__")
+        body = json.dumps(data, ensure_ascii=False).encode()
+        deep = b"[" * levels + b"]" * levels
+        return Bad(unit, kind, body.replace(b'"__DEEP__"', deep), "$", how)
     if how == "not_json":
         body = draw(st.sampled_from([b"{", b"\xff\xfe", b"nul", b'{"a":}', b""])) + draw(
             st.binary(max_size=20)

@@ -132,3 +132,91 @@ async def test_fuzz_over_http_gets_422_naming_the_field(system, base_project: st
     await idle(system.js)
     assert count_rows(system.database_url, InboundEvent) == rows_before
     assert system.supervisor.children["intake"].restarts == 0
+
+
+# ---- keys: over-long or odd, reused with another body, shared across units ---------------------
+
+
+def draw_keys(n: int, http: bool = False) -> list[str]:
+    """n keys intake must refuse: longer than 200 characters, or with a NUL or control
+    character (over HTTP: what a client can put in a header line)."""
+    from hypothesis import strategies as st
+
+    text = st.characters(min_codepoint=0x20, max_codepoint=0x7E) if http else st.characters()
+    odd = ["\x01", "\x1b", "\x7f"] + ([] if http else ["\x00", "\u2028"])
+    out: list[str] = []
+    bad_key = st.one_of(
+        st.text(alphabet=text, min_size=201, max_size=400),
+        st.builds(
+            lambda a, c, b: a + c + b,
+            st.text(alphabet=text, max_size=20),
+            st.sampled_from(odd),
+            st.text(alphabet=text, max_size=20),
+        ),
+    ).filter(lambda k: "\r" not in k and "\n" not in k)  # a header is one line
+
+    @settings(max_examples=n * 3, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(bad_key)
+    def draw(key: str) -> None:
+        if len(out) < n:
+            out.append(key)
+
+    draw()
+    assert len(out) == n
+    return out
+
+
+@pytest.mark.timeout(400)
+async def test_fuzz_keys_over_nats_and_http_store_nothing_and_units_keep_their_own(
+    system, base_project: str
+) -> None:
+    """≥ 1,000 odd keys each way, 1,000 other bodies under a used key, and keys shared across
+    units: the odd and reused are refused and store nothing; the shared give one event each."""
+    rows_before = count_rows(system.database_url, InboundEvent)
+    events_before = len(await read_subject(system.js, "PROJECT", "project.>"))
+    keys = draw_keys(N)
+    body = json.dumps(lead("TS02", landing_area="TS02")).encode()
+    for key in keys:
+        await system.js.publish("intake.TS02.lead", body, headers={"Idempotency-Key": key})
+    sem = asyncio.Semaphore(8)
+
+    async def post(unit: str, data: bytes, key: str) -> int:
+        async with sem:
+            status, _ = await http_post(f"{system.http_url}/v1/units/{unit}/lead", data, key)
+            return status
+
+    statuses = await asyncio.gather(*(post("TS02", body, k) for k in draw_keys(N, http=True)))
+    # 422 from intake; 400 where the HTTP server itself refuses a control character.
+    assert set(statuses) <= {400, 422} and 422 in statuses, set(statuses)
+
+    # One key used, then reused with N other bodies over NATS and HTTP.
+    used = f"used-{uid()}"
+    first = lead("TS03", landing_area="TS03")
+    await publish(system.js, "intake.TS03.lead", first, used)
+    await idle(system.js)
+    others = [json.dumps(lead("TS03", landing_area="TS03")).encode() for _ in range(N)]
+    for other in others:
+        await publish(system.js, "intake.TS03.lead", other, used)
+    statuses = await asyncio.gather(*(post("TS03", o, used) for o in others[: N // 4]))
+    assert set(statuses) == {409}, set(statuses)
+    await idle(system.js)
+    assert count_rows(system.database_url, InboundEvent) == rows_before + 1
+    assert len(await read_subject(system.js, "PROJECT", "project.>")) == events_before + 1
+    reused = [
+        r for r in await read_subject(system.js, "INTAKE", "intake.rejected.TS03.lead")
+        if r["idempotency_key"] == used
+    ]  # fmt: skip
+    assert len(reused) == N and all(
+        "different content" in r["errors"][0]["problem"] for r in reused
+    )
+
+    # The same key from every unit that reports leads: one event each.
+    shared = f"shared-{uid()}"
+    units = [u for u in DIRECTORY.units if DIRECTORY.is_landing_area(u)]
+    for unit in units:
+        await publish(system.js, f"intake.{unit}.lead", lead(unit, landing_area=unit), shared)
+    await idle(system.js)
+    stored = count_rows(system.database_url, InboundEvent, InboundEvent.idempotency_key == shared)
+    assert stored == len(units)
+    assert system.supervisor.children["intake"].restarts == 0
