@@ -185,6 +185,13 @@ async def _unless_in_flight(sender: str, project_ids: list[str]) -> None:
         if (info.num_pending or 0) + (info.num_ack_pending or 0) > 0:
             raise Retry(f"a project of {owner} may still be in its inbox")
 
+    def stored_since() -> bool:  # the lead may have been stored after this message's check
+        with unit_of_work(engine()) as session:
+            return any(store.get_project(session, pid) for pid in project_ids)
+
+    if await asyncio.to_thread(stored_since):
+        raise Retry("a project it names was stored meanwhile")
+
 
 async def process_one(msg: Msg) -> None:
     """One message; one that can never be stored is dead-lettered and its sender told why."""

@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 
 from shared import subjects
 from shared.contract import NotifyOutcome
+from shared.contract.events import check_event
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import load_directory
 from shared.messaging import configure_logging, consume_in_order, durable_subscriber, make_broker
@@ -102,6 +103,8 @@ async def handle(msg: Msg) -> None:
 
 async def handle_run(msgs: list[Msg]) -> None:
     """Messages delivered one after another, applied in one transaction (see handle.py)."""
+    for msg in msgs:
+        check_event(msg.subject, msg.data)  # at the edge: refused at once if not the contract
     events = [(msg.subject, json.loads(msg.data), message_key(msg)) for msg in msgs]
 
     def transaction() -> int:

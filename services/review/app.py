@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from shared import outbox, subjects
 from shared.contract import Decided, MaterialsStatus, Recognition, Screened
+from shared.contract.events import check_event
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.messaging import configure_logging, consume_in_order, durable_subscriber, make_broker
 from shared.rules import RulesetRegistry, default_registry, published
@@ -81,6 +82,8 @@ async def handle(msg: Msg) -> None:
 
 async def handle_run(msgs: list[Msg]) -> None:
     """Apply `msgs` in order in one transaction, then publish the events they cause."""
+    for msg in msgs:
+        check_event(msg.subject, msg.data)  # at the edge: refused at once if not the contract
     events = [(msg.subject, json.loads(msg.data)) for msg in msgs]
     in_force = rules()
 

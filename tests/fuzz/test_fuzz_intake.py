@@ -142,7 +142,12 @@ def draw_keys(n: int, http: bool = False) -> list[str]:
     character (over HTTP: what a client can put in a header line)."""
     from hypothesis import strategies as st
 
-    text = st.characters(min_codepoint=0x20, max_codepoint=0x7E) if http else st.characters()
+    # No surrogates (they have no UTF-8 form, nats-py cannot send them).
+    text = (
+        st.characters(min_codepoint=0x20, max_codepoint=0x7E)
+        if http
+        else st.characters(blacklist_categories=("Cs",))
+    )
     odd = ["\x01", "\x1b", "\x7f"] + ([] if http else ["\x00", "\u2028"])
     out: list[str] = []
     bad_key = st.one_of(
@@ -159,7 +164,8 @@ def draw_keys(n: int, http: bool = False) -> list[str]:
               suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(bad_key)
     def draw(key: str) -> None:
-        if len(out) < n:
+        key = key.strip()  # nats-py strips header values: what arrives must still be bad
+        if len(out) < n and (len(key) > 200 or not key.isprintable()):
             out.append(key)
 
     draw()
