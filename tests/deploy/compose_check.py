@@ -305,9 +305,7 @@ def up(stack: Stack, report: Report, *extra: str) -> bool:
     detail = ", ".join(f"{k.split('#')[0]} {v}" for k, v in sorted(services.items()))
     if not ok:
         detail += " | " + (out.stderr or out.stdout)[-1500:]
-    return report.check(
-        " ".join(["compose up", *extra]) + ": every healthcheck passes", ok, detail
-    )
+    return report.check(" ".join(["compose up", *extra]) + ": every healthcheck passes", ok, detail)
 
 
 # ---- 3. the smoke flow -------------------------------------------------------------------------
