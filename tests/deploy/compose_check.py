@@ -372,8 +372,10 @@ def funds(pid: str, funds_id: str, amount: str) -> dict[str, Any]:
     }
 
 
-async def smoke(stack: Stack, report: Report) -> str | None:
-    """A unit's project over NATS and HTTP, auth on, credited on the scoreboard. Returns its id."""
+async def smoke(stack: Stack, report: Report) -> tuple[str, Decimal] | None:
+    """A unit's project over NATS and HTTP, auth on, credited on the scoreboard.
+
+    Returns the project's id and the unit's points before it."""
     from tests.helpers import lead, uid
 
     issued = stack.compose("exec", "-T", "intake", "investflow", "tokens", "issue", UNIT,
@@ -429,10 +431,10 @@ async def smoke(stack: Stack, report: Report) -> str | None:
     report.check("the credit shows on the scoreboard", points == Decimal("12000000"),
                  f"{UNIT} +{points} points")  # fmt: skip
     print("-- board page: no board service in this build yet (checked once it exists)")
-    return pid
+    return pid, before
 
 
-async def scale_and_kill(stack: Stack, report: Report, pid: str) -> None:
+async def scale_and_kill(stack: Stack, report: Report, pid: str, before: Decimal) -> None:
     """Two scoring replicas; one killed while funds arrive; every record credited all the same."""
     from tests.helpers import uid
 
@@ -472,6 +474,12 @@ async def scale_and_kill(stack: Stack, report: Report, pid: str) -> None:
     last = "all" if got else "not all"
     report.check("nothing lost: every funds record sent during the kill is credited",
                  bool(got), f"{last} of {len(sent)} credited")  # fmt: skip
+    # ... and none twice: the scoreboard holds F1 plus each of them exactly once.
+    want = before + Decimal("12000000") + Decimal("100000") * len(sent)
+    urls = stack.scoring_urls()
+    total = subject_points(urls[0]) if urls else Decimal(-1)
+    report.check("nothing counted twice: the scoreboard total is exact", total == want,
+                 f"{UNIT} {total} points, expected {want}")  # fmt: skip
 
 
 def check_metrics(stack: Stack, report: Report) -> None:
@@ -533,9 +541,9 @@ async def run(keep: bool) -> int:
         if not up(stack, report):
             print(stack.compose("logs", "--tail", "40").stdout[-6000:])
             return report.summary()
-        pid = await smoke(stack, report)
-        if pid:
-            await scale_and_kill(stack, report, pid)
+        project = await smoke(stack, report)
+        if project:
+            await scale_and_kill(stack, report, *project)
         check_metrics(stack, report)
         bad = [r for r in report.results if not r[0]]
         if bad:
