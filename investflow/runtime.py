@@ -114,7 +114,6 @@ async def running_system(
         async with _running_system(
             data_dir,
             nats_port,
-            http_port,
             services=services,
             echo=echo,
             extra_env=extra_env,
@@ -129,7 +128,6 @@ async def running_system(
 async def _running_system(
     data_dir: Path,
     nats_port: int,
-    http_port: int,
     *,
     services: tuple[ServiceSpec, ...],
     echo: bool,
