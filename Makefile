@@ -33,5 +33,17 @@ asyncapi: $(STAMP)  ## regenerate docs/asyncapi.yaml from the services
 lock:  ## re-pin after changing dependencies in pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]' && $(BIN)/pip freeze --exclude-editable > requirements.lock
 
+# ---- operations (docs/operations.md): not part of `make test` ---------------------------------
+.PHONY: compose-check bundle wheelhouse
+
+compose-check: $(STAMP)  ## build and run deploy/docker-compose.yml on a Docker engine, smoke it, tear it down
+	$(BIN)/python -m tests.deploy.compose_check
+
+bundle: $(STAMP)  ## build/investflow-bundle-*.tar.gz: wheelhouse + source (+ images) for an air-gapped install
+	$(BIN)/python deploy/bundle.py --out build
+
+wheelhouse: $(STAMP)  ## build/wheelhouse: every pinned package as a wheel (images install from it)
+	$(BIN)/python deploy/bundle.py --wheelhouse-only
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

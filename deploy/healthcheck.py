@@ -3,10 +3,10 @@
     python deploy/healthcheck.py http INTAKE_HTTP_PORT   # GET /health on the port that env var names: 200
     python deploy/healthcheck.py nats                    # a live TCP connection to NATS_URL's port
 
-Services without HTTP (review, notify) are healthy while their process holds an established
-connection to NATS: the container has its own network namespace, so /proc/net/tcp shows
-only its own sockets. FastStream reconnects forever, so a lost connection is worth a restart
-only after the healthcheck's retries.
+Every service serves /health now (`http`); `nats` remains for a process without HTTP: it is
+healthy while it holds an established connection to NATS (the container has its own network
+namespace, so /proc/net/tcp shows only its own sockets). A port of 0 means the service took a
+free one and wrote it to INVESTFLOW_HTTP_PORT_FILE.
 """
 
 from __future__ import annotations
@@ -21,6 +21,15 @@ ESTABLISHED = "01"
 
 def http_ok(port_env: str) -> bool:
     port = os.environ.get(port_env)
+    if port == "0":
+        # A free port of its own (replicas sharing the host's network): the service wrote
+        # the one it got to INVESTFLOW_HTTP_PORT_FILE when it started listening.
+        try:
+            with open(os.environ.get("INVESTFLOW_HTTP_PORT_FILE", ""), encoding="ascii") as f:
+                port = f.read().strip()
+        except OSError as exc:
+            print(f"{port_env}=0 and no port file: {exc}", file=sys.stderr)
+            return False
     if not port:
         print(f"{port_env} is not set", file=sys.stderr)
         return False

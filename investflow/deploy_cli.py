@@ -482,11 +482,40 @@ def _nats_users(args: argparse.Namespace) -> int:
 # ---- HTTP tokens -------------------------------------------------------------------------------
 
 
+class TokenDbError(Exception):
+    """The intake database the token command would use is not there: say where it looked."""
+
+
+def _token_database_url(args: argparse.Namespace) -> str:
+    """--database-url, else --data DIR's intake.db, else the service's own resolution."""
+    if args.database_url:
+        return args.database_url
+    if args.data is not None:
+        return f"sqlite:///{Path(args.data) / 'intake.db'}"
+    settings = Settings.from_env()
+    own = os.environ.get("INTAKE_DATABASE_URL") or settings.database_url
+    return own or f"sqlite:///{settings.data_dir / 'intake.db'}"
+
+
 def _token_engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from services.intake import store
     from shared.db import create_tables, make_engine
 
-    engine = make_engine(args.database_url or Settings.from_env().database_url_for("intake"))
+    url = _token_database_url(args)
+    # A token written to a database the running intake does not read is a token nobody honours:
+    # never create the SQLite file here (investflow up / db init do).
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise TokenDbError(
+            f"no intake database at {url.removeprefix('sqlite:///')}: pass the system's --data DIR "
+            "(as given to investflow up) or --database-url / 未找到报送(intake)数据库，"
+            "请用 --data 指定系统的数据目录"
+        )
+    engine = make_engine(url)
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:
+        raise TokenDbError(f"cannot open the intake database {engine.url!r}: {exc}") from exc
     create_tables(engine, store.TABLES)
     return engine
 
@@ -639,6 +668,17 @@ def register_nats(nats_sub: argparse._SubParsersAction) -> None:  # type: ignore
     users.set_defaults(func=_nats_users)
 
 
+def _token_command(fn):  # type: ignore[no-untyped-def]
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(fn(args))
+        except TokenDbError as exc:
+            print(f"investflow tokens {args.tokens_command}: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     tokens = sub.add_parser("tokens", help="the units' HTTP bearer tokens (intake)")
     tsub = tokens.add_subparsers(dest="tokens_command", required=True)
@@ -646,19 +686,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     common.add_argument(
         "--database-url", default=None, help="default: INTAKE_DATABASE_URL / DATABASE_URL / SQLite"
     )
+    common.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="the data dir the system runs with (investflow up --data): its intake.db",
+    )
     issue = tsub.add_parser("issue", parents=[common], help="issue a token for UNIT; printed once")
     issue.add_argument("unit")
     issue.add_argument("--label", default="", help="what it is for, e.g. the unit's system")
-    issue.set_defaults(func=_tokens_issue)
+    issue.set_defaults(func=_token_command(_tokens_issue))
     revoke = tsub.add_parser(
         "revoke", parents=[common], help="revoke TOKEN_ID, or --unit UNIT's all"
     )
     revoke.add_argument("token_id", nargs="?")
     revoke.add_argument("--unit", default=None)
-    revoke.set_defaults(func=_tokens_revoke)
+    revoke.set_defaults(func=_token_command(_tokens_revoke))
     listing = tsub.add_parser("list", parents=[common], help="tokens (ids, never the tokens)")
     listing.add_argument("--unit", default=None)
-    listing.set_defaults(func=_tokens_list)
+    listing.set_defaults(func=_token_command(_tokens_list))
 
     db = sub.add_parser("db", help="service databases")
     dbsub = db.add_subparsers(dest="db_command", required=True)

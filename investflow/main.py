@@ -15,6 +15,9 @@ from shared.settings import REPO_ROOT, Settings
 from .nats_server import free_port
 
 DEFAULT_SAMPLES = REPO_ROOT / "samples" / "year-2022.jsonl"
+# The HTTP services besides intake (--http-port): each takes --<name>-port; by default a free
+# port, printed on start (a fixed one for a Prometheus scrape config: docs/operations.md).
+OTHER_HTTP_SERVICES = ("scoring", "review", "notify")
 
 
 def _print_ready(system) -> None:  # type: ignore[no-untyped-def]
@@ -33,7 +36,10 @@ async def _up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with running_system(Path(args.data), args.nats_port, args.http_port) as system:
+        ports = {name: getattr(args, f"{name}_port") for name in OTHER_HTTP_SERVICES}
+        async with running_system(
+            Path(args.data), args.nats_port, args.http_port, http_ports=ports
+        ) as system:
             _print_ready(system)
             await stop.wait()
             print("stopping …", flush=True)
@@ -165,7 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="data dir: JetStream store, SQLite files, logs",
     )
     up.add_argument("--nats-port", type=int, default=4222)
-    up.add_argument("--http-port", type=int, default=8080)
+    up.add_argument("--http-port", type=int, default=8080, help="intake's HTTP port (the units')")
+    # Every service's /health and /metrics (and scoring's scoreboard) on a port of its own.
+    for name in OTHER_HTTP_SERVICES:
+        up.add_argument(
+            f"--{name}-port",
+            type=int,
+            default=0,
+            help=f"{name}'s HTTP port (/health, /metrics); default: a free one, printed",
+        )
     up.set_defaults(func=lambda a: asyncio.run(_up(a)))
 
     demo = sub.add_parser(

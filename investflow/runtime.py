@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,35 @@ async def _wait_http(url: str, timeout: float) -> None:
     raise StartupError(f"{url}/health did not answer 200 within {timeout:.0f}s")
 
 
+LOCK_FILE = "investflow.lock"
+
+
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """Hold DATA/investflow.lock for the run: two systems on one JetStream store corrupt it.
+
+    flock, not a pid file: the kernel drops it when the process dies, so a crash never leaves
+    a stale lock behind that an operator must delete by hand.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise StartupError(
+                f"{data_dir} is already in use by a running investflow (pid {holder}); stop it "
+                f"first or give another --data / 数据目录已被另一个 investflow 使用"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 @contextlib.asynccontextmanager
 async def running_system(
     data_dir: Path,
@@ -68,11 +98,44 @@ async def running_system(
     extra_env: dict[str, str] | None = None,
     ready_timeout: float = 60.0,
     replicas: dict[str, int] | None = None,
+    http_ports: dict[str, int] | None = None,
 ) -> AsyncIterator[System]:
-    for port, flag in ((nats_port, "--nats-port"), (http_port, "--http-port")):
-        if port_taken(port):
-            raise StartupError(f"port {port} is already in use; pick another with {flag}")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """`http_port` is intake's; `http_ports` sets other services' (e.g. {"scoring": 8082}),
+    and every HTTP process not named there gets a free port. The lock comes first: a second
+    `up` on the same data dir is told so, not that some port is taken."""
+    with data_dir_lock(data_dir):
+        wanted = {"intake": http_port} | {k: v for k, v in (http_ports or {}).items() if v}
+        for port, flag in [(nats_port, "--nats-port")] + [
+            (p, "--http-port" if name == "intake" else f"--{name}-port")
+            for name, p in wanted.items()
+        ]:
+            if port_taken(port):
+                raise StartupError(f"port {port} is already in use; pick another with {flag}")
+        async with _running_system(
+            data_dir,
+            nats_port,
+            services=services,
+            echo=echo,
+            extra_env=extra_env,
+            ready_timeout=ready_timeout,
+            replicas=replicas,
+            wanted=wanted,
+        ) as system:
+            yield system
+
+
+@contextlib.asynccontextmanager
+async def _running_system(
+    data_dir: Path,
+    nats_port: int,
+    *,
+    services: tuple[ServiceSpec, ...],
+    echo: bool,
+    extra_env: dict[str, str] | None,
+    ready_timeout: float,
+    replicas: dict[str, int] | None,
+    wanted: dict[str, int],
+) -> AsyncIterator[System]:
     server = NatsServer(nats_port, data_dir / "nats", log_file=data_dir / "nats-server.log")
     try:
         server.start()
@@ -86,12 +149,10 @@ async def running_system(
         nc = await nats.connect(server.url, max_reconnect_attempts=-1)
         js = nc.jetstream()
         await ensure_streams(js, int(window) if window else Settings.from_env().duplicate_window_s)
-        # intake's first replica gets the operator's --http-port; every other HTTP process a
-        # free port of its own, handed over in its own <SERVICE>_HTTP_PORT.
+        # Each service's first replica gets the operator's port (--http-port, --scoring-port,
+        # ...); every other HTTP process a free port of its own, in its <SERVICE>_HTTP_PORT.
         services = with_replicas(services, replicas or {})
-        ports = {
-            s.key: (http_port if s.key == "intake" else free_port()) for s in services if s.http
-        }
+        ports = {s.key: wanted.get(s.key) or free_port() for s in services if s.http}
         env = (
             dict(os.environ)
             | {"NATS_URL": server.url, "INVESTFLOW_DATA_DIR": str(data_dir)}

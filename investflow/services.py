@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class ServiceSpec:
     name: str
     module: str  # run as `python -m <module>`
-    http: bool = False  # serves HTTP on the port in `<NAME>_HTTP_PORT` (intake: --http-port)
+    http: bool = False  # serves HTTP (at least /health, /metrics) on `<NAME>_HTTP_PORT`
     durable: str = ""  # its JetStream durable consumer, for progress and summaries
     rules: bool = False  # decides with rulesets: `rules publish` waits for it to load a version
     replica: int = 1  # the n-th process of this service (replicas share its durable consumers)
@@ -28,9 +28,9 @@ class ServiceSpec:
 # the AsyncAPI document and the end-to-end tests all pick it up.
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("intake", "services.intake", http=True, durable="intake"),
-    ServiceSpec("review", "services.review", durable="review", rules=True),
+    ServiceSpec("review", "services.review", http=True, durable="review", rules=True),
     ServiceSpec("scoring", "services.scoring", http=True, durable="scoring", rules=True),
-    ServiceSpec("notify", "services.notify", durable="notify"),
+    ServiceSpec("notify", "services.notify", http=True, durable="notify"),
 )
 
 

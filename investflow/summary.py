@@ -24,6 +24,17 @@ async def subject_counts(js: JetStreamContext) -> dict[str, int]:
     return counts
 
 
+def clip(text: str, width: int = 70) -> str:
+    """`text` in at most `width` characters, cut between words (an ellipsis says it was cut)."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    head = text[: width - 1]
+    if text[width - 1] != " " and " " in head:
+        head = head.rsplit(" ", 1)[0]  # never end inside a word ("day value is ou")
+    return head.rstrip(" ,;:") + "…"
+
+
 async def rejection_reasons(js: JetStreamContext, limit: int = 10_000) -> Counter[str]:
     """`field: problem` of every rejection, so the demo shows why, not just how many."""
     reasons: Counter[str] = Counter()
@@ -36,7 +47,7 @@ async def rejection_reasons(js: JetStreamContext, limit: int = 10_000) -> Counte
         for _ in range(expected):
             msg = await sub.next_msg(timeout=5)
             for err in json.loads(msg.data)["errors"]:
-                reasons[f"{err['field']}: {err['problem'].split(' / ')[0][:70]}"] += 1
+                reasons[f"{err['field']}: {clip(err['problem'].split(' / ')[0])}"] += 1
     finally:
         await sub.unsubscribe()
     return reasons

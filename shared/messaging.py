@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import DeliverPolicy
 
+from . import metrics
 from .settings import Settings
 
 log = logging.getLogger("investflow")
@@ -424,13 +425,16 @@ async def settle_in_order(
         while end < len(msgs) and _follows(msgs[end - 1], msgs[end]):
             end += 1
         if work_run is not None and end - i > 1:
+            started = time.monotonic()
             try:
                 await work_run(msgs[i:end])
             except Exception as exc:
                 log.info("%s: %d messages failed together (%s); one by one", service, end - i, exc)
             else:
+                share = (time.monotonic() - started) / (end - i)
                 for msg in msgs[i:end]:
                     await msg.ack()
+                    metrics.observe_settled(service, msg.subject, "ok", share)
                 i = end
                 continue
         for k in range(i, end):
@@ -449,15 +453,19 @@ async def _settle_one(
 ) -> bool:
     """Settle msgs[k]; False when it failed and it and the rest were handed back."""
     msg = msgs[k]
+    started = time.monotonic()
     try:
         await work(msg)
     except Exception as exc:
         delivered = delivery_count(msg)
         if not transient(exc):
             log.error("%s: %s cannot succeed, dead-lettered: %r", service, msg.subject, exc)
+            metrics.observe_settled(service, msg.subject, "dead_letter", time.monotonic() - started)
             await dead_letter(broker, service, msg, exc, delivered)
             await msg.term()
             return True
+        outcome = "dead_letter" if delivered >= settings.max_deliver else "retry"
+        metrics.observe_settled(service, msg.subject, outcome, time.monotonic() - started)
         if delivered >= settings.max_deliver:
             log.error(
                 "%s: %s failed %d times, dead-lettered: %s", service, msg.subject, delivered, exc
@@ -479,6 +487,7 @@ async def _settle_one(
         await asyncio.sleep(delay)
         return False
     await msg.ack()
+    metrics.observe_settled(service, msg.subject, "ok", time.monotonic() - started)
     return True
 
 

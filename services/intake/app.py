@@ -399,7 +399,7 @@ async def get_project(project_id: str, caller: str | None = Depends(reader)) -> 
     return JSONResponse(project.model_dump(mode="json"))
 
 
-add_ops_routes(http, broker, engine)
+add_ops_routes(http, broker, engine, SERVICE, store.Outbox)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from faststream import FastStream
@@ -26,6 +27,7 @@ from shared.contract import NotifyOutcome
 from shared.contract.events import check_event
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import load_directory
+from shared.http_ops import start_ops_server
 from shared.messaging import configure_logging, consume_in_order, durable_subscriber, make_broker
 from shared.settings import REPO_ROOT, Settings
 
@@ -51,6 +53,7 @@ app = FastStream(broker)
 _engine: Engine | None = None
 _dispatcher: Dispatcher | None = None
 _tasks: list[asyncio.Task[None]] = []
+_stops: list[Callable[[], Awaitable[None]]] = []
 
 
 def engine() -> Engine:
@@ -192,11 +195,14 @@ async def _ready() -> None:
     poll_s = float(os.environ.get("NOTIFY_POLL_S", "1"))
     _tasks.append(asyncio.create_task(dispatcher().run(poll_s)))
     _tasks.append(asyncio.create_task(run_scheduler(tick_s)))
+    _stops.append(await start_ops_server(SERVICE, broker, engine))  # /health, /metrics
     print(f"investflow: {SERVICE} ready", flush=True)
 
 
 @app.on_shutdown
 async def _shutdown() -> None:
+    for stop in _stops:
+        await stop()
     for task in _tasks:
         task.cancel()
     await asyncio.gather(*_tasks, return_exceptions=True)

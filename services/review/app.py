@@ -20,6 +20,7 @@ from shared import outbox, subjects
 from shared.contract import Decided, MaterialsStatus, Recognition, Screened
 from shared.contract.events import check_event
 from shared.db import create_tables, make_engine, unit_of_work
+from shared.http_ops import start_ops_server
 from shared.messaging import configure_logging, consume_in_order, durable_subscriber, make_broker
 from shared.rules import RulesetRegistry, default_registry, published
 from shared.settings import Settings
@@ -127,13 +128,20 @@ async def _startup() -> None:
 
 @app.on_shutdown
 async def _shutdown() -> None:
+    if _stop_ops is not None:
+        await _stop_ops()
     if _stop_following is not None:
         await _stop_following()
     await outbox.flush_marks()
 
 
+_stop_ops = None
+
+
 @app.after_startup
 async def _ready() -> None:
+    global _stop_ops
+    _stop_ops = await start_ops_server(SERVICE, broker, engine, store.Outbox)  # /health, /metrics
     print(f"investflow: {SERVICE} ready", flush=True)
 
 

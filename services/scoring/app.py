@@ -343,7 +343,7 @@ async def get_funds(project_id: str) -> JSONResponse:
     return JSONResponse({"project_id": project_id, "funds": records})
 
 
-add_ops_routes(http, broker, engine)
+add_ops_routes(http, broker, engine, SERVICE, store.Outbox)
 
 
 def main() -> None:

@@ -180,6 +180,7 @@ def test_the_cli_issues_lists_and_revokes(
     from investflow.main import main
 
     db = ["--database-url", f"sqlite:///{tmp_path / 'intake.db'}"]
+    create_tables(make_engine(db[1]), store.TABLES)  # the system's intake made it
     assert main(["tokens", "issue", "TS03", "--label", "their ERP", *db]) == 0
     token = capsys.readouterr().out.strip().splitlines()[-1]
     token_id = token.split("_")[1]
