@@ -23,6 +23,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic import (
+    Strict as StrictMode,
+)
 
 RULESET_IDS = ("review", "scoring")
 OPERATORS = (
@@ -51,9 +54,14 @@ class Problem:
     where: str  # "rule major_project", "case \"...\"", "parameter x" or "" for the whole file
     key: str  # dotted key inside that part, e.g. "when.all[1].gte"
     message: str
+    line: int | None = None  # 1-based, where the text is known
+    column: int | None = None
 
     def __str__(self) -> str:
-        parts = [self.file]
+        head = self.file
+        if self.line is not None:
+            head += f":{self.line}" + (f":{self.column}" if self.column is not None else "")
+        parts = [head]
         if self.where:
             parts.append(self.where)
         if self.key:
@@ -228,8 +236,9 @@ class Parameter(Strict):
 class Effective(Strict):
     """Days the version is in force, both inclusive; `to` left out means open-ended."""
 
-    from_: dt.date = Field(alias="from")
-    to: dt.date | None = None
+    # Strict: a date in quotes is text, refused (docs/rules.md), not silently parsed.
+    from_: Annotated[dt.date, StrictMode()] = Field(alias="from")
+    to: Annotated[dt.date, StrictMode()] | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Effective:
