@@ -14,6 +14,7 @@ that does not validate is never loaded: `test` and `explain` refuse to run on it
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import sys
@@ -84,36 +85,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     publish = sub.add_parser(
         "publish",
-        help="validate, run its rule tests, and publish a version to the running services",
+        help="validate and test ruleset files against what runs, and publish them as one change",
+        description="Every file given becomes part of one publication per ruleset id (ending a "
+        "version and starting its successor is one publish of both files). Refused, with "
+        "nothing sent, when a file does not validate, when two versions would be in force on "
+        "one day (the files or what runs), or when the rule tests fail. Exit 0 only when every "
+        "service that decides with rules has loaded it within --timeout.",
     )
-    publish.add_argument("file", type=Path, metavar="FILE.yaml")
-    publish.add_argument("--url", default=None, help="NATS server (default: $NATS_URL)")
+    publish.add_argument("files", nargs="+", type=Path, metavar="FILE.yaml")
     publish.add_argument(
         "--tests", type=Path, default=None, metavar="DIR", help="default: rulesets/tests/"
     )
+    publish.add_argument("--note", default="", help="why (kept in the history)")
     publish.set_defaults(func=cmd_publish)
 
     rollback = sub.add_parser(
-        "rollback", help="make an earlier version decide again (published before, or in rulesets/)"
+        "rollback",
+        help="make an earlier publication decide again (default: the one the last replaced)",
     )
     rollback.add_argument("ruleset_id", metavar="ID")
-    rollback.add_argument("version", metavar="VERSION")
-    rollback.add_argument("--url", default=None, help="NATS server (default: $NATS_URL)")
     rollback.add_argument(
-        "--tests", type=Path, default=None, metavar="DIR", help="default: rulesets/tests/"
+        "version",
+        nargs="?",
+        default=None,
+        metavar="VERSION",
+        help="the latest earlier publication whose newest version is VERSION",
     )
+    rollback.add_argument(
+        "--revision", type=int, default=None, help="a revision of `rules history`"
+    )
+    rollback.add_argument("--note", default="", help="why (kept in the history)")
     rollback.set_defaults(func=cmd_rollback)
+
+    hist = sub.add_parser("history", help="every publication: who, when, files' sha256, note")
+    hist.add_argument("ruleset_id", nargs="?", default=None, metavar="ID")
+    hist.add_argument("--format", choices=["table", "json"], default="table")
+    hist.set_defaults(func=cmd_history)
     # What-if belongs to scoring (it replays scoring's stored facts); maintainers find it here.
     from .scoring_cli import register_whatif
 
     register_whatif(sub)
 
+    for p in (publish, rollback, hist):
+        p.add_argument(
+            "--url", default=None, help="NATS server (default: $NATS_URL, with its credentials)"
+        )
     for p in (publish, rollback):
         p.add_argument(
+            "--timeout",
             "--wait",
+            dest="timeout",
             type=float,
             default=30.0,
-            help="seconds to wait for running services to load it",
+            help="seconds every rules-deciding service has to confirm it (default 30)",
         )
 
 
@@ -394,107 +418,314 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-# --- publish / rollback -------------------------------------------------------------------
+# --- publish / rollback / history ------------------------------------------------------------
 
 
-async def _publishing(url: str | None, work, wait: float):  # type: ignore[no-untyped-def]
-    """Connect, run the publication, and wait for every rules-deciding service to load it."""
-    import nats
+def _candidates(files: list[Path]) -> dict[str, list[Any]]:
+    """The files to publish, validated as `rules validate` does, grouped by ruleset id."""
+    from shared.rules.lifecycle import Candidate
+    from shared.rules.load import load_file, overlap_problems
 
-    from shared.rules import published
-    from shared.settings import Settings
+    problems: list[Problem] = []
+    loaded: list[Candidate] = []
+    for path in files:
+        try:
+            ruleset = load_file(path)
+        except RulesetError as exc:
+            problems.extend(exc.problems)
+            continue
+        loaded.append(Candidate(ruleset, str(path), path.read_text(encoding="utf-8")))
+    problems.extend(overlap_problems([(c.ruleset, c.file) for c in loaded]))
+    if problems:
+        raise RulesetError(problems)
+    groups: dict[str, list[Any]] = {}
+    for c in loaded:
+        groups.setdefault(c.ruleset.id, []).append(c)
+    return groups
 
-    from .services import SERVICES
 
-    settings = Settings.from_env()
-    nc = await nats.connect(
-        url or settings.nats_url,
-        connect_timeout=settings.connect_timeout_s,
-        max_reconnect_attempts=1,
-    )
-    try:
-        expected = [s.name for s in SERVICES if s.rules]
-        ruleset, revision, heard = await published.confirmations(
-            nc, expected, lambda: work(nc.jetstream()), wait
+def _print_confirmation(confirmation: Any, services: list[str], timeout: float, out: TextIO) -> int:
+    """Who loaded it, who refused it, who said nothing: non-zero unless every service loaded it."""
+    loaded = confirmation.loaded()
+    refused = confirmation.refused()
+    silent = [s for s in services if s not in confirmation.heard]
+    if loaded:
+        print(f"  live in / 已生效: {', '.join(loaded)}", file=out)
+    for service, error in refused.items():
+        print(
+            f"  {service} refused it and keeps its running versions / 服务拒绝加载:\n    "
+            + error.replace("\n", "\n    "),
+            file=out,
         )
-        return expected, ruleset, revision, heard
+    if silent:
+        print(
+            f"  not confirmed within {timeout:g}s by / 超时未确认: {', '.join(silent)}",
+            file=out,
+        )
+    return 0 if not refused and not silent else 1
+
+
+def _describe(publication: Any) -> str:
+    return ", ".join(
+        f"{publication.ruleset_id}@{v['version']} ({v.get('effective', '?')})"
+        for v in publication.versions
+    )
+
+
+async def _publish(args: argparse.Namespace, out: TextIO) -> int:
+    from shared.rules.lifecycle import (
+        LifecycleError,
+        agreed_view,
+        compose,
+        connect,
+        kv_or_none,
+        latest,
+        live_views,
+        new_publication,
+        put_and_confirm,
+        rules_services,
+    )
+    from shared.rules.registry import rulesets_dir, test_texts
+
+    groups = _candidates(args.files)  # validated before anything is sent anywhere
+    tests_dir = args.tests or rulesets_dir() / "tests"
+    tests = test_texts(tests_dir)
+    for ruleset_id in groups:
+        if not tests.get(ruleset_id):
+            raise LifecycleError(
+                f"no rule tests for {ruleset_id} in {tests_dir}: a publication carries its "
+                f"tests / {tests_dir} 中没有 {ruleset_id} 的规则测试"
+            )
+    nc = await connect(args.url)
+    code = 0
+    try:
+        kv = await kv_or_none(nc)
+        if kv is None:
+            raise LifecycleError(
+                f"no rulesets bucket on {nc.connected_url.netloc if nc.connected_url else args.url}: "
+                "no investflow service has run against this server; check NATS_URL "
+                "/ 该服务器上没有规则集存储"
+            )
+        services = rules_services()
+        views = await live_views(nc, services, timeout=min(args.timeout, 10.0))
+        for ruleset_id, candidates in groups.items():
+            view = agreed_view(views, ruleset_id)
+            versions, _ = compose(
+                ruleset_id, view["versions"], candidates, f"live in {', '.join(views)}"
+            )
+            entry = await latest(kv, ruleset_id)
+            last = entry.revision if entry is not None else None
+            publication = new_publication(
+                ruleset_id, versions, tests[ruleset_id], "publish", args.note or "", last
+            )
+            await asyncio.to_thread(publication.check)  # exactly what each service will check
+            if last is None:
+                # What runs now is stored first, so a rollback can always return to it,
+                # whatever the local rulesets/ holds later.
+                baseline = new_publication(
+                    ruleset_id,
+                    [
+                        {
+                            "file": v["origin"].rsplit("/", 1)[-1],
+                            "version": v["version"],
+                            "effective": v["effective"],
+                            "text": v["text"],
+                        }
+                        for v in view["versions"]
+                    ],
+                    [(t["file"], t["text"]) for t in view["tests"]],
+                    "baseline",
+                    "what the services ran before the first publication / 首次发布前运行的版本",
+                    None,
+                )
+                last, _ = await put_and_confirm(nc, kv, baseline, None, services, args.timeout)
+                publication = new_publication(
+                    ruleset_id, versions, tests[ruleset_id], "publish", args.note or "", last
+                )
+            revision, confirmation = await put_and_confirm(
+                nc, kv, publication, last, services, args.timeout
+            )
+            print(
+                f"published {_describe(publication)} as revision {revision} "
+                f"(replaces revision {last}) / 已发布",
+                file=out,
+            )
+            code |= _print_confirmation(confirmation, services, args.timeout, out)
+    finally:
+        await nc.close()
+    return code
+
+
+def _run_lifecycle(work: Any, verb: str, out: TextIO) -> int:
+    import asyncio
+
+    from shared.rules.lifecycle import LifecycleError
+
+    try:
+        return int(asyncio.run(work))
+    except RulesetError as exc:
+        print(f"not {verb} / 未{'发布' if verb == 'published' else '回滚'}:", file=out)
+        for problem in exc.problems:
+            print(f"ERROR  {problem}", file=out)
+        return 1
+    except (LifecycleError, OSError) as exc:
+        print(f"not {verb} / 未{'发布' if verb == 'published' else '回滚'}: {exc}", file=out)
+        return 1
+
+
+def cmd_publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    return _run_lifecycle(_publish(args, out or sys.stdout), "published", out or sys.stdout)
+
+
+def _newest(publication: Any) -> str | None:
+    dated = [(v.get("effective", ""), v["version"]) for v in publication.versions]
+    return max(dated)[1] if dated else None
+
+
+async def _rollback(args: argparse.Namespace, out: TextIO) -> int:
+    from shared.rules.lifecycle import (
+        LifecycleError,
+        connect,
+        history,
+        kv_or_none,
+        new_publication,
+        put_and_confirm,
+        rules_services,
+    )
+
+    nc = await connect(args.url)
+    try:
+        kv = await kv_or_none(nc)
+        entries = await history(kv, args.ruleset_id) if kv is not None else []
+        valid = [(rev, p) for rev, p, _ in entries if p is not None]
+        if not valid:
+            raise LifecycleError(
+                f"nothing was ever published for {args.ruleset_id} on this server: the services "
+                f"run their own rulesets/ and there is nothing to roll back / 无发布记录"
+            )
+        current_rev, current = valid[-1]
+        earlier = [(rev, p) for rev, p in valid if rev < current_rev]
+        target: tuple[int, Any] | None = None
+        if args.revision is not None:
+            target = next(((r, p) for r, p in valid if r == args.revision), None)
+        elif args.version is not None:
+            target = next(
+                ((r, p) for r, p in reversed(earlier) if _newest(p) == args.version), None
+            )
+        else:
+            target = next(((r, p) for r, p in valid if r == current.replaces), None)
+        if target is None:
+            known = "; ".join(f"revision {r}: {_describe(p)}" for r, p in valid)
+            raise LifecycleError(
+                f"no earlier publication of {args.ruleset_id} to return to"
+                + (f" with {args.version} as its newest version" if args.version else "")
+                + f" (history: {known}) / 无可回滚的版本"
+            )
+        rev, old = target
+        publication = new_publication(
+            args.ruleset_id,
+            [dict(v) for v in old.versions],
+            [(t["file"], t["text"]) for t in old.tests],
+            "rollback",
+            args.note or f"rollback to revision {rev}",
+            current_rev,
+            restores=rev,
+        )
+        if old.action != "baseline":
+            await asyncio.to_thread(publication.check)
+        services = rules_services()
+        revision, confirmation = await put_and_confirm(
+            nc, kv, publication, current_rev, services, args.timeout
+        )
+        print(
+            f"{_describe(publication)} decide again (revision {rev}, now revision {revision}; "
+            f"replaces revision {current_rev}) / 已回滚",
+            file=out,
+        )
+        return _print_confirmation(confirmation, services, args.timeout, out)
     finally:
         await nc.close()
 
 
-def _report_live(expected: list[str], heard: dict[str, dict], out: TextIO) -> int:
-    """Say where the version is live; a service that refused it makes the command fail."""
-    refused = {s: h for s, h in heard.items() if not h.get("loaded")}
-    for service, status in refused.items():
-        print(
-            f"  {service} refused it and keeps its running version / 服务拒绝加载: {status.get('error')}",
-            file=out,
-        )
-    silent = [s for s in expected if s not in heard]
-    if silent:
-        print(
-            f"  not yet confirmed by / 尚未确认: {', '.join(silent)} (not running, or still loading)",
-            file=out,
-        )
-    live = [s for s, h in heard.items() if h.get("loaded")]
-    if live:
-        print(f"  live in / 已生效: {', '.join(live)}", file=out)
-    return 1 if refused else 0
-
-
-def _gate(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from shared.rules.registry import rulesets_dir
-    from shared.rules.ruletest import gate_on_rule_tests
-
-    return gate_on_rule_tests(args.tests or rulesets_dir() / "tests")
-
-
-def cmd_publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    import asyncio
-
-    from shared.rules import published
-
-    out = out or sys.stdout
-    try:
-        text = args.file.read_text(encoding="utf-8")
-        expected, ruleset, revision, heard = asyncio.run(
-            _publishing(
-                args.url,
-                lambda js: published.publish(js, text, str(args.file), _gate(args)),
-                args.wait,
-            )
-        )
-    except RulesetError as exc:
-        print(f"not published / 未发布:\n{exc}", file=out)
-        return 1
-    except OSError as exc:
-        print(f"not published / 未发布: {exc}", file=out)
-        return 1
-    print(
-        f"published {ruleset.key} ({ruleset.effective}) as revision {revision} / 已发布", file=out
-    )
-    return _report_live(expected, heard, out)
-
-
 def cmd_rollback(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    import asyncio
+    return _run_lifecycle(_rollback(args, out or sys.stdout), "rolled back", out or sys.stdout)
 
-    from shared.rules import published
-    from shared.rules.registry import rulesets_dir
 
-    out = out or sys.stdout
+async def _history(args: argparse.Namespace, out: TextIO) -> int:
+    from shared.rules.lifecycle import LifecycleError, connect, history, kv_or_none
+
+    nc = await connect(args.url)
     try:
-        expected, ruleset, revision, heard = asyncio.run(
-            _publishing(
-                args.url,
-                lambda js: published.rollback(
-                    js, args.ruleset_id, args.version, _gate(args), rulesets_dir()
-                ),
-                args.wait,
+        kv = await kv_or_none(nc)
+        if kv is None:
+            raise LifecycleError(
+                "no rulesets bucket on this server: nothing was published / 无发布记录"
             )
+        try:
+            keys = sorted(k for k in await kv.keys() if "." not in k)
+        except Exception:
+            keys = []
+        ids = [args.ruleset_id] if args.ruleset_id else keys
+        rows: list[dict[str, Any]] = []
+        for ruleset_id in ids:
+            for rev, p, problem in await history(kv, ruleset_id):
+                if p is None:
+                    rows.append({"ruleset": ruleset_id, "revision": rev, "problem": problem})
+                    continue
+                rows.append(
+                    {
+                        "ruleset": ruleset_id,
+                        "revision": rev,
+                        "at": p.at,
+                        "by": p.by,
+                        "action": p.action,
+                        "note": p.note,
+                        "replaces": p.replaces,
+                        "restores": p.restores,
+                        "versions": [
+                            {
+                                "version": v["version"],
+                                "effective": v.get("effective"),
+                                "file": v["file"],
+                                "sha256": v["sha256"],
+                            }
+                            for v in p.versions
+                        ],
+                        "tests": [{"file": t["file"], "sha256": t["sha256"]} for t in p.tests],
+                    }
+                )
+    finally:
+        await nc.close()
+    if args.format == "json":
+        print(json.dumps(rows, ensure_ascii=False, indent=2), file=out)
+        return 0
+    if not rows:
+        print("nothing published yet / 尚无发布记录", file=out)
+    for row in rows:
+        if "problem" in row:
+            print(
+                f"{row['ruleset']} revision {row['revision']}: unreadable: {row['problem']}",
+                file=out,
+            )
+            continue
+        by = row["by"]
+        who = f"{by.get('user', '?')}@{by.get('host', '?')} as {by.get('nats', '?')}"
+        extra = f", restores revision {row['restores']}" if row["restores"] else ""
+        print(
+            f"{row['ruleset']} revision {row['revision']}  {row['at']}  {row['action']}  by {who}"
+            f"  (replaces {row['replaces']}{extra})",
+            file=out,
         )
-    except (RulesetError, OSError) as exc:
-        print(f"not rolled back / 未回滚:\n{exc}", file=out)
-        return 1
-    print(f"{ruleset.key} decides again from revision {revision} / 已回滚", file=out)
-    return _report_live(expected, heard, out)
+        if row["note"]:
+            print(f"    note / 说明: {row['note']}", file=out)
+        for v in row["versions"]:
+            print(
+                f"    {row['ruleset']}@{v['version']}  {v['effective']}  {v['file']}  "
+                f"sha256 {v['sha256'][:16]}",
+                file=out,
+            )
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    return _run_lifecycle(_history(args, out or sys.stdout), "read", out or sys.stdout)

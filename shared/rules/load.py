@@ -46,7 +46,10 @@ class StrictLoader(yaml.SafeLoader):
                 fresh = key not in seen
             except TypeError:  # a list or mapping as a key
                 raise yaml.constructor.ConstructorError(
-                    None, None, "a key must be a plain word / 字段名须为简单文字", key_node.start_mark
+                    None,
+                    None,
+                    "a key must be a plain word / 字段名须为简单文字",
+                    key_node.start_mark,
                 ) from None
             if not fresh:
                 raise yaml.constructor.ConstructorError(
@@ -147,7 +150,9 @@ def words_hint(value: Any) -> str | None:
     if isinstance(value, str):
         number = number_in_words(value)
         if number is not None:
-            return f"hint: write numbers in digits: {number} / 提示：数字请用阿拉伯数字书写：{number}"
+            return (
+                f"hint: write numbers in digits: {number} / 提示：数字请用阿拉伯数字书写：{number}"
+            )
     return None
 
 
@@ -276,9 +281,7 @@ def parse_located(text: str, file: str) -> tuple[Any, yaml.Node | None]:
             [Problem(file, "", "", message + _yaml_hint(problem, text, near), line, column)]
         ) from None
     except RecursionError:
-        raise RulesetError(
-            [Problem(file, "", "", "nested too deep / 嵌套过深")]
-        ) from None
+        raise RulesetError([Problem(file, "", "", "nested too deep / 嵌套过深")]) from None
 
 
 def parse_yaml(text: str, file: str) -> Any:
@@ -397,8 +400,10 @@ _HIDDEN = {*CONDITION_TAGS.values(), "terminate", "route", "require_materials", 
 def _union_member(part: Any) -> bool:
     """A union member's name in an error location (`int`, `ParamRef`, `list[str]`)."""
     text = str(part)
-    return text in ("int", "float", "str", "bool", "date", "none") or "[" in text or (
-        text[:1].isupper() and text.isidentifier()
+    return (
+        text in ("int", "float", "str", "bool", "date", "none")
+        or "[" in text
+        or (text[:1].isupper() and text.isidentifier())
     )
 
 

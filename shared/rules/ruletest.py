@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from .facts import FactsError
-from .load import parse_yaml, pydantic_problems
+from .load import locate, parse_located, pydantic_problems
 from .model import AnyRuleset, Problem, RulesetError
 from .registry import Gate, Rules, RulesetRegistry
 
@@ -114,34 +114,59 @@ class ScoringTests(_Strict):
 
 
 RuleTestFile = ReviewTests | ScoringTests
+TESTED_IDS: dict[str, type[ReviewTests] | type[ScoringTests]] = {
+    "review": ReviewTests,
+    "scoring": ScoringTests,
+}
 
 
-def load_tests(path: Path | str) -> RuleTestFile:
-    """A rule-test file, or RulesetError naming the file, the case and the key."""
+def read_text(path: Path | str) -> str:
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise RulesetError(
             [Problem(file, "", "", f"cannot read: {exc.strerror} / 无法读取")]
         ) from exc
-    data = parse_yaml(text, file)
-    if not isinstance(data, Mapping) or data.get("ruleset") not in ("review", "scoring"):
+    except UnicodeDecodeError as exc:
         raise RulesetError(
-            [
-                Problem(
-                    file,
-                    "",
-                    "ruleset",
-                    "a rule-test file starts with `ruleset: review` or `ruleset: scoring`",
-                )
-            ]
+            [Problem(file, "", "", f"not UTF-8 text ({exc.reason}) / 文件须为 UTF-8 编码")]
+        ) from exc
+
+
+def load_tests(path: Path | str) -> RuleTestFile:
+    """A rule-test file, or RulesetError naming the file, the case, the key and the line."""
+    return load_tests_text(read_text(path), str(path))
+
+
+def load_tests_text(text: str, file: str) -> RuleTestFile:
+    """Rule tests from their YAML text (a published version carries its own)."""
+    data, root = parse_located(text, file)
+    if not isinstance(data, Mapping) or data.get("ruleset") not in TESTED_IDS:
+        raise RulesetError(
+            locate(
+                [
+                    Problem(
+                        file,
+                        "",
+                        "ruleset",
+                        "a rule-test file starts with `ruleset: review` or `ruleset: scoring` "
+                        "/ 规则测试文件须以 ruleset: review 或 ruleset: scoring 开头",
+                    )
+                ],
+                data,
+                root,
+                text,
+            )
         )
-    model = ReviewTests if data["ruleset"] == "review" else ScoringTests
+    model = TESTED_IDS[data["ruleset"]]
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise RulesetError(pydantic_problems(exc, file, data, items="cases", label="case")) from exc
+        problems = pydantic_problems(exc, file, data, items="cases", label="case")
+        raise RulesetError(locate(problems, data, root, text)) from None
+    except RecursionError:
+        raise RulesetError([Problem(file, "", "", "nested too deep / 嵌套过深")]) from None
 
 
 def rule_test_files(paths: Iterable[Path | str]) -> list[Path]:
@@ -322,23 +347,86 @@ def run(
     registry: RulesetRegistry,
     deciders: Mapping[str, Decider | str] | None = None,
     only: Callable[[str, dt.date | None], bool] | None = None,
+    pick: Callable[[str], bool] | None = None,
 ) -> Report:
-    """Run every case under `paths` against the registry's versions."""
-    decide = _deciders(deciders)
+    """Run every case under `paths` against the registry's versions (`pick`: by case name)."""
     report = Report()
+    loaded: list[tuple[str, RuleTestFile]] = []
     for path in rule_test_files(paths):
         try:
-            tests = load_tests(path)
+            loaded.append((str(path), load_tests(path)))
         except RulesetError as exc:
             report.problems.extend(exc.problems)
-            continue
+    return run_loaded(loaded, registry, deciders, only, pick, report)
+
+
+def run_loaded(
+    loaded: Iterable[tuple[str, RuleTestFile]],
+    registry: RulesetRegistry,
+    deciders: Mapping[str, Decider | str] | None = None,
+    only: Callable[[str, dt.date | None], bool] | None = None,
+    pick: Callable[[str], bool] | None = None,
+    report: Report | None = None,
+) -> Report:
+    """Run loaded rule-test files (file name, tests) against the registry's versions."""
+    decide = _deciders(deciders)
+    report = report or Report()
+    for file, tests in loaded:
         for case in tests.cases:
             if only is not None and not only(tests.ruleset, case_date(case)):
                 continue
+            if pick is not None and not pick(case.name):
+                continue
             report.results.append(
-                run_case(case, tests.ruleset, str(path), registry, decide[tests.ruleset])
+                run_case(case, tests.ruleset, file, registry, decide[tests.ruleset])
             )
     return report
+
+
+def check_set(
+    versions: list[tuple[AnyRuleset, str]],
+    tests: list[tuple[str, str]],
+    deciders: Mapping[str, Decider | str] | None = None,
+) -> list[str]:
+    """A published set of versions of one ruleset id, checked against the rule tests it
+    carries (file name, YAML text): the failures, empty when every case dated within a
+    version passes against it and every version has at least one such case."""
+    failures: list[str] = []
+    loaded: list[tuple[str, RuleTestFile]] = []
+    for file, text in tests:
+        try:
+            loaded.append((file, load_tests_text(text, file)))
+        except RulesetError as exc:
+            failures.extend(str(p) for p in exc.problems)
+    ids = {r.id for r, _ in versions}
+    with RulesetRegistry() as candidate:
+        for ruleset, origin in versions:
+            candidate.load(ruleset, origin)
+        report = run_loaded(
+            loaded,
+            candidate,
+            deciders,
+            only=lambda kind, day: (
+                kind in ids
+                and day is not None
+                and any(r.id == kind and r.effective.covers(day) for r, _ in versions)
+            ),
+        )
+        failures.extend(report.lines())
+        for ruleset, _ in versions:
+            covered = any(
+                t.ruleset == ruleset.id
+                and (day := case_date(c)) is not None
+                and ruleset.effective.covers(day)
+                for _, t in loaded
+                for c in t.cases
+            )
+            if not covered:
+                failures.append(
+                    f"no rule test covers {ruleset.key}: add cases dated within "
+                    f"{ruleset.effective} / 没有覆盖该版本的规则测试"
+                )
+    return failures
 
 
 def gate_on_rule_tests(
