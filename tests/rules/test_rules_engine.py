@@ -200,7 +200,9 @@ def test_the_version_in_force_is_picked_by_the_date_given() -> None:
     with RulesetRegistry() as reg:
         reg.add_version(SCORING_TEXT)
         reg.add_version(
-            scoring_text(version="2023.1", effective={"from": dt.date(2023, 1, 1)}, foreign_multiplier=5)
+            scoring_text(
+                version="2023.1", effective={"from": dt.date(2023, 1, 1)}, foreign_multiplier=5
+            )
         )
         foreign = {"investor": {"origin": "foreign"}}
         last = reg.evaluate("scoring", foreign, dt.date(2022, 12, 31))
