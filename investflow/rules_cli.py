@@ -121,10 +121,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     hist.add_argument("ruleset_id", nargs="?", default=None, metavar="ID")
     hist.add_argument("--format", choices=["table", "json"], default="table")
     hist.set_defaults(func=cmd_history)
-    # What-if belongs to scoring (it replays scoring's stored facts); maintainers find it here.
-    from .scoring_cli import register_whatif
+    whatif = sub.add_parser(
+        "whatif",
+        help="replay a year's stored funds records through a proposal: subjects and records, "
+        "old vs new; changes nothing",
+        description="The proposal (one or more scoring ruleset files, and/or --set values) is "
+        "compared with what is live in the running services (or --against a directory or "
+        "files). A proposed version takes the place of the one with its number, and decides "
+        "the days it covers; days it does not cover keep their version. Reads scoring's "
+        "database; writes nothing, publishes nothing.",
+    )
+    whatif.add_argument("files", nargs="*", type=Path, metavar="FILE.yaml")
+    whatif.add_argument(
+        "--ruleset", dest="more_files", action="append", type=Path, default=[], metavar="FILE"
+    )
+    whatif.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    whatif.add_argument("--year", type=int, required=True)
+    whatif.add_argument(
+        "--against",
+        action="append",
+        default=None,
+        metavar="live|PATH",
+        help="what to compare with: live (default: the running services) or rulesets files/dirs",
+    )
+    whatif.add_argument("--records", action="store_true", help="list each changed funds record")
+    whatif.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    whatif.add_argument("--changed-only", action="store_true")
+    whatif.add_argument("--url", default=None, help="NATS server, for --against live")
+    from .scoring_cli import add_database_arguments
 
-    register_whatif(sub)
+    add_database_arguments(whatif)
+    whatif.set_defaults(func=cmd_whatif)
 
     for p in (publish, rollback, hist):
         p.add_argument(
@@ -729,3 +756,264 @@ async def _history(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_history(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return _run_lifecycle(_history(args, out or sys.stdout), "read", out or sys.stdout)
+
+
+# --- what-if --------------------------------------------------------------------------------
+
+
+async def _live_scoring(url: str | None) -> list[tuple[Any, str]]:
+    """The scoring versions the running scoring service decides with."""
+    from shared.rules.lifecycle import connect, live_views
+    from shared.rules.load import load_text
+
+    nc = await connect(url)
+    try:
+        views = await live_views(nc, ["scoring"], timeout=10.0)
+    finally:
+        await nc.close()
+    versions = views["scoring"].get("scoring", {}).get("versions", [])
+    return [(load_text(v["text"], f"live:{v['origin']}"), f"live:{v['origin']}") for v in versions]
+
+
+def _baseline(args: argparse.Namespace, proposal_files: list[Path]) -> tuple[list[Any], str]:
+    from shared.rules.load import load_paths, ruleset_files
+
+    against = args.against or ["live"]
+    if against == ["live"]:
+        return asyncio.run(_live_scoring(args.url)), "live"
+    proposed = {p.resolve() for p in proposal_files}
+    # A proposal file inside the directory compared with is the proposal, not the baseline.
+    files = [f for f in ruleset_files([Path(a) for a in against]) if f.resolve() not in proposed]
+    return [(r, o) for r, o in load_paths(files) if r.id == "scoring"], " ".join(against)
+
+
+def _record_rows(engine: Any, year: int, old: Any, new: Any) -> list[dict[str, Any]]:
+    """Each funds record of the year, old vs new: version, multiplier, deciding rule, points."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    from services.scoring import whatif
+
+    facts = whatif.load_facts(engine, year)
+    sides = [whatif.Replayer(old), whatif.Replayer(new)]
+    rows = []
+    for pid, amount_fen, currency, day in facts.funds:
+        rate = Decimal(1) if currency == "CNY" else facts.rates.get((day, currency))
+        if rate is None:
+            continue
+        project = facts.projects[pid]
+        pf = {k: v for k, v in project.lead.items() if k != "documents"}
+        pf["filed"] = {str(d["type"]): True for d in project.lead.get("documents", [])}
+        if project.sponsor_leader is not None:
+            pf["sponsor_leader"] = project.sponsor_leader
+        amount = Decimal(amount_fen) / 100
+        funds = {"amount": amount, "currency": currency, "arrived_on": day, "rate": rate}
+        out: list[dict[str, Any] | None] = []
+        for replayer in sides:
+            ruleset = replayer.version(day)
+            if ruleset is None:
+                out.append(None)
+                continue
+            if replayer.reads(ruleset)[1]:
+                scored = replayer.full(project, funds)
+                if isinstance(scored, str):
+                    out.append(None)
+                    continue
+                out.append(
+                    {
+                        "version": ruleset.version,
+                        "multiplier": scored.multiplier,
+                        "deciding_rule": scored.deciding_rule,
+                        "points": scored.points,
+                    }
+                )
+                continue
+            verdict, _ = replayer.for_project(project, pf, ruleset, day, funds)
+            if isinstance(verdict, str):
+                out.append(None)
+                continue
+            exact = amount * rate
+            out.append(
+                {
+                    "version": ruleset.version,
+                    "multiplier": verdict.multiplier,
+                    "deciding_rule": verdict.deciding_rule,
+                    "points": (exact * verdict.multiplier).quantize(Decimal("0.01"), ROUND_HALF_UP),
+                }
+            )
+        before, after = out
+        changed = (before or {}).get("points") != (after or {}).get("points") or (before or {}).get(
+            "multiplier"
+        ) != (after or {}).get("multiplier")
+        rows.append(
+            {
+                "project_id": pid,
+                "arrived_on": day.isoformat(),
+                "amount": amount,
+                "currency": currency,
+                "old": before,
+                "new": after,
+                "changed": changed,
+            }
+        )
+    return rows
+
+
+def _render_records(rows: list[dict[str, Any]], fmt: str) -> str:
+    import csv
+    import io
+
+    changed = [r for r in rows if r["changed"]]
+
+    def side(s: dict[str, Any] | None, key: str) -> str:
+        return "" if s is None or s.get(key) is None else show(s[key])
+
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(
+            ["project_id", "arrived_on", "amount", "currency"]
+            + [
+                f"{p}_{k}"
+                for p in ("old", "new")
+                for k in ("version", "multiplier", "deciding_rule", "points")
+            ]
+            + ["change"]
+        )
+        for r in changed:
+            delta = (r["new"] or {}).get("points", 0) - (r["old"] or {}).get("points", 0)
+            w.writerow(
+                [r["project_id"], r["arrived_on"], show(r["amount"]), r["currency"]]
+                + [
+                    side(r[p], k)
+                    for p in ("old", "new")
+                    for k in ("version", "multiplier", "deciding_rule", "points")
+                ]
+                + [show(delta)]
+            )
+        return buf.getvalue()
+    lines = [
+        "",
+        f"Changed funds records / 变化的到位资金记录: {len(changed)} of {len(rows)}",
+        f"  {'project':<24}{'arrived':<12}{'amount':>16} {'old ×':>6} {'old rule':<20}{'old points':>18}"
+        f" {'new ×':>6} {'new rule':<20}{'new points':>18}{'change':>18}",
+    ]
+    for r in changed:
+        o, n = r["old"] or {}, r["new"] or {}
+        delta = n.get("points", 0) - o.get("points", 0)
+        lines.append(
+            f"  {r['project_id']:<24}{r['arrived_on']:<12}{show(r['amount']):>16} "
+            f"{side(o, 'multiplier'):>6} {side(o, 'deciding_rule') or '-':<20}{side(o, 'points'):>18} "
+            f"{side(n, 'multiplier'):>6} {side(n, 'deciding_rule') or '-':<20}{side(n, 'points'):>18}"
+            f"{delta:>+18,.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _jsonable_row(r: dict[str, Any]) -> dict[str, Any]:
+    def side(s: dict[str, Any] | None) -> dict[str, Any] | None:
+        if s is None:
+            return None
+        return {k: (show(v) if k in ("multiplier", "points") else v) for k, v in s.items()}
+
+    return {**r, "amount": show(r["amount"]), "old": side(r["old"]), "new": side(r["new"])}
+
+
+def cmd_whatif(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from services.scoring import whatif
+    from shared.rules.lifecycle import LifecycleError
+    from shared.rules.load import load_file
+
+    from .scoring_cli import CliError, _directory, _engine, _overrides
+
+    out = out or sys.stdout
+    files = [*args.files, *args.more_files]
+    if not files and not args.set:
+        print("ERROR  give a proposal: FILE.yaml ... and/or --set NAME=VALUE", file=out)
+        return 2
+    base = RulesetRegistry()
+    new = RulesetRegistry()
+    engine = None
+    try:
+        try:
+            overrides = _overrides(args.set)
+            proposal = [(load_file(f), str(f)) for f in files]
+            for ruleset, origin in proposal:
+                if ruleset.id != "scoring":
+                    raise RulesetError(
+                        [
+                            Problem(
+                                origin,
+                                "",
+                                "id",
+                                f"a what-if needs scoring rulesets, not {ruleset.id}",
+                            )
+                        ]
+                    )
+            from shared.rules.load import overlap_problems
+
+            problems = overlap_problems(proposal)
+            if problems:
+                raise RulesetError(problems)
+            baseline, against = _baseline(args, files)
+            engine = _engine(args)
+        except RulesetError as exc:
+            for p in exc.problems:
+                print(f"ERROR  {p}", file=out)
+            print("the proposal is not valid; nothing replayed / 方案无效，未测算", file=out)
+            return 1
+        except (LifecycleError, CliError) as exc:
+            print(f"ERROR  {exc}", file=out)
+            if isinstance(exc, LifecycleError):
+                print("  (to compare with files instead: --against rulesets/)", file=out)
+            return 1
+        for ruleset, origin in baseline:
+            base.load(ruleset, origin)
+            new.load(ruleset, origin)
+        changes: list[str] = []
+        for ruleset, origin in proposal:
+            # The proposal replaces the version of its number and decides the days it covers.
+            new.remove("scoring", ruleset.version)
+            covered = [
+                v for v in base.versions("scoring") if v.effective.overlaps(ruleset.effective)
+            ]
+            new.load(ruleset, origin, supersede=True)
+            was = next((v for v in covered if v.version == ruleset.version), None) or (
+                covered[0] if covered else None
+            )
+            changes.append(f"{ruleset.key} in force {ruleset.effective} (from {origin})")
+            if was is not None:
+                changes += [f"  {line}" for line in whatif.describe_change(was, ruleset, {})]
+        proposed: Any = new
+        if overrides:
+            proposed = new.with_parameters("scoring", overrides, file="--set")
+            changes.append(
+                "  " + ", ".join(f"{k} = {v}" for k, v in overrides.items()) + " (--set)"
+            )
+        label = " ".join(map(str, files)) + (" " if files and args.set else "") + " ".join(args.set)
+        result = whatif.run(
+            engine,
+            args.year,
+            base,
+            proposed,
+            proposal=f"{label} against {against}",
+            ruleset_changes=changes,
+            directory=_directory(),
+        )
+        rows = _record_rows(engine, args.year, base, proposed) if args.records else []
+        if args.format == "json":
+            body = result.to_json()
+            if args.records:
+                body["records"] = [_jsonable_row(r) for r in rows if r["changed"]]
+            print(json.dumps(body, ensure_ascii=False, indent=2), file=out)
+        elif args.format == "csv" and args.records:
+            print(_render_records(rows, "csv"), file=out, end="")
+        else:
+            print(whatif.render(result, args.format, only_changed=args.changed_only), file=out)
+            if args.records:
+                print(_render_records(rows, "table"), file=out)
+        return 0
+    finally:
+        base.close()
+        new.close()
+        if engine is not None:
+            engine.dispose()

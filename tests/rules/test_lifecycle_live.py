@@ -179,6 +179,27 @@ async def test_publish_overlap_refused_both_files_live_rollback_and_history(
     assert rolled["explanation"]["version"] == "2022.1"
     assert Decimal(rolled["points"]) == Decimal("2000000")
 
+    # What-if against what is live (2022.1 again): ×4 from July changes exactly the July
+    # records of little giants, 1,000,000 × 2 → × 4 each; June's record stays.
+    wi = cli(
+        "whatif",
+        str(tmp_path / "scoring-2022.2.yaml"),
+        "--year",
+        "2022",
+        "--data",
+        str(system.data_dir),
+        "--url",
+        url,
+        "--records",
+        "--format",
+        "json",
+    )
+    assert wi.returncode == 0, wi.stdout + wi.stderr
+    changed = {r["project_id"].split("-")[0]: r for r in json.loads(wi.stdout)["records"]}
+    assert set(changed) == {"TS01", "TS02", "TS04"}
+    for r in changed.values():
+        assert (r["old"]["points"], r["new"]["points"]) == ("2000000", "4000000"), r
+
     # 4. History: baseline, publication (with its note and files' sha256), rollback.
     hist = cli("history", "scoring", "--url", url, "--format", "json")
     assert hist.returncode == 0, hist.stdout + hist.stderr
