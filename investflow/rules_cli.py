@@ -31,9 +31,8 @@ from shared.rules import (
     rulesets_dir,
 )
 from shared.rules.explain import report, show
-from shared.rules.load import parse_yaml
 from shared.rules.model import Problem
-from shared.rules.ruletest import load_tests, run
+from shared.rules.ruletest import run
 
 
 def _day(text: str) -> dt.date:
@@ -182,31 +181,45 @@ def _yaml_files(paths: list[str]) -> list[Path]:
     return out
 
 
+def _known_versions(given: list[Any]) -> list[Any]:
+    """The rulesets a rule-test file is checked against: those being validated, else
+    rulesets/ (when it validates)."""
+    if given:
+        return given
+    try:
+        return [r for r, _ in load_paths([rulesets_dir()])]
+    except RulesetError:
+        return []
+
+
 def cmd_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from shared.rules.load import parse_located
+    from shared.rules.ruletest import load_tests_text, read_text, rule_id_problems
+
     out = out or sys.stdout
     files = _yaml_files(args.paths)
     rulesets: list[Path] = []
+    tests: list[tuple[Path, Any, str]] = []
     problems: list[Problem] = []
     for path in files:
         try:
-            data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
-        except OSError as exc:
-            problems.append(Problem(str(path), "", "", f"cannot read: {exc.strerror} / 无法读取"))
-            continue
+            text = read_text(path)
+            data, _ = parse_located(text, str(path))
         except RulesetError as exc:
             problems.extend(exc.problems)
             continue
         if isinstance(data, Mapping) and "cases" in data:
             try:
-                load_tests(path)
-                print(f"ok     {path} (rule tests)", file=out)
+                tests.append((path, load_tests_text(text, str(path)), text))
             except RulesetError as exc:
                 problems.extend(exc.problems)
         else:
             rulesets.append(path)
+    loaded: list[Any] = []
     if rulesets:
         try:
             for ruleset, origin in load_paths(rulesets):
+                loaded.append(ruleset)
                 print(
                     f"ok     {origin}: {ruleset.key}, in force {ruleset.effective}, "
                     f"{len(ruleset.rules)} rules, {len(ruleset.parameters)} parameters",
@@ -214,6 +227,11 @@ def cmd_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 )
         except RulesetError as exc:
             problems.extend(exc.problems)
+    for path, parsed, text in tests:
+        found = rule_id_problems(parsed, str(path), _known_versions(loaded), text)
+        problems.extend(found)
+        if not found:
+            print(f"ok     {path} (rule tests, {len(parsed.cases)} cases)", file=out)
     for problem in problems:
         print(f"ERROR  {problem}", file=out)
     invalid = {p.file for p in problems}
@@ -451,7 +469,7 @@ if __name__ == "__main__":
 def _candidates(files: list[Path]) -> dict[str, list[Any]]:
     """The files to publish, validated as `rules validate` does, grouped by ruleset id."""
     from shared.rules.lifecycle import Candidate
-    from shared.rules.load import load_file, overlap_problems
+    from shared.rules.load import _located_in_file, load_file, overlap_problems
 
     problems: list[Problem] = []
     loaded: list[Candidate] = []
@@ -462,13 +480,34 @@ def _candidates(files: list[Path]) -> dict[str, list[Any]]:
             problems.extend(exc.problems)
             continue
         loaded.append(Candidate(ruleset, str(path), path.read_text(encoding="utf-8")))
-    problems.extend(overlap_problems([(c.ruleset, c.file) for c in loaded]))
+    problems.extend(
+        _located_in_file(p) for p in overlap_problems([(c.ruleset, c.file) for c in loaded])
+    )
     if problems:
         raise RulesetError(problems)
     groups: dict[str, list[Any]] = {}
     for c in loaded:
         groups.setdefault(c.ruleset.id, []).append(c)
     return groups
+
+
+def _check_tests(tests_dir: Path, candidates: list[Any]) -> None:
+    """The rule tests a publication will carry must be readable and name rules that exist."""
+    from shared.rules.ruletest import load_tests_text, read_text, rule_id_problems, rule_test_files
+
+    problems: list[Problem] = []
+    for path in rule_test_files([tests_dir]) if tests_dir.is_dir() else []:
+        try:
+            text = read_text(path)
+            parsed = load_tests_text(text, str(path))
+        except RulesetError as exc:
+            problems.extend(exc.problems)
+            continue
+        ids = {c.id for c in candidates}
+        if parsed.ruleset in ids:
+            problems.extend(rule_id_problems(parsed, str(path), candidates, text))
+    if problems:
+        raise RulesetError(problems)
 
 
 def _print_confirmation(confirmation: Any, services: list[str], timeout: float, out: TextIO) -> int:
@@ -516,6 +555,7 @@ async def _publish(args: argparse.Namespace, out: TextIO) -> int:
 
     groups = _candidates(args.files)  # validated before anything is sent anywhere
     tests_dir = args.tests or rulesets_dir() / "tests"
+    _check_tests(tests_dir, [c.ruleset for cs in groups.values() for c in cs])
     tests = test_texts(tests_dir)
     for ruleset_id in groups:
         if not tests.get(ruleset_id):

@@ -107,9 +107,13 @@ def full_width_hint(text: str) -> str | None:
     for ch in text:
         if ch in FULL_WIDTH:
             ascii_ = FULL_WIDTH[ch]
-            shown = "a space" if ascii_ == " " else f"`{ascii_}`"
+            if ascii_ == " ":
+                return (
+                    "hint: a full-width space (Chinese keyboard) must be an ASCII space "
+                    "/ 提示：全角空格须改为半角空格"
+                )
             return (
-                f"hint: the full-width {ch!r} (Chinese keyboard) must be the ASCII {shown} "
+                f"hint: the full-width {ch!r} (Chinese keyboard) must be the ASCII `{ascii_}` "
                 f"/ 提示：全角“{ch}”须改为半角“{ascii_}”"
             )
     return None
@@ -177,6 +181,11 @@ def line_hint(line: str) -> str | None:
 def _yaml_hint(problem: str, text: str, lines: list[int]) -> str:
     if "'\\t'" in problem:
         return "; hint: indent with spaces, not tabs / 提示：请用空格缩进，不要用制表符"
+    if "expected <block end>" in problem or "did not find expected key" in problem:
+        return (
+            "; hint: check the indentation: the keys of one entry start in the same column "
+            "/ 提示：请检查缩进，同一层的字段须左对齐"
+        )
     source = text.splitlines()
     for line in lines:  # the line named, and the one before (YAML often notices late)
         hint = line_hint(source[line - 1]) if 0 < line <= len(source) else None
@@ -627,10 +636,21 @@ def load_paths(paths: Iterable[Path | str]) -> list[tuple[AnyRuleset, str]]:
             loaded.append((load_file(file), str(file)))
         except RulesetError as exc:
             problems.extend(exc.problems)
-    problems.extend(overlap_problems(loaded))
+    for problem in overlap_problems(loaded):
+        problems.append(_located_in_file(problem))
     if problems:
         raise RulesetError(problems)
     return loaded
+
+
+def _located_in_file(problem: Problem) -> Problem:
+    """A problem found across files, with the line of its key in its own file."""
+    try:
+        text = Path(problem.file).read_text(encoding="utf-8")
+        data, root = parse_located(text, problem.file)
+    except (OSError, UnicodeDecodeError, RulesetError):
+        return problem
+    return locate([problem], data, root, text)[0]
 
 
 def with_parameters(

@@ -9,6 +9,7 @@ services/<ruleset>/decide.py), so a test checks exactly what the service would d
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+)
+from pydantic import (
+    Strict as StrictMode,
 )
 
 from .facts import FactsError
@@ -82,17 +86,20 @@ class ScoringExpect(_Strict):
     quarter: StrictInt | None = None
 
 
+StrictDate = Annotated[dt.date, StrictMode()]  # a date in quotes is text: refused
+
+
 class _Case(_Strict):
     name: Annotated[StrictStr, Field(min_length=1)]
     note: StrictStr | None = None
-    on: dt.date | None = None
+    on: StrictDate | None = None
     parameters: dict[StrictStr, Any] = {}
     project: dict[StrictStr, Any]
 
 
 class ReviewCase(_Case):
     documents: list[Any] = []
-    meeting_on: dt.date | None = None
+    meeting_on: StrictDate | None = None
     expect: ReviewExpect
 
 
@@ -167,6 +174,41 @@ def load_tests_text(text: str, file: str) -> RuleTestFile:
         raise RulesetError(locate(problems, data, root, text)) from None
     except RecursionError:
         raise RulesetError([Problem(file, "", "", "nested too deep / 嵌套过深")]) from None
+
+
+def rule_id_problems(
+    tests: RuleTestFile, file: str, versions: Iterable[AnyRuleset], text: str | None = None
+) -> list[Problem]:
+    """A case expecting a rule that the version in force on its day does not have (checked
+    without running anything, so `rules validate` finds it)."""
+    by_id = [v for v in versions if v.id == tests.ruleset]
+    problems = []
+    for case in tests.cases:
+        day = case_date(case)
+        version = next((v for v in by_id if day is not None and v.effective.covers(day)), None)
+        if version is None:
+            continue
+        known = {r.id for r in version.rules}
+        for key in sorted(RULE_ID_KEYS & case.expect.model_fields_set):
+            value = getattr(case.expect, key)
+            for index, rid in enumerate(value if isinstance(value, list) else [value]):
+                if rid is not None and rid not in known:
+                    close = difflib.get_close_matches(rid, sorted(known), n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    where = f"[{index}]" if isinstance(value, list) else ""
+                    problems.append(
+                        Problem(
+                            file,
+                            f'case "{case.name}"',
+                            f"expect.{key}{where}",
+                            f"no rule {rid!r} in {version.key}{hint} (rules: "
+                            f"{', '.join(sorted(known))}) / 无此规则",
+                        )
+                    )
+    if problems and text is not None:
+        data, root = parse_located(text, file)
+        problems = locate(problems, data, root, text)
+    return problems
 
 
 def rule_test_files(paths: Iterable[Path | str]) -> list[Path]:
