@@ -266,7 +266,7 @@ def test_overlapping_versions_of_one_ruleset_across_files(tmp_path: Path) -> Non
         load_paths([tmp_path])
     message = str(info.value)
     assert (
-        "scoring-2022.2.yaml: effective: scoring@2022.2 (2022-07-01..) overlaps scoring@2022.1"
+        "scoring-2022.2.yaml:3:1: effective: scoring@2022.2 (2022-07-01..) overlaps scoring@2022.1"
         in message
     )
 
