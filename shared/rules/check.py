@@ -22,6 +22,7 @@ from .model import (
     AnyRule,
     AnyRuleset,
     Comparison,
+    NotifyRuleset,
     NotOf,
     NotRecognised,
     ParamRef,
@@ -450,7 +451,27 @@ class _Checker:
         self.cycles()
         if isinstance(self.ruleset, ScoringRuleset):
             self.scoring(self.ruleset)
+        if isinstance(self.ruleset, NotifyRuleset):
+            self.notify(self.ruleset)
         return self.problems
+
+    def notify(self, ruleset: NotifyRuleset) -> None:
+        from pydantic import ValidationError
+
+        from .load import pydantic_problems
+        from .notify import notify_params
+
+        try:
+            notify_params(dict(ruleset.parameters))
+        except ValidationError as exc:
+            for p in pydantic_problems(exc, self.file, {}):
+                name, _, rest = p.key.partition(".")
+                where = f"parameter {name}" if name in ruleset.parameters else ""
+                key = f"value.{rest}" if where and rest else ("value" if where else "parameters")
+                message = p.message
+                if p.message.startswith("required"):
+                    message = f"`{name}` is required / 缺少参数 {name}"
+                self.problems.append(Problem(self.file, where, key, message))
 
 
 def _refs(node: Any) -> Iterator[str]:

@@ -27,7 +27,7 @@ from pydantic import (
     Strict as StrictMode,
 )
 
-RULESET_IDS = ("review", "scoring")
+RULESET_IDS = ("review", "scoring", "notify")
 OPERATORS = (
     "eq",
     "ne",
@@ -360,6 +360,14 @@ class ScoringRuleset(_Ruleset):
     rules: Annotated[list[ScoringRule], Field(min_length=1)]
 
 
-Ruleset = Annotated[ReviewRuleset | ScoringRuleset, Field(discriminator="id")]
-AnyRuleset = ReviewRuleset | ScoringRuleset
+class NotifyRuleset(_Ruleset):
+    """When notify alerts whom (包保、停滞、签约进度、周报): thresholds only. The triggers are
+    notify's code; their parameters are policy, so they live here as data."""
+
+    id: Literal["notify"]
+    rules: Annotated[list[ScoringRule], Field(max_length=0)] = []
+
+
+Ruleset = Annotated[ReviewRuleset | ScoringRuleset | NotifyRuleset, Field(discriminator="id")]
+AnyRuleset = ReviewRuleset | ScoringRuleset | NotifyRuleset
 AnyRule = ReviewRule | ScoringRule

@@ -41,6 +41,7 @@ Decider = Callable[[Any, Rules], dict[str, Any]]
 DEFAULT_DECIDERS = {
     "review": "services.review.decide:case_result",
     "scoring": "services.scoring.decide:case_result",
+    "notify": "services.notify.params:case_result",
 }
 
 # Expected values compared as sets: the order rules are written in is not part of a decision.
@@ -51,6 +52,7 @@ SET_KEYS = {
     "recognition_blockers",
     "missing_proofs",
     "credited_to",
+    "alerts",
 }
 RULE_ID_KEYS = {"matched", "reasons", "recognition_blockers", "deciding_rule"}
 
@@ -120,10 +122,40 @@ class ScoringTests(_Strict):
     cases: Annotated[list[ScoringCase], Field(min_length=1)]
 
 
-RuleTestFile = ReviewTests | ScoringTests
-TESTED_IDS: dict[str, type[ReviewTests] | type[ScoringTests]] = {
+class Situation(_Strict):
+    """What notify sees on the case's day, reduced to the numbers its thresholds judge."""
+
+    days_without_visit: StrictInt | None = None  # approved major project, sponsor assigned
+    days_to_agenda_deadline: StrictInt | None = None  # committee materials still missing
+    signed_not_started_days: StrictInt | None = None
+    waiting_for_land_days: StrictInt | None = None
+    lacking_funds_days: StrictInt | None = None
+    signed_this_quarter: StrictInt | None = None  # of at least `min_amount` yuan
+
+
+class NotifyExpect(_Strict):
+    alerts: list[StrictStr] | None = None
+
+
+class NotifyCase(_Strict):
+    name: Annotated[StrictStr, Field(min_length=1)]
+    note: StrictStr | None = None
+    on: Annotated[dt.date, StrictMode()]
+    parameters: dict[StrictStr, Any] = {}
+    situation: Situation
+    expect: NotifyExpect
+
+
+class NotifyTests(_Strict):
+    ruleset: Literal["notify"]
+    cases: Annotated[list[NotifyCase], Field(min_length=1)]
+
+
+RuleTestFile = ReviewTests | ScoringTests | NotifyTests
+TESTED_IDS: dict[str, type[ReviewTests] | type[ScoringTests] | type[NotifyTests]] = {
     "review": ReviewTests,
     "scoring": ScoringTests,
+    "notify": NotifyTests,
 }
 
 
@@ -157,8 +189,8 @@ def load_tests_text(text: str, file: str) -> RuleTestFile:
                         file,
                         "",
                         "ruleset",
-                        "a rule-test file starts with `ruleset: review` or `ruleset: scoring` "
-                        "/ 规则测试文件须以 ruleset: review 或 ruleset: scoring 开头",
+                        "a rule-test file starts with `ruleset: review`, `ruleset: scoring` or "
+                        "`ruleset: notify` / 规则测试文件须以 ruleset: review、scoring 或 notify 开头",
                     )
                 ],
                 data,

@@ -34,7 +34,7 @@ def rule(data: dict[str, Any], rule_id: str) -> dict[str, Any]:
 
 def test_default_rulesets_are_valid() -> None:
     loaded = load_paths([ROOT / "rulesets"])
-    assert sorted(r.key for r, _ in loaded) == ["review@2022.1", "scoring@2022.1"]
+    assert sorted(r.key for r, _ in loaded) == ["notify@2022.1", "review@2022.1", "scoring@2022.1"]
 
 
 def test_spec_rule_ids_and_parameters_are_exactly_those_of_spec_section_6() -> None:
