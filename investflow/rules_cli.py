@@ -116,6 +116,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     rollback.add_argument("--note", default="", help="why (kept in the history)")
     rollback.set_defaults(func=cmd_rollback)
 
+    schema = sub.add_parser(
+        "schema",
+        help="write the JSON Schemas of ruleset and rule-test files (editor completion)",
+        description="Writes ruleset.schema.json and rule-tests.schema.json (default: docs/), "
+        "which the shipped files name in their yaml-language-server modeline. --check: exit 1 "
+        "if the files there are not what the models give.",
+    )
+    schema.add_argument("--out", type=Path, default=None, metavar="DIR", help="default: docs/")
+    schema.add_argument("--check", action="store_true")
+    schema.set_defaults(func=cmd_schema)
+
     hist = sub.add_parser("history", help="every publication: who, when, files' sha256, note")
     hist.add_argument("ruleset_id", nargs="?", default=None, metavar="ID")
     hist.add_argument("--format", choices=["table", "json"], default="table")
@@ -238,6 +249,29 @@ def cmd_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     valid = [f for f in files if str(f) not in invalid]
     print(f"{len(valid)} valid, {len(invalid)} invalid", file=out)
     return 1 if problems or not files else 0
+
+
+def cmd_schema(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from shared.rules import schema
+    from shared.settings import REPO_ROOT
+
+    out = out or sys.stdout
+    directory = args.out or REPO_ROOT / "docs"
+    if args.check:
+        stale = [
+            name
+            for name, text in schema.rendered().items()
+            if not (directory / name).is_file()
+            or (directory / name).read_text(encoding="utf-8") != text
+        ]
+        for name in stale:
+            print(
+                f"stale: {directory / name} (run `investflow rules schema`) / 需重新生成", file=out
+            )
+        return 1 if stale else 0
+    for path in schema.write(directory):
+        print(f"wrote {path}", file=out)
+    return 0
 
 
 # --- test -------------------------------------------------------------------------------------

@@ -108,7 +108,7 @@ def test_validate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out = run(capsys, "validate", str(broken))
     assert code == 1
     assert (
-        f"ERROR  {broken}:129:38: rule major_project: when.all[1].gte: parameter `major_min` is not defined"
+        f"ERROR  {broken}:130:38: rule major_project: when.all[1].gte: parameter `major_min` is not defined"
         in out
     )
     assert out.strip().splitlines()[-1] == "0 valid, 1 invalid"
