@@ -62,6 +62,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     test.add_argument(
         "--rulesets", type=Path, default=None, metavar="DIR", help="default: rulesets/"
     )
+    test.add_argument(
+        "-v", "--verbose", action="store_true", help="each case, with the rules it matched"
+    )
+    test.add_argument(
+        "--run", default=None, metavar="PATTERN", help="only cases whose name contains PATTERN"
+    )
+    test.add_argument(
+        "--coverage",
+        action="store_true",
+        help="per rule: cases where it matches, and where it just does not (one condition away)",
+    )
+    test.add_argument(
+        "--require-coverage",
+        action="store_true",
+        help="fail unless every rule has both (a rule without `when` needs only a match)",
+    )
     test.set_defaults(func=cmd_test)
 
     explain = sub.add_parser(
@@ -297,15 +313,58 @@ def cmd_test(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if registry is None:
         print("0 passed, 1 failed", file=out)
         return 1
+    from shared.rules.ruletest import coverage
+
+    pattern = (args.run or "").lower()
+    wants_coverage = args.coverage or args.require_coverage
     with registry:
-        result = run(args.paths, registry)
-    for line in result.lines():
-        print(line, file=out)
+        result = run(
+            args.paths,
+            registry,
+            pick=(lambda name: pattern in name.lower()) if pattern else None,
+            record=args.verbose or wants_coverage,
+        )
+        table = coverage(result, registry) if wants_coverage else []
+    if args.verbose:
+        for problem in result.problems:
+            print(f"ERROR {problem}", file=out)
+        for case in result.results:
+            print(case.verbose(), file=out)
+            if not case.ok:
+                print(f"     {case.line()}", file=out)
+    else:
+        for line in result.lines():
+            print(line, file=out)
     if not result.results and not result.problems:
         print(f"no rule-test cases found in {' '.join(args.paths)}", file=out)
         print(result.summary(), file=out)
         return 1
+    lacking = 0
+    if table:
+        print("\n覆盖 Coverage (cases matching / one condition away):", file=out)
+        for key, rule, hits, near, conditional in table:
+            needs_near = conditional and near == 0
+            missing = hits == 0 or needs_near
+            lacking += missing
+            mark = "MISSING" if missing else "ok     "
+            gaps = ([] if hits else ["no case where it matches / 缺少命中用例"]) + (
+                ["no case where it just does not match / 缺少差一个条件未命中的用例"]
+                if needs_near
+                else []
+            )
+            near_text = str(near) if conditional else "-"
+            print(
+                f"  {mark} {key} {rule}: {hits} / {near_text}"
+                + (f" — {'; '.join(gaps)}" if gaps else ""),
+                file=out,
+            )
+        print(
+            f"{len(table) - lacking} of {len(table)} rules covered both ways / 条规则覆盖完整",
+            file=out,
+        )
     print(result.summary(), file=out)
+    if args.require_coverage and lacking:
+        return 1
     return 0 if result.ok else 1
 
 

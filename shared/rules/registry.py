@@ -12,13 +12,14 @@ replaced version's engine memory is released.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import itertools
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -126,6 +127,7 @@ class RulesetRegistry:
         # shown to `rules publish`, which carries them into the first publication.
         self._tests: dict[str, tuple[tuple[str, str], ...]] = {}
         self._published: dict[str, int] = {}  # ruleset id -> bucket revision in force
+        self._recording = threading.local()  # `rules test -v`: the evaluations of one case
 
     # --- loading ---
 
@@ -345,6 +347,17 @@ class RulesetRegistry:
     def evaluate(self, ruleset_id: str, facts: Mapping[str, Any], on: dt.date) -> Evaluation:
         return self._evaluate(ruleset_id, facts, on, None)
 
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[list[Evaluation]]:
+        """Collect every evaluation made in this thread meanwhile (a rule test's, to say
+        which rules it matched and which it missed by one condition)."""
+        seen: list[Evaluation] = []
+        self._recording.seen = seen
+        try:
+            yield seen
+        finally:
+            self._recording.seen = None
+
     def with_parameters(
         self,
         ruleset_id: str,
@@ -399,7 +412,7 @@ class RulesetRegistry:
                 for r in resolved.rules
                 if r.outcome.documents is not None and r.applies is None
             }
-            return Evaluation(
+            evaluation = Evaluation(
                 ruleset_id=ruleset_id,
                 version=resolved.ruleset.version,
                 matched=tuple(r.id for r in resolved.rules if r.id in matched),
@@ -409,6 +422,10 @@ class RulesetRegistry:
                 on=on,
                 _leaf_truths=lambda v=version: self._leaf_truths(v, engine_facts),
             )
+            seen = getattr(self._recording, "seen", None)
+            if seen is not None:
+                seen.append(evaluation)
+            return evaluation
         raise RulesEngineError(f"{ruleset_id}: the version in force kept being replaced")
 
     def _leaf_truths(self, version: _Version, engine_facts: Mapping[str, Any]) -> dict[Cmp, bool]:

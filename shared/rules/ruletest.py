@@ -263,10 +263,22 @@ class CaseResult:
     version: str | None = None
     mismatches: list[tuple[str, Any, Any]] = field(default_factory=list)
     error: str | None = None
+    # (ruleset key, rule id) the case matched, and those it missed by one condition
+    matched: list[tuple[str, str]] = field(default_factory=list)
+    near: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.error is None and not self.mismatches
+
+    def verbose(self) -> str:
+        state = "ok  " if self.ok else "FAIL"
+        rules = ", ".join(r for _, r in self.matched) or "none / 无"
+        near = ", ".join(r for _, r in self.near)
+        return (
+            f'{state} {self.file}: case "{self.case}" [{self.version or "?"}]: matched / 命中: '
+            f"{rules}" + (f"; one condition away / 差一个条件: {near}" if near else "")
+        )
 
     def line(self) -> str:
         head = f'FAIL {self.file}: case "{self.case}"'
@@ -367,7 +379,12 @@ def _deciders(deciders: Mapping[str, Decider | str] | None) -> dict[str, Decider
 
 
 def run_case(
-    case: Any, kind: str, file: str, registry: RulesetRegistry, decide: Decider
+    case: Any,
+    kind: str,
+    file: str,
+    registry: RulesetRegistry,
+    decide: Decider,
+    record: bool = False,
 ) -> CaseResult:
     result = CaseResult(file, case.name, kind)
     where = f'case "{case.name}"'
@@ -381,7 +398,10 @@ def run_case(
         else registry
     )
     try:
-        actual = decide(case, rules)
+        with registry.recording() as seen:
+            actual = decide(case, rules)
+        if record:
+            _record_coverage(result, seen)
     except RulesetError as exc:
         result.error = "; ".join(
             f"{p.key}: {p.message}" if p.key else p.message for p in exc.problems
@@ -416,14 +436,46 @@ def run_case(
     return result
 
 
+def _record_coverage(result: CaseResult, evaluations: list[Any]) -> None:
+    from .explain import report
+
+    for evaluation in evaluations:
+        key = f"{evaluation.ruleset_id}@{evaluation.version}"
+        try:
+            reports = report(evaluation)
+        except Exception:  # a version replaced meanwhile: nothing to say about it
+            continue
+        for r in reports:
+            if r.matched:
+                result.matched.append((key, r.id))
+            elif len(r.unmet) == 1:
+                result.near.append((key, r.id))
+
+
+def coverage(report: Report, registry: RulesetRegistry) -> list[tuple[str, str, int, int, bool]]:
+    """Per rule of every loaded version: (version, rule, cases matching it, cases missing it
+    by one condition, whether it has a condition at all)."""
+    out = []
+    for ruleset_id in registry.ids():
+        for version in registry.versions(ruleset_id):
+            for rule in version.rules:
+                key = (version.key, rule.id)
+                hits = sum(key in r.matched for r in report.results)
+                near = sum(key in r.near for r in report.results)
+                out.append((version.key, rule.id, hits, near, rule.when is not None))
+    return out
+
+
 def run(
     paths: Iterable[Path | str],
     registry: RulesetRegistry,
     deciders: Mapping[str, Decider | str] | None = None,
     only: Callable[[str, dt.date | None], bool] | None = None,
     pick: Callable[[str], bool] | None = None,
+    record: bool = False,
 ) -> Report:
-    """Run every case under `paths` against the registry's versions (`pick`: by case name)."""
+    """Run every case under `paths` against the registry's versions (`pick`: by case name;
+    `record`: note which rules each case matched and missed by one condition)."""
     report = Report()
     loaded: list[tuple[str, RuleTestFile]] = []
     for path in rule_test_files(paths):
@@ -431,7 +483,7 @@ def run(
             loaded.append((str(path), load_tests(path)))
         except RulesetError as exc:
             report.problems.extend(exc.problems)
-    return run_loaded(loaded, registry, deciders, only, pick, report)
+    return run_loaded(loaded, registry, deciders, only, pick, report, record)
 
 
 def run_loaded(
@@ -441,6 +493,7 @@ def run_loaded(
     only: Callable[[str, dt.date | None], bool] | None = None,
     pick: Callable[[str], bool] | None = None,
     report: Report | None = None,
+    record: bool = False,
 ) -> Report:
     """Run loaded rule-test files (file name, tests) against the registry's versions."""
     decide = _deciders(deciders)
@@ -452,7 +505,7 @@ def run_loaded(
             if pick is not None and not pick(case.name):
                 continue
             report.results.append(
-                run_case(case, tests.ruleset, file, registry, decide[tests.ruleset])
+                run_case(case, tests.ruleset, file, registry, decide[tests.ruleset], record)
             )
     return report
 
