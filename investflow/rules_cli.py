@@ -143,6 +143,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     schema.add_argument("--check", action="store_true")
     schema.set_defaults(func=cmd_schema)
 
+    diff = sub.add_parser(
+        "diff",
+        help="what changed between two ruleset files: dates, parameters, rules (not a text diff)",
+    )
+    diff.add_argument("old", type=Path, metavar="OLD.yaml")
+    diff.add_argument("new", type=Path, metavar="NEW.yaml")
+    diff.set_defaults(func=cmd_diff)
+
     hist = sub.add_parser("history", help="every publication: who, when, files' sha256, note")
     hist.add_argument("ruleset_id", nargs="?", default=None, metavar="ID")
     hist.add_argument("--format", choices=["table", "json"], default="table")
@@ -265,6 +273,24 @@ def cmd_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     valid = [f for f in files if str(f) not in invalid]
     print(f"{len(valid)} valid, {len(invalid)} invalid", file=out)
     return 1 if problems or not files else 0
+
+
+def cmd_diff(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from shared.rules.diff import diff
+    from shared.rules.load import load_file
+
+    out = out or sys.stdout
+    try:
+        old, new = load_file(args.old), load_file(args.new)
+    except RulesetError as exc:
+        for problem in exc.problems:
+            print(f"ERROR  {problem}", file=out)
+        return 1
+    print(f"{old.key} ({args.old}) → {new.key} ({args.new})", file=out)
+    lines = diff(old, new)
+    for line in lines or ["(the same policy: no date, parameter or rule differs) / 政策相同"]:
+        print(f"  {line}", file=out)
+    return 0
 
 
 def cmd_schema(args: argparse.Namespace, out: TextIO | None = None) -> int:
