@@ -697,7 +697,7 @@ async def _publish(args: argparse.Namespace, out: TextIO) -> int:
         for ruleset_id, candidates in groups.items():
             view = agreed_view(views, ruleset_id)
             versions, _ = compose(
-                ruleset_id, view["versions"], candidates, f"live in {', '.join(views)}"
+                ruleset_id, view["versions"], candidates, f"running in {', '.join(views)}"
             )
             entry = await latest(kv, ruleset_id)
             last = entry.revision if entry is not None else None
@@ -733,7 +733,8 @@ async def _publish(args: argparse.Namespace, out: TextIO) -> int:
             )
             print(
                 f"published {_describe(publication)} as revision {revision} "
-                f"(replaces revision {last}) / 已发布",
+                f"(replaces revision {last}) by {publication.by['user']} as "
+                f"{publication.by['nats']} / 已发布",
                 file=out,
             )
             code |= _print_confirmation(confirmation, services, args.timeout, out)
@@ -897,9 +898,10 @@ async def _history(args: argparse.Namespace, out: TextIO) -> int:
         by = row["by"]
         who = f"{by.get('user', '?')}@{by.get('host', '?')} as {by.get('nats', '?')}"
         extra = f", restores revision {row['restores']}" if row["restores"] else ""
+        replaces = f"replaces {row['replaces']}" if row["replaces"] else "the first"
         print(
             f"{row['ruleset']} revision {row['revision']}  {row['at']}  {row['action']}  by {who}"
-            f"  (replaces {row['replaces']}{extra})",
+            f"  ({replaces}{extra})",
             file=out,
         )
         if row["note"]:

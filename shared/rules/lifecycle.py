@@ -167,21 +167,24 @@ def compose(
             continue
         ruleset = load_text(v["text"], v.get("origin") or where_live)
         entry = {"file": v.get("file") or _file_name(v.get("origin", ""), ruleset)}
-        kept.append((ruleset, f"{where_live} ({v.get('origin') or entry['file']})", entry))
+        origin = v.get("origin") or entry["file"]
+        kept.append((ruleset, f"{where_live} (from {origin})", entry))
     new = [
-        (c.ruleset, c.file, {"file": c.file.rsplit("/", 1)[-1], "text": c.text}) for c in candidates
+        (c.ruleset, f"in {c.file}", {"file": c.file.rsplit("/", 1)[-1], "text": c.text})
+        for c in candidates
     ]
+    files = {c.ruleset.version: c.file for c in candidates}
     problems = []
     every = [*new, *kept]
-    for i, (a, a_where, _) in enumerate(every):
+    for i, (a, _, _) in enumerate(every):
         for b, b_where, _ in every[i + 1 :]:
             if a.version != b.version and a.effective.overlaps(b.effective):
                 problems.append(
                     Problem(
-                        a_where,
+                        files.get(a.version, a.key),
                         "",
                         "effective",
-                        f"{a.key} ({a.effective}) overlaps {b.key} ({b.effective}) in "
+                        f"{a.key} ({a.effective}) overlaps {b.key} ({b.effective}) "
                         f"{b_where}: both would decide {_days(a.effective, b.effective)}; one "
                         "version per day — end the earlier one (`to:`) and publish both files "
                         f"together / 生效期重叠：{_days(a.effective, b.effective)} 两个版本同时生效",
