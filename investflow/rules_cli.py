@@ -92,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     explain.add_argument(
         "--on", type=_day, default=None, help="pick the ruleset version of this day"
     )
-    explain.add_argument("--ruleset", choices=["review", "scoring"], default=None)
+    explain.add_argument("--ruleset", choices=["review", "scoring", "notify"], default=None)
     explain.add_argument(
         "--rulesets", type=Path, default=None, metavar="DIR", help="default: rulesets/"
     )
@@ -539,11 +539,14 @@ def _explain_scoring(
 def cmd_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
-        data = _input(json.loads(args.file.read_text(encoding="utf-8")))
+        raw = json.loads(args.file.read_text(encoding="utf-8"))
+        data = dict(raw) if isinstance(raw, Mapping) and "situation" in raw else _input(raw)
     except (OSError, ValueError) as exc:
         print(f"ERROR  {args.file}: {exc}", file=out)
         return 1
-    kind = args.ruleset or ("scoring" if "funds" in data else "review")
+    kind = args.ruleset or (
+        "notify" if "situation" in data else "scoring" if "funds" in data else "review"
+    )
     if kind == "scoring" and "funds" not in data:
         print(
             f"ERROR  {args.file}: scoring needs `funds` (and `rates` for a foreign currency)",
@@ -556,6 +559,7 @@ def cmd_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
     explainers: dict[str, Callable[..., None]] = {
         "review": _explain_review,
         "scoring": _explain_scoring,
+        "notify": _explain_notify,
     }
     try:
         with registry:
@@ -564,10 +568,74 @@ def cmd_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
         for field, problem in exc.problems:
             print(f"ERROR  {args.file}: {field}: {problem}", file=out)
         return 1
-    except LookupError as exc:
+    except (LookupError, ValueError) as exc:
         print(f"ERROR  {args.file}: {exc}", file=out)
         return 1
     return 0
+
+
+def _explain_notify(
+    data: dict[str, Any], on: dt.date | None, registry: RulesetRegistry, out: TextIO
+) -> None:
+    """A situation ({on, situation: {days_without_visit: 9, ...}}) judged with the notify
+    thresholds in force: the alerts, and how far each threshold is."""
+    import math
+
+    from services.notify.model import quarter_of
+    from services.notify.params import NotifyParams, judge
+    from shared.rules.ruletest import Situation
+
+    day = on or _date_field(data, "on")
+    if day is None:
+        raise ValueError("give `on` (the day judged) / 请给出日期 on")
+    ruleset = registry.in_force("notify", day)
+    params = NotifyParams.model_validate({n: p.value for n, p in ruleset.parameters.items()})
+    situation = Situation.model_validate(data.get("situation") or {})
+    alerts = judge(situation, day, params)
+    print(f"提醒 Notify — {ruleset.key}：{ruleset.title.zh} / {ruleset.title.en}", file=out)
+    print(f"生效期 In force: {ruleset.effective}；依据日期 judged as of: {day}", file=out)
+    print(f"提醒 Alerts: {', '.join(alerts) or '无 none'}", file=out)
+    s = situation
+    lines: list[tuple[str, int, int | None]] = []  # (alert, threshold, value)
+    if s.days_without_visit is not None:
+        lines.append(("visit_overdue", params.visit_overdue_days, s.days_without_visit))
+        lines.append(("visit_escalated", params.visit_escalate_days, s.days_without_visit))
+    for alert, name, value in (
+        ("stalled_signed", "signed_not_started", s.signed_not_started_days),
+        ("stalled_land", "waiting_for_land", s.waiting_for_land_days),
+        ("stalled_funds", "lacking_funds", s.lacking_funds_days),
+    ):
+        if value is not None:
+            lines.append((alert, getattr(params.stalled, name).after_days, value))
+    print("\n门槛 Thresholds (raised after more than N days):", file=out)
+    for alert, threshold, value in lines:
+        state = "✓" if alert in alerts else "✗"
+        more = (
+            ""
+            if alert in alerts
+            else f"；再过 {threshold + 1 - value} 天 in {threshold + 1 - value} more days"
+        )
+        print(f"  {state} {alert}: N = {threshold}（现为 now {value}）{more}", file=out)
+    if s.days_to_agenda_deadline is not None:
+        state = "✓" if "materials_due" in alerts else "✗"
+        print(
+            f"  {state} materials_due: within {params.materials_due_within_days} days of the "
+            f"agenda deadline（现为 now {s.days_to_agenda_deadline}）",
+            file=out,
+        )
+    if s.signed_this_quarter is not None:
+        q = quarter_of(day)[0]
+        target = getattr(params.signing_targets, f"Q{q}")
+        need = math.ceil(params.signing_behind.expected_share * target)
+        state = "✓" if "signing_behind" in alerts else "✗"
+        print(
+            f"  {state} signing_behind: Q{q} target {target}; after {params.signing_behind.check_after} "
+            f"of the quarter fewer than {need} signed（现为 now {s.signed_this_quarter}）",
+            file=out,
+        )
+    print("\n使用的参数 Parameters used:", file=out)
+    for name, p in ruleset.parameters.items():
+        print(f"  {name} = {show(p.value, limit=20)}", file=out)
 
 
 def main(argv: list[str] | None = None) -> int:

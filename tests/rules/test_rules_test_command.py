@@ -69,3 +69,18 @@ def test_require_coverage_fails_for_a_rule_no_case_matches(
     # Without the flag the same run passes: coverage is reported, not required.
     code, out = run(capsys, str(rulesets / "tests"), "--rulesets", str(rulesets), "--coverage")
     assert code == 0, out
+
+
+def test_explain_a_notify_situation(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The notify ruleset is explained like the other two (issue 14.9)."""
+    import json
+
+    path = tmp_path / "situation.json"
+    path.write_text(
+        json.dumps({"on": "2022-05-09", "situation": {"days_without_visit": 9}}), encoding="utf-8"
+    )
+    assert main(["rules", "explain", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "提醒 Alerts: visit_overdue" in out
+    assert "✓ visit_overdue: N = 7（现为 now 9）" in out
+    assert "✗ visit_escalated: N = 14（现为 now 9）；再过 6 天 in 6 more days" in out
