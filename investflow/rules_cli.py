@@ -14,6 +14,7 @@ that does not validate is never loaded: `test` and `explain` refuse to run on it
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import sys
@@ -30,9 +31,8 @@ from shared.rules import (
     rulesets_dir,
 )
 from shared.rules.explain import report, show
-from shared.rules.load import parse_yaml
 from shared.rules.model import Problem
-from shared.rules.ruletest import load_tests, run
+from shared.rules.ruletest import run
 
 
 def _day(text: str) -> dt.date:
@@ -62,6 +62,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     test.add_argument(
         "--rulesets", type=Path, default=None, metavar="DIR", help="default: rulesets/"
     )
+    test.add_argument(
+        "-v", "--verbose", action="store_true", help="each case, with the rules it matched"
+    )
+    test.add_argument(
+        "--run", default=None, metavar="PATTERN", help="only cases whose name contains PATTERN"
+    )
+    test.add_argument(
+        "--coverage",
+        action="store_true",
+        help="per rule: cases where it matches, and where it just does not (one condition away)",
+    )
+    test.add_argument(
+        "--require-coverage",
+        action="store_true",
+        help="fail unless every rule has both (a rule without `when` needs only a match)",
+    )
     test.set_defaults(func=cmd_test)
 
     explain = sub.add_parser(
@@ -76,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     explain.add_argument(
         "--on", type=_day, default=None, help="pick the ruleset version of this day"
     )
-    explain.add_argument("--ruleset", choices=["review", "scoring"], default=None)
+    explain.add_argument("--ruleset", choices=["review", "scoring", "notify"], default=None)
     explain.add_argument(
         "--rulesets", type=Path, default=None, metavar="DIR", help="default: rulesets/"
     )
@@ -84,36 +100,105 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     publish = sub.add_parser(
         "publish",
-        help="validate, run its rule tests, and publish a version to the running services",
+        help="validate and test ruleset files against what runs, and publish them as one change",
+        description="Every file given becomes part of one publication per ruleset id (ending a "
+        "version and starting its successor is one publish of both files). Refused, with "
+        "nothing sent, when a file does not validate, when two versions would be in force on "
+        "one day (the files or what runs), or when the rule tests fail. Exit 0 only when every "
+        "service that decides with rules has loaded it within --timeout.",
     )
-    publish.add_argument("file", type=Path, metavar="FILE.yaml")
-    publish.add_argument("--url", default=None, help="NATS server (default: $NATS_URL)")
+    publish.add_argument("files", nargs="+", type=Path, metavar="FILE.yaml")
     publish.add_argument(
         "--tests", type=Path, default=None, metavar="DIR", help="default: rulesets/tests/"
     )
+    publish.add_argument("--note", default="", help="why (kept in the history)")
     publish.set_defaults(func=cmd_publish)
 
     rollback = sub.add_parser(
-        "rollback", help="make an earlier version decide again (published before, or in rulesets/)"
+        "rollback",
+        help="make an earlier publication decide again (default: the one the last replaced)",
     )
     rollback.add_argument("ruleset_id", metavar="ID")
-    rollback.add_argument("version", metavar="VERSION")
-    rollback.add_argument("--url", default=None, help="NATS server (default: $NATS_URL)")
     rollback.add_argument(
-        "--tests", type=Path, default=None, metavar="DIR", help="default: rulesets/tests/"
+        "version",
+        nargs="?",
+        default=None,
+        metavar="VERSION",
+        help="the latest earlier publication whose newest version is VERSION",
     )
+    rollback.add_argument(
+        "--revision", type=int, default=None, help="a revision of `rules history`"
+    )
+    rollback.add_argument("--note", default="", help="why (kept in the history)")
     rollback.set_defaults(func=cmd_rollback)
-    # What-if belongs to scoring (it replays scoring's stored facts); maintainers find it here.
-    from .scoring_cli import register_whatif
 
-    register_whatif(sub)
+    schema = sub.add_parser(
+        "schema",
+        help="write the JSON Schemas of ruleset and rule-test files (editor completion)",
+        description="Writes ruleset.schema.json and rule-tests.schema.json (default: docs/), "
+        "which the shipped files name in their yaml-language-server modeline. --check: exit 1 "
+        "if the files there are not what the models give.",
+    )
+    schema.add_argument("--out", type=Path, default=None, metavar="DIR", help="default: docs/")
+    schema.add_argument("--check", action="store_true")
+    schema.set_defaults(func=cmd_schema)
 
+    diff = sub.add_parser(
+        "diff",
+        help="what changed between two ruleset files: dates, parameters, rules (not a text diff)",
+    )
+    diff.add_argument("old", type=Path, metavar="OLD.yaml")
+    diff.add_argument("new", type=Path, metavar="NEW.yaml")
+    diff.set_defaults(func=cmd_diff)
+
+    hist = sub.add_parser("history", help="every publication: who, when, files' sha256, note")
+    hist.add_argument("ruleset_id", nargs="?", default=None, metavar="ID")
+    hist.add_argument("--format", choices=["table", "json"], default="table")
+    hist.set_defaults(func=cmd_history)
+    whatif = sub.add_parser(
+        "whatif",
+        help="replay a year's stored funds records through a proposal: subjects and records, "
+        "old vs new; changes nothing",
+        description="The proposal (one or more scoring ruleset files, and/or --set values) is "
+        "compared with what is live in the running services (or --against a directory or "
+        "files). A proposed version takes the place of the one with its number, and decides "
+        "the days it covers; days it does not cover keep their version. Reads scoring's "
+        "database; writes nothing, publishes nothing.",
+    )
+    whatif.add_argument("files", nargs="*", type=Path, metavar="FILE.yaml")
+    whatif.add_argument(
+        "--ruleset", dest="more_files", action="append", type=Path, default=[], metavar="FILE"
+    )
+    whatif.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    whatif.add_argument("--year", type=int, required=True)
+    whatif.add_argument(
+        "--against",
+        action="append",
+        default=None,
+        metavar="live|PATH",
+        help="what to compare with: live (default: the running services) or rulesets files/dirs",
+    )
+    whatif.add_argument("--records", action="store_true", help="list each changed funds record")
+    whatif.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    whatif.add_argument("--changed-only", action="store_true")
+    whatif.add_argument("--url", default=None, help="NATS server, for --against live")
+    from .scoring_cli import add_database_arguments
+
+    add_database_arguments(whatif)
+    whatif.set_defaults(func=cmd_whatif)
+
+    for p in (publish, rollback, hist):
+        p.add_argument(
+            "--url", default=None, help="NATS server (default: $NATS_URL, with its credentials)"
+        )
     for p in (publish, rollback):
         p.add_argument(
+            "--timeout",
             "--wait",
+            dest="timeout",
             type=float,
             default=30.0,
-            help="seconds to wait for running services to load it",
+            help="seconds every rules-deciding service has to confirm it (default 30)",
         )
 
 
@@ -131,31 +216,45 @@ def _yaml_files(paths: list[str]) -> list[Path]:
     return out
 
 
+def _known_versions(given: list[Any]) -> list[Any]:
+    """The rulesets a rule-test file is checked against: those being validated, else
+    rulesets/ (when it validates)."""
+    if given:
+        return given
+    try:
+        return [r for r, _ in load_paths([rulesets_dir()])]
+    except RulesetError:
+        return []
+
+
 def cmd_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from shared.rules.load import parse_located
+    from shared.rules.ruletest import load_tests_text, read_text, rule_id_problems
+
     out = out or sys.stdout
     files = _yaml_files(args.paths)
     rulesets: list[Path] = []
+    tests: list[tuple[Path, Any, str]] = []
     problems: list[Problem] = []
     for path in files:
         try:
-            data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
-        except OSError as exc:
-            problems.append(Problem(str(path), "", "", f"cannot read: {exc.strerror} / 无法读取"))
-            continue
+            text = read_text(path)
+            data, _ = parse_located(text, str(path))
         except RulesetError as exc:
             problems.extend(exc.problems)
             continue
         if isinstance(data, Mapping) and "cases" in data:
             try:
-                load_tests(path)
-                print(f"ok     {path} (rule tests)", file=out)
+                tests.append((path, load_tests_text(text, str(path)), text))
             except RulesetError as exc:
                 problems.extend(exc.problems)
         else:
             rulesets.append(path)
+    loaded: list[Any] = []
     if rulesets:
         try:
             for ruleset, origin in load_paths(rulesets):
+                loaded.append(ruleset)
                 print(
                     f"ok     {origin}: {ruleset.key}, in force {ruleset.effective}, "
                     f"{len(ruleset.rules)} rules, {len(ruleset.parameters)} parameters",
@@ -163,12 +262,58 @@ def cmd_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 )
         except RulesetError as exc:
             problems.extend(exc.problems)
+    for path, parsed, text in tests:
+        found = rule_id_problems(parsed, str(path), _known_versions(loaded), text)
+        problems.extend(found)
+        if not found:
+            print(f"ok     {path} (rule tests, {len(parsed.cases)} cases)", file=out)
     for problem in problems:
         print(f"ERROR  {problem}", file=out)
     invalid = {p.file for p in problems}
     valid = [f for f in files if str(f) not in invalid]
     print(f"{len(valid)} valid, {len(invalid)} invalid", file=out)
     return 1 if problems or not files else 0
+
+
+def cmd_diff(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from shared.rules.diff import diff
+    from shared.rules.load import load_file
+
+    out = out or sys.stdout
+    try:
+        old, new = load_file(args.old), load_file(args.new)
+    except RulesetError as exc:
+        for problem in exc.problems:
+            print(f"ERROR  {problem}", file=out)
+        return 1
+    print(f"{old.key} ({args.old}) → {new.key} ({args.new})", file=out)
+    lines = diff(old, new)
+    for line in lines or ["(the same policy: no date, parameter or rule differs) / 政策相同"]:
+        print(f"  {line}", file=out)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from shared.rules import schema
+    from shared.settings import REPO_ROOT
+
+    out = out or sys.stdout
+    directory = args.out or REPO_ROOT / "docs"
+    if args.check:
+        stale = [
+            name
+            for name, text in schema.rendered().items()
+            if not (directory / name).is_file()
+            or (directory / name).read_text(encoding="utf-8") != text
+        ]
+        for name in stale:
+            print(
+                f"stale: {directory / name} (run `investflow rules schema`) / 需重新生成", file=out
+            )
+        return 1 if stale else 0
+    for path in schema.write(directory):
+        print(f"wrote {path}", file=out)
+    return 0
 
 
 # --- test -------------------------------------------------------------------------------------
@@ -194,15 +339,58 @@ def cmd_test(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if registry is None:
         print("0 passed, 1 failed", file=out)
         return 1
+    from shared.rules.ruletest import coverage
+
+    pattern = (args.run or "").lower()
+    wants_coverage = args.coverage or args.require_coverage
     with registry:
-        result = run(args.paths, registry)
-    for line in result.lines():
-        print(line, file=out)
+        result = run(
+            args.paths,
+            registry,
+            pick=(lambda name: pattern in name.lower()) if pattern else None,
+            record=args.verbose or wants_coverage,
+        )
+        table = coverage(result, registry) if wants_coverage else []
+    if args.verbose:
+        for problem in result.problems:
+            print(f"ERROR {problem}", file=out)
+        for case in result.results:
+            print(case.verbose(), file=out)
+            if not case.ok:
+                print(f"     {case.line()}", file=out)
+    else:
+        for line in result.lines():
+            print(line, file=out)
     if not result.results and not result.problems:
         print(f"no rule-test cases found in {' '.join(args.paths)}", file=out)
         print(result.summary(), file=out)
         return 1
+    lacking = 0
+    if table:
+        print("\n覆盖 Coverage (cases matching / one condition away):", file=out)
+        for key, rule, hits, near, conditional in table:
+            needs_near = conditional and near == 0
+            missing = hits == 0 or needs_near
+            lacking += missing
+            mark = "MISSING" if missing else "ok     "
+            gaps = ([] if hits else ["no case where it matches / 缺少命中用例"]) + (
+                ["no case where it just does not match / 缺少差一个条件未命中的用例"]
+                if needs_near
+                else []
+            )
+            near_text = str(near) if conditional else "-"
+            print(
+                f"  {mark} {key} {rule}: {hits} / {near_text}"
+                + (f" — {'; '.join(gaps)}" if gaps else ""),
+                file=out,
+            )
+        print(
+            f"{len(table) - lacking} of {len(table)} rules covered both ways / 条规则覆盖完整",
+            file=out,
+        )
     print(result.summary(), file=out)
+    if args.require_coverage and lacking:
+        return 1
     return 0 if result.ok else 1
 
 
@@ -351,11 +539,14 @@ def _explain_scoring(
 def cmd_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
-        data = _input(json.loads(args.file.read_text(encoding="utf-8")))
+        raw = json.loads(args.file.read_text(encoding="utf-8"))
+        data = dict(raw) if isinstance(raw, Mapping) and "situation" in raw else _input(raw)
     except (OSError, ValueError) as exc:
         print(f"ERROR  {args.file}: {exc}", file=out)
         return 1
-    kind = args.ruleset or ("scoring" if "funds" in data else "review")
+    kind = args.ruleset or (
+        "notify" if "situation" in data else "scoring" if "funds" in data else "review"
+    )
     if kind == "scoring" and "funds" not in data:
         print(
             f"ERROR  {args.file}: scoring needs `funds` (and `rates` for a foreign currency)",
@@ -368,6 +559,7 @@ def cmd_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
     explainers: dict[str, Callable[..., None]] = {
         "review": _explain_review,
         "scoring": _explain_scoring,
+        "notify": _explain_notify,
     }
     try:
         with registry:
@@ -376,10 +568,74 @@ def cmd_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
         for field, problem in exc.problems:
             print(f"ERROR  {args.file}: {field}: {problem}", file=out)
         return 1
-    except LookupError as exc:
+    except (LookupError, ValueError) as exc:
         print(f"ERROR  {args.file}: {exc}", file=out)
         return 1
     return 0
+
+
+def _explain_notify(
+    data: dict[str, Any], on: dt.date | None, registry: RulesetRegistry, out: TextIO
+) -> None:
+    """A situation ({on, situation: {days_without_visit: 9, ...}}) judged with the notify
+    thresholds in force: the alerts, and how far each threshold is."""
+    import math
+
+    from services.notify.model import quarter_of
+    from services.notify.params import NotifyParams, judge
+    from shared.rules.ruletest import Situation
+
+    day = on or _date_field(data, "on")
+    if day is None:
+        raise ValueError("give `on` (the day judged) / 请给出日期 on")
+    ruleset = registry.in_force("notify", day)
+    params = NotifyParams.model_validate({n: p.value for n, p in ruleset.parameters.items()})
+    situation = Situation.model_validate(data.get("situation") or {})
+    alerts = judge(situation, day, params)
+    print(f"提醒 Notify — {ruleset.key}：{ruleset.title.zh} / {ruleset.title.en}", file=out)
+    print(f"生效期 In force: {ruleset.effective}；依据日期 judged as of: {day}", file=out)
+    print(f"提醒 Alerts: {', '.join(alerts) or '无 none'}", file=out)
+    s = situation
+    lines: list[tuple[str, int, int | None]] = []  # (alert, threshold, value)
+    if s.days_without_visit is not None:
+        lines.append(("visit_overdue", params.visit_overdue_days, s.days_without_visit))
+        lines.append(("visit_escalated", params.visit_escalate_days, s.days_without_visit))
+    for alert, name, value in (
+        ("stalled_signed", "signed_not_started", s.signed_not_started_days),
+        ("stalled_land", "waiting_for_land", s.waiting_for_land_days),
+        ("stalled_funds", "lacking_funds", s.lacking_funds_days),
+    ):
+        if value is not None:
+            lines.append((alert, getattr(params.stalled, name).after_days, value))
+    print("\n门槛 Thresholds (raised after more than N days):", file=out)
+    for alert, threshold, value in lines:
+        state = "✓" if alert in alerts else "✗"
+        more = (
+            ""
+            if alert in alerts
+            else f"；再过 {threshold + 1 - value} 天 in {threshold + 1 - value} more days"
+        )
+        print(f"  {state} {alert}: N = {threshold}（现为 now {value}）{more}", file=out)
+    if s.days_to_agenda_deadline is not None:
+        state = "✓" if "materials_due" in alerts else "✗"
+        print(
+            f"  {state} materials_due: within {params.materials_due_within_days} days of the "
+            f"agenda deadline（现为 now {s.days_to_agenda_deadline}）",
+            file=out,
+        )
+    if s.signed_this_quarter is not None:
+        q = quarter_of(day)[0]
+        target = getattr(params.signing_targets, f"Q{q}")
+        need = math.ceil(params.signing_behind.expected_share * target)
+        state = "✓" if "signing_behind" in alerts else "✗"
+        print(
+            f"  {state} signing_behind: Q{q} target {target}; after {params.signing_behind.check_after} "
+            f"of the quarter fewer than {need} signed（现为 now {s.signed_this_quarter}）",
+            file=out,
+        )
+    print("\n使用的参数 Parameters used:", file=out)
+    for name, p in ruleset.parameters.items():
+        print(f"  {name} = {show(p.value, limit=20)}", file=out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,107 +650,599 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-# --- publish / rollback -------------------------------------------------------------------
+# --- publish / rollback / history ------------------------------------------------------------
 
 
-async def _publishing(url: str | None, work, wait: float):  # type: ignore[no-untyped-def]
-    """Connect, run the publication, and wait for every rules-deciding service to load it."""
-    import nats
+def _candidates(files: list[Path]) -> dict[str, list[Any]]:
+    """The files to publish, validated as `rules validate` does, grouped by ruleset id."""
+    from shared.rules.lifecycle import Candidate
+    from shared.rules.load import _located_in_file, load_file, overlap_problems
 
-    from shared.rules import published
-    from shared.settings import Settings
-
-    from .services import SERVICES
-
-    settings = Settings.from_env()
-    nc = await nats.connect(
-        url or settings.nats_url,
-        connect_timeout=settings.connect_timeout_s,
-        max_reconnect_attempts=1,
+    problems: list[Problem] = []
+    loaded: list[Candidate] = []
+    for path in files:
+        try:
+            ruleset = load_file(path)
+        except RulesetError as exc:
+            problems.extend(exc.problems)
+            continue
+        loaded.append(Candidate(ruleset, str(path), path.read_text(encoding="utf-8")))
+    problems.extend(
+        _located_in_file(p) for p in overlap_problems([(c.ruleset, c.file) for c in loaded])
     )
-    try:
-        expected = [s.name for s in SERVICES if s.rules]
-        ruleset, revision, heard = await published.confirmations(
-            nc, expected, lambda: work(nc.jetstream()), wait
+    if problems:
+        raise RulesetError(problems)
+    groups: dict[str, list[Any]] = {}
+    for c in loaded:
+        groups.setdefault(c.ruleset.id, []).append(c)
+    return groups
+
+
+def _check_tests(tests_dir: Path, candidates: list[Any]) -> None:
+    """The rule tests a publication will carry must be readable and name rules that exist."""
+    from shared.rules.ruletest import load_tests_text, read_text, rule_id_problems, rule_test_files
+
+    problems: list[Problem] = []
+    for path in rule_test_files([tests_dir]) if tests_dir.is_dir() else []:
+        try:
+            text = read_text(path)
+            parsed = load_tests_text(text, str(path))
+        except RulesetError as exc:
+            problems.extend(exc.problems)
+            continue
+        ids = {c.id for c in candidates}
+        if parsed.ruleset in ids:
+            problems.extend(rule_id_problems(parsed, str(path), candidates, text))
+    if problems:
+        raise RulesetError(problems)
+
+
+def _print_confirmation(confirmation: Any, services: list[str], timeout: float, out: TextIO) -> int:
+    """Who loaded it, who refused it, who said nothing: non-zero unless every service loaded it."""
+    loaded = confirmation.loaded()
+    refused = confirmation.refused()
+    silent = [s for s in services if s not in confirmation.heard]
+    if loaded:
+        print(f"  live in / 已生效: {', '.join(loaded)}", file=out)
+    for service, error in refused.items():
+        print(
+            f"  {service} refused it and keeps its running versions / 服务拒绝加载:\n    "
+            + error.replace("\n", "\n    "),
+            file=out,
         )
-        return expected, ruleset, revision, heard
+    if silent:
+        print(
+            f"  not confirmed within {timeout:g}s by / 超时未确认: {', '.join(silent)}",
+            file=out,
+        )
+    return 0 if not refused and not silent else 1
+
+
+def _describe(publication: Any) -> str:
+    return ", ".join(
+        f"{publication.ruleset_id}@{v['version']} ({v.get('effective', '?')})"
+        for v in publication.versions
+    )
+
+
+async def _publish(args: argparse.Namespace, out: TextIO) -> int:
+    from shared.rules.lifecycle import (
+        LifecycleError,
+        agreed_view,
+        compose,
+        connect,
+        kv_or_none,
+        latest,
+        live_views,
+        new_publication,
+        put_and_confirm,
+        rules_services,
+    )
+    from shared.rules.registry import rulesets_dir, test_texts
+
+    groups = _candidates(args.files)  # validated before anything is sent anywhere
+    tests_dir = args.tests or rulesets_dir() / "tests"
+    _check_tests(tests_dir, [c.ruleset for cs in groups.values() for c in cs])
+    tests = test_texts(tests_dir)
+    for ruleset_id in groups:
+        if not tests.get(ruleset_id):
+            raise LifecycleError(
+                f"no rule tests for {ruleset_id} in {tests_dir}: a publication carries its "
+                f"tests / {tests_dir} 中没有 {ruleset_id} 的规则测试"
+            )
+    nc = await connect(args.url)
+    code = 0
+    try:
+        kv = await kv_or_none(nc)
+        if kv is None:
+            raise LifecycleError(
+                f"no rulesets bucket on {nc.connected_url.netloc if nc.connected_url else args.url}: "
+                "no investflow service has run against this server; check NATS_URL "
+                "/ 该服务器上没有规则集存储"
+            )
+        services = rules_services()
+        views = await live_views(nc, services, timeout=min(args.timeout, 10.0))
+        for ruleset_id, candidates in groups.items():
+            view = agreed_view(views, ruleset_id)
+            versions, _ = compose(
+                ruleset_id, view["versions"], candidates, f"running in {', '.join(views)}"
+            )
+            entry = await latest(kv, ruleset_id)
+            last = entry.revision if entry is not None else None
+            publication = new_publication(
+                ruleset_id, versions, tests[ruleset_id], "publish", args.note or "", last
+            )
+            await asyncio.to_thread(publication.check)  # exactly what each service will check
+            if last is None:
+                # What runs now is stored first, so a rollback can always return to it,
+                # whatever the local rulesets/ holds later.
+                baseline = new_publication(
+                    ruleset_id,
+                    [
+                        {
+                            "file": v["origin"].rsplit("/", 1)[-1],
+                            "version": v["version"],
+                            "effective": v["effective"],
+                            "text": v["text"],
+                        }
+                        for v in view["versions"]
+                    ],
+                    [(t["file"], t["text"]) for t in view["tests"]],
+                    "baseline",
+                    "what the services ran before the first publication / 首次发布前运行的版本",
+                    None,
+                )
+                last, _ = await put_and_confirm(nc, kv, baseline, None, services, args.timeout)
+                publication = new_publication(
+                    ruleset_id, versions, tests[ruleset_id], "publish", args.note or "", last
+                )
+            revision, confirmation = await put_and_confirm(
+                nc, kv, publication, last, services, args.timeout
+            )
+            print(
+                f"published {_describe(publication)} as revision {revision} "
+                f"(replaces revision {last}) by {publication.by['user']} as "
+                f"{publication.by['nats']} / 已发布",
+                file=out,
+            )
+            code |= _print_confirmation(confirmation, services, args.timeout, out)
+    finally:
+        await nc.close()
+    return code
+
+
+def _run_lifecycle(work: Any, verb: str, out: TextIO) -> int:
+    import asyncio
+
+    from shared.rules.lifecycle import LifecycleError
+
+    try:
+        return int(asyncio.run(work))
+    except RulesetError as exc:
+        print(f"not {verb} / 未{'发布' if verb == 'published' else '回滚'}:", file=out)
+        for problem in exc.problems:
+            print(f"ERROR  {problem}", file=out)
+        return 1
+    except (LifecycleError, OSError) as exc:
+        print(f"not {verb} / 未{'发布' if verb == 'published' else '回滚'}: {exc}", file=out)
+        return 1
+
+
+def cmd_publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    return _run_lifecycle(_publish(args, out or sys.stdout), "published", out or sys.stdout)
+
+
+def _newest(publication: Any) -> str | None:
+    dated = [(v.get("effective", ""), v["version"]) for v in publication.versions]
+    return max(dated)[1] if dated else None
+
+
+async def _rollback(args: argparse.Namespace, out: TextIO) -> int:
+    from shared.rules.lifecycle import (
+        LifecycleError,
+        connect,
+        history,
+        kv_or_none,
+        new_publication,
+        put_and_confirm,
+        rules_services,
+    )
+
+    nc = await connect(args.url)
+    try:
+        kv = await kv_or_none(nc)
+        entries = await history(kv, args.ruleset_id) if kv is not None else []
+        valid = [(rev, p) for rev, p, _ in entries if p is not None]
+        if not valid:
+            raise LifecycleError(
+                f"nothing was ever published for {args.ruleset_id} on this server: the services "
+                f"run their own rulesets/ and there is nothing to roll back / 无发布记录"
+            )
+        current_rev, current = valid[-1]
+        earlier = [(rev, p) for rev, p in valid if rev < current_rev]
+        target: tuple[int, Any] | None = None
+        if args.revision is not None:
+            target = next(((r, p) for r, p in valid if r == args.revision), None)
+        elif args.version is not None:
+            target = next(
+                ((r, p) for r, p in reversed(earlier) if _newest(p) == args.version), None
+            )
+        else:
+            target = next(((r, p) for r, p in valid if r == current.replaces), None)
+        if target is None:
+            known = "; ".join(f"revision {r}: {_describe(p)}" for r, p in valid)
+            raise LifecycleError(
+                f"no earlier publication of {args.ruleset_id} to return to"
+                + (f" with {args.version} as its newest version" if args.version else "")
+                + f" (history: {known}) / 无可回滚的版本"
+            )
+        rev, old = target
+        publication = new_publication(
+            args.ruleset_id,
+            [dict(v) for v in old.versions],
+            [(t["file"], t["text"]) for t in old.tests],
+            "rollback",
+            args.note or f"rollback to revision {rev}",
+            current_rev,
+            restores=rev,
+        )
+        if old.action != "baseline":
+            await asyncio.to_thread(publication.check)
+        services = rules_services()
+        revision, confirmation = await put_and_confirm(
+            nc, kv, publication, current_rev, services, args.timeout
+        )
+        print(
+            f"{_describe(publication)} decide again (revision {rev}, now revision {revision}; "
+            f"replaces revision {current_rev}) / 已回滚",
+            file=out,
+        )
+        return _print_confirmation(confirmation, services, args.timeout, out)
     finally:
         await nc.close()
 
 
-def _report_live(expected: list[str], heard: dict[str, dict], out: TextIO) -> int:
-    """Say where the version is live; a service that refused it makes the command fail."""
-    refused = {s: h for s, h in heard.items() if not h.get("loaded")}
-    for service, status in refused.items():
-        print(
-            f"  {service} refused it and keeps its running version / 服务拒绝加载: {status.get('error')}",
-            file=out,
-        )
-    silent = [s for s in expected if s not in heard]
-    if silent:
-        print(
-            f"  not yet confirmed by / 尚未确认: {', '.join(silent)} (not running, or still loading)",
-            file=out,
-        )
-    live = [s for s, h in heard.items() if h.get("loaded")]
-    if live:
-        print(f"  live in / 已生效: {', '.join(live)}", file=out)
-    return 1 if refused else 0
-
-
-def _gate(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from shared.rules.registry import rulesets_dir
-    from shared.rules.ruletest import gate_on_rule_tests
-
-    return gate_on_rule_tests(args.tests or rulesets_dir() / "tests")
-
-
-def cmd_publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    import asyncio
-
-    from shared.rules import published
-
-    out = out or sys.stdout
-    try:
-        text = args.file.read_text(encoding="utf-8")
-        expected, ruleset, revision, heard = asyncio.run(
-            _publishing(
-                args.url,
-                lambda js: published.publish(js, text, str(args.file), _gate(args)),
-                args.wait,
-            )
-        )
-    except RulesetError as exc:
-        print(f"not published / 未发布:\n{exc}", file=out)
-        return 1
-    except OSError as exc:
-        print(f"not published / 未发布: {exc}", file=out)
-        return 1
-    print(
-        f"published {ruleset.key} ({ruleset.effective}) as revision {revision} / 已发布", file=out
-    )
-    return _report_live(expected, heard, out)
-
-
 def cmd_rollback(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    import asyncio
+    return _run_lifecycle(_rollback(args, out or sys.stdout), "rolled back", out or sys.stdout)
 
-    from shared.rules import published
-    from shared.rules.registry import rulesets_dir
+
+async def _history(args: argparse.Namespace, out: TextIO) -> int:
+    from shared.rules.lifecycle import LifecycleError, connect, history, kv_or_none
+
+    nc = await connect(args.url)
+    try:
+        kv = await kv_or_none(nc)
+        if kv is None:
+            raise LifecycleError(
+                "no rulesets bucket on this server: nothing was published / 无发布记录"
+            )
+        try:
+            keys = sorted(k for k in await kv.keys() if "." not in k)
+        except Exception:
+            keys = []
+        ids = [args.ruleset_id] if args.ruleset_id else keys
+        rows: list[dict[str, Any]] = []
+        for ruleset_id in ids:
+            for rev, p, problem in await history(kv, ruleset_id):
+                if p is None:
+                    rows.append({"ruleset": ruleset_id, "revision": rev, "problem": problem})
+                    continue
+                rows.append(
+                    {
+                        "ruleset": ruleset_id,
+                        "revision": rev,
+                        "at": p.at,
+                        "by": p.by,
+                        "action": p.action,
+                        "note": p.note,
+                        "replaces": p.replaces,
+                        "restores": p.restores,
+                        "versions": [
+                            {
+                                "version": v["version"],
+                                "effective": v.get("effective"),
+                                "file": v["file"],
+                                "sha256": v["sha256"],
+                            }
+                            for v in p.versions
+                        ],
+                        "tests": [{"file": t["file"], "sha256": t["sha256"]} for t in p.tests],
+                    }
+                )
+    finally:
+        await nc.close()
+    if args.format == "json":
+        print(json.dumps(rows, ensure_ascii=False, indent=2), file=out)
+        return 0
+    if not rows:
+        print("nothing published yet / 尚无发布记录", file=out)
+    for row in rows:
+        if "problem" in row:
+            print(
+                f"{row['ruleset']} revision {row['revision']}: unreadable: {row['problem']}",
+                file=out,
+            )
+            continue
+        by = row["by"]
+        who = f"{by.get('user', '?')}@{by.get('host', '?')} as {by.get('nats', '?')}"
+        extra = f", restores revision {row['restores']}" if row["restores"] else ""
+        replaces = f"replaces {row['replaces']}" if row["replaces"] else "the first"
+        print(
+            f"{row['ruleset']} revision {row['revision']}  {row['at']}  {row['action']}  by {who}"
+            f"  ({replaces}{extra})",
+            file=out,
+        )
+        if row["note"]:
+            print(f"    note / 说明: {row['note']}", file=out)
+        for v in row["versions"]:
+            print(
+                f"    {row['ruleset']}@{v['version']}  {v['effective']}  {v['file']}  "
+                f"sha256 {v['sha256'][:16]}",
+                file=out,
+            )
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    return _run_lifecycle(_history(args, out or sys.stdout), "read", out or sys.stdout)
+
+
+# --- what-if --------------------------------------------------------------------------------
+
+
+async def _live_scoring(url: str | None) -> list[tuple[Any, str]]:
+    """The scoring versions the running scoring service decides with."""
+    from shared.rules.lifecycle import connect, live_views
+    from shared.rules.load import load_text
+
+    nc = await connect(url)
+    try:
+        views = await live_views(nc, ["scoring"], timeout=10.0)
+    finally:
+        await nc.close()
+    versions = views["scoring"].get("scoring", {}).get("versions", [])
+    return [(load_text(v["text"], f"live:{v['origin']}"), f"live:{v['origin']}") for v in versions]
+
+
+def _baseline(args: argparse.Namespace, proposal_files: list[Path]) -> tuple[list[Any], str]:
+    from shared.rules.load import load_paths, ruleset_files
+
+    against = args.against or ["live"]
+    if against == ["live"]:
+        return asyncio.run(_live_scoring(args.url)), "live"
+    proposed = {p.resolve() for p in proposal_files}
+    # A proposal file inside the directory compared with is the proposal, not the baseline.
+    files = [f for f in ruleset_files([Path(a) for a in against]) if f.resolve() not in proposed]
+    return [(r, o) for r, o in load_paths(files) if r.id == "scoring"], " ".join(against)
+
+
+def _record_rows(engine: Any, year: int, old: Any, new: Any) -> list[dict[str, Any]]:
+    """Each funds record of the year, old vs new: version, multiplier, deciding rule, points."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    from services.scoring import whatif
+
+    facts = whatif.load_facts(engine, year)
+    sides = [whatif.Replayer(old), whatif.Replayer(new)]
+    rows = []
+    for pid, amount_fen, currency, day in facts.funds:
+        rate = Decimal(1) if currency == "CNY" else facts.rates.get((day, currency))
+        if rate is None:
+            continue
+        project = facts.projects[pid]
+        pf = {k: v for k, v in project.lead.items() if k != "documents"}
+        pf["filed"] = {str(d["type"]): True for d in project.lead.get("documents", [])}
+        if project.sponsor_leader is not None:
+            pf["sponsor_leader"] = project.sponsor_leader
+        amount = Decimal(amount_fen) / 100
+        funds = {"amount": amount, "currency": currency, "arrived_on": day, "rate": rate}
+        out: list[dict[str, Any] | None] = []
+        for replayer in sides:
+            ruleset = replayer.version(day)
+            if ruleset is None:
+                out.append(None)
+                continue
+            if replayer.reads(ruleset)[1]:
+                scored = replayer.full(project, funds)
+                if isinstance(scored, str):
+                    out.append(None)
+                    continue
+                out.append(
+                    {
+                        "version": ruleset.version,
+                        "multiplier": scored.multiplier,
+                        "deciding_rule": scored.deciding_rule,
+                        "points": scored.points,
+                    }
+                )
+                continue
+            verdict, _ = replayer.for_project(project, pf, ruleset, day, funds)
+            if isinstance(verdict, str):
+                out.append(None)
+                continue
+            exact = amount * rate
+            out.append(
+                {
+                    "version": ruleset.version,
+                    "multiplier": verdict.multiplier,
+                    "deciding_rule": verdict.deciding_rule,
+                    "points": (exact * verdict.multiplier).quantize(Decimal("0.01"), ROUND_HALF_UP),
+                }
+            )
+        before, after = out
+        changed = (before or {}).get("points") != (after or {}).get("points") or (before or {}).get(
+            "multiplier"
+        ) != (after or {}).get("multiplier")
+        rows.append(
+            {
+                "project_id": pid,
+                "arrived_on": day.isoformat(),
+                "amount": amount,
+                "currency": currency,
+                "old": before,
+                "new": after,
+                "changed": changed,
+            }
+        )
+    return rows
+
+
+def _render_records(rows: list[dict[str, Any]], fmt: str) -> str:
+    import csv
+    import io
+
+    changed = [r for r in rows if r["changed"]]
+
+    def side(s: dict[str, Any] | None, key: str) -> str:
+        return "" if s is None or s.get(key) is None else show(s[key])
+
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(
+            ["project_id", "arrived_on", "amount", "currency"]
+            + [
+                f"{p}_{k}"
+                for p in ("old", "new")
+                for k in ("version", "multiplier", "deciding_rule", "points")
+            ]
+            + ["change"]
+        )
+        for r in changed:
+            delta = (r["new"] or {}).get("points", 0) - (r["old"] or {}).get("points", 0)
+            w.writerow(
+                [r["project_id"], r["arrived_on"], show(r["amount"]), r["currency"]]
+                + [
+                    side(r[p], k)
+                    for p in ("old", "new")
+                    for k in ("version", "multiplier", "deciding_rule", "points")
+                ]
+                + [show(delta)]
+            )
+        return buf.getvalue()
+    lines = [
+        "",
+        f"Changed funds records / 变化的到位资金记录: {len(changed)} of {len(rows)}",
+        f"  {'project':<24}{'arrived':<12}{'amount':>16} {'old ×':>6} {'old rule':<20}{'old points':>18}"
+        f" {'new ×':>6} {'new rule':<20}{'new points':>18}{'change':>18}",
+    ]
+    for r in changed:
+        o, n = r["old"] or {}, r["new"] or {}
+        delta = n.get("points", 0) - o.get("points", 0)
+        lines.append(
+            f"  {r['project_id']:<24}{r['arrived_on']:<12}{show(r['amount']):>16} "
+            f"{side(o, 'multiplier'):>6} {side(o, 'deciding_rule') or '-':<20}{side(o, 'points'):>18} "
+            f"{side(n, 'multiplier'):>6} {side(n, 'deciding_rule') or '-':<20}{side(n, 'points'):>18}"
+            f"{delta:>+18,.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _jsonable_row(r: dict[str, Any]) -> dict[str, Any]:
+    def side(s: dict[str, Any] | None) -> dict[str, Any] | None:
+        if s is None:
+            return None
+        return {k: (show(v) if k in ("multiplier", "points") else v) for k, v in s.items()}
+
+    return {**r, "amount": show(r["amount"]), "old": side(r["old"]), "new": side(r["new"])}
+
+
+def cmd_whatif(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from services.scoring import whatif
+    from shared.rules.lifecycle import LifecycleError
+    from shared.rules.load import load_file
+
+    from .scoring_cli import CliError, _directory, _engine, _overrides
 
     out = out or sys.stdout
+    files = [*args.files, *args.more_files]
+    if not files and not args.set:
+        print("ERROR  give a proposal: FILE.yaml ... and/or --set NAME=VALUE", file=out)
+        return 2
+    base = RulesetRegistry()
+    new = RulesetRegistry()
+    engine = None
     try:
-        expected, ruleset, revision, heard = asyncio.run(
-            _publishing(
-                args.url,
-                lambda js: published.rollback(
-                    js, args.ruleset_id, args.version, _gate(args), rulesets_dir()
-                ),
-                args.wait,
+        try:
+            overrides = _overrides(args.set)
+            proposal = [(load_file(f), str(f)) for f in files]
+            for ruleset, origin in proposal:
+                if ruleset.id != "scoring":
+                    raise RulesetError(
+                        [
+                            Problem(
+                                origin,
+                                "",
+                                "id",
+                                f"a what-if needs scoring rulesets, not {ruleset.id}",
+                            )
+                        ]
+                    )
+            from shared.rules.load import overlap_problems
+
+            problems = overlap_problems(proposal)
+            if problems:
+                raise RulesetError(problems)
+            baseline, against = _baseline(args, files)
+            engine = _engine(args)
+        except RulesetError as exc:
+            for p in exc.problems:
+                print(f"ERROR  {p}", file=out)
+            print("the proposal is not valid; nothing replayed / 方案无效，未测算", file=out)
+            return 1
+        except (LifecycleError, CliError) as exc:
+            print(f"ERROR  {exc}", file=out)
+            if isinstance(exc, LifecycleError):
+                print("  (to compare with files instead: --against rulesets/)", file=out)
+            return 1
+        for ruleset, origin in baseline:
+            base.load(ruleset, origin)
+            new.load(ruleset, origin)
+        changes: list[str] = []
+        for ruleset, origin in proposal:
+            # The proposal replaces the version of its number and decides the days it covers.
+            new.remove("scoring", ruleset.version)
+            covered = [
+                v for v in base.versions("scoring") if v.effective.overlaps(ruleset.effective)
+            ]
+            new.load(ruleset, origin, supersede=True)
+            was = next((v for v in covered if v.version == ruleset.version), None) or (
+                covered[0] if covered else None
             )
+            changes.append(f"{ruleset.key} in force {ruleset.effective} (from {origin})")
+            if was is not None:
+                changes += [f"  {line}" for line in whatif.describe_change(was, ruleset, {})]
+        proposed: Any = new
+        if overrides:
+            proposed = new.with_parameters("scoring", overrides, file="--set")
+            changes.append(
+                "  " + ", ".join(f"{k} = {v}" for k, v in overrides.items()) + " (--set)"
+            )
+        label = " ".join(map(str, files)) + (" " if files and args.set else "") + " ".join(args.set)
+        result = whatif.run(
+            engine,
+            args.year,
+            base,
+            proposed,
+            proposal=f"{label} against {against}",
+            ruleset_changes=changes,
+            directory=_directory(),
         )
-    except (RulesetError, OSError) as exc:
-        print(f"not rolled back / 未回滚:\n{exc}", file=out)
-        return 1
-    print(f"{ruleset.key} decides again from revision {revision} / 已回滚", file=out)
-    return _report_live(expected, heard, out)
+        rows = _record_rows(engine, args.year, base, proposed) if args.records else []
+        if args.format == "json":
+            body = result.to_json()
+            if args.records:
+                body["records"] = [_jsonable_row(r) for r in rows if r["changed"]]
+            print(json.dumps(body, ensure_ascii=False, indent=2), file=out)
+        elif args.format == "csv" and args.records:
+            print(_render_records(rows, "csv"), file=out, end="")
+        else:
+            print(whatif.render(result, args.format, only_changed=args.changed_only), file=out)
+            if args.records:
+                print(_render_records(rows, "table"), file=out)
+        return 0
+    finally:
+        base.close()
+        new.close()
+        if engine is not None:
+            engine.dispose()

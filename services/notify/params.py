@@ -1,4 +1,6 @@
-"""The time triggers' parameters (`triggers.yaml`), and the scoring ruleset's signing targets."""
+"""The time triggers' parameters: the notify ruleset in force (rulesets/notify-*.yaml, issue
+14.9), validated like every ruleset; and the rule-test decider that judges a situation with
+them, as the triggers do (services/notify/triggers.py)."""
 
 from __future__ import annotations
 
@@ -7,96 +9,52 @@ import os
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_FILE = HERE / "triggers.yaml"
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+from shared.rules.notify import WEEKDAYS, NotifyParams, SigningBehind, Stall, Stalled, notify_params
+from shared.rules.notify import WeeklyReport as WeeklyReport
 
+Params = NotifyParams  # what triggers.py and the scheduler read
+__all__ = ["WEEKDAYS", "Params", "ParamsError", "SigningBehind", "Stall", "Stalled"]
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Stall(Strict):
-    after_days: int = Field(ge=1)
-    repeat_days: int = Field(ge=1)
-
-
-class Stalled(Strict):
-    signed_not_started: Stall
-    waiting_for_land: Stall
-    lacking_funds: Stall
-
-
-class SigningBehind(Strict):
-    check_after: Fraction
-    expected_share: Fraction
-    min_amount: int = Field(ge=0)
-
-    @field_validator("check_after", "expected_share", mode="before")
-    @classmethod
-    def _fraction(cls, raw: Any) -> Fraction:
-        try:
-            value = Fraction(str(raw))
-        except (ValueError, ZeroDivisionError) as exc:
-            raise ValueError(f"{raw!r} is not a fraction like 2/3 or 0.5 / 须为分数") from exc
-        if not 0 <= value <= 1:
-            raise ValueError(f"{raw!r} must be between 0 and 1 / 须在0到1之间")
-        return value
-
-
-class WeeklyReport(Strict):
-    weekday: Literal[WEEKDAYS]  # type: ignore[valid-type]
-    county_wide_to: list[str]
-    fast_start_days: int = Field(ge=1)
-
-    @property
-    def weekday_index(self) -> int:
-        return WEEKDAYS.index(self.weekday)
-
-
-class Params(Strict):
-    visit_overdue_days: int = Field(ge=1)
-    visit_escalate_days: int = Field(ge=1)
-    materials_due_within_days: int = Field(ge=0)
-    stalled: Stalled
-    signing_behind: SigningBehind
-    weekly_report: WeeklyReport
+RULESET = "notify"
 
 
 class ParamsError(ValueError):
     pass
 
 
-def load_params(path: Path | None = None) -> Params:
-    """Each entry is `{reference, description, unit?, value}`; only `value` drives the code."""
-    path = path or Path(os.environ.get("NOTIFY_TRIGGERS") or DEFAULT_FILE)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ParamsError(f"{path}: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: expected a mapping of parameters / 须为参数映射")
-    values: dict[str, Any] = {}
-    for name, entry in raw.items():
-        if not isinstance(entry, dict) or "value" not in entry:
-            raise ParamsError(f"{path}: {name}: needs `value:` / 参数须有取值")
-        values[name] = entry["value"]
-    try:
-        return Params.model_validate(values)
-    except ValidationError as exc:
-        lines = [
-            f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        ]
-        raise ParamsError("\n".join(lines)) from exc
+def _rulesets_dir() -> Path:
+    from shared.rules.registry import rulesets_dir
+
+    return rulesets_dir()
 
 
-# --- from the rulesets (read as validated data; no rules engine needed here) ----------------
+def load_params(path: Path | None = None, on: dt.date | None = None) -> Params:
+    """The notify ruleset's parameters: `path` (or $NOTIFY_TRIGGERS) naming a notify ruleset
+    file, else the version in rulesets/ in force on `on` (default today), else the newest."""
+    from shared.rules import RulesetError
+    from shared.rules.load import load_file
+
+    chosen = path or (
+        Path(os.environ["NOTIFY_TRIGGERS"]) if os.environ.get("NOTIFY_TRIGGERS") else None
+    )
+    try:
+        if chosen is not None:
+            ruleset = load_file(chosen)
+            if ruleset.id != RULESET:
+                raise ParamsError(
+                    f"{chosen}: a {ruleset.id} ruleset, not notify / 不是 notify 规则集"
+                )
+        else:
+            ruleset = _in_force(str(_rulesets_dir()), on or dt.date.today())
+        return notify_params(dict(ruleset.parameters))
+    except RulesetError as exc:
+        raise ParamsError(str(exc)) from exc
+    except ValidationError as exc:  # checked by load already; kept for a clear message
+        raise ParamsError(str(exc)) from exc
 
 
 @lru_cache(maxsize=4)
@@ -106,10 +64,20 @@ def _rulesets(rulesets_dir: str) -> tuple[Any, ...]:
     return tuple(r for r, _ in load_paths([rulesets_dir]))
 
 
+def _in_force(rulesets_dir: str, day: dt.date) -> Any:
+    versions = [r for r in _rulesets(rulesets_dir) if r.id == RULESET]
+    if not versions:
+        raise ParamsError(f"no notify ruleset in {rulesets_dir} / 未找到 notify 规则集")
+    for ruleset in versions:
+        if ruleset.effective.covers(day):
+            return ruleset
+    return max(versions, key=lambda r: r.effective.from_)
+
+
 def signing_targets(rulesets_dir: Path, day: dt.date) -> dict[str, int] | None:
-    """`signing_targets` of the scoring ruleset in force on `day` ({Q1: 6, ...}), or None."""
+    """`signing_targets` of the notify ruleset in force on `day` ({Q1: 6, ...}), or None."""
     for ruleset in _rulesets(str(rulesets_dir)):
-        if ruleset.id == "scoring" and ruleset.effective.covers(day):
+        if ruleset.id == RULESET and ruleset.effective.covers(day):
             param = ruleset.parameters.get("signing_targets")
             return {str(k): int(v) for k, v in param.value.items()} if param else None
     return None
@@ -126,3 +94,50 @@ def rule_titles(
         for rule in ruleset.rules:
             titles[rule.id] = {"zh": rule.title.zh, "en": rule.title.en}
     return titles
+
+
+# --- rule tests: a situation judged with the thresholds ------------------------------------
+
+
+def judge(situation: Any, day: dt.date, params: Params) -> list[str]:
+    """The alerts the triggers raise on `day` for a situation, with these parameters."""
+    from .model import period, quarter_of
+
+    alerts = []
+    s = situation
+    if s.days_without_visit is not None:
+        if period(s.days_without_visit, params.visit_overdue_days, 7):
+            alerts.append("visit_overdue")
+        if period(s.days_without_visit, params.visit_escalate_days, 7):
+            alerts.append("visit_escalated")
+    left = s.days_to_agenda_deadline
+    if left is not None and 0 <= left <= params.materials_due_within_days:
+        alerts.append("materials_due")
+    for kind, name, days in (
+        ("stalled_signed", "signed_not_started", s.signed_not_started_days),
+        ("stalled_land", "waiting_for_land", s.waiting_for_land_days),
+        ("stalled_funds", "lacking_funds", s.lacking_funds_days),
+    ):
+        rule = getattr(params.stalled, name)
+        if days is not None and period(days, rule.after_days, rule.repeat_days):
+            alerts.append(kind)
+    if s.signed_this_quarter is not None:
+        q, start, end = quarter_of(day)
+        gone = Fraction((day - start).days, (end - start).days + 1)
+        target = getattr(params.signing_targets, f"Q{q}")
+        rule = params.signing_behind
+        if gone >= rule.check_after and s.signed_this_quarter < rule.expected_share * target:
+            alerts.append("signing_behind")
+    return alerts
+
+
+def case_result(case: Any, rules: Any) -> dict[str, Any]:
+    """A notify rule-test case's outcome (shared/rules/ruletest.py runs it)."""
+    ruleset = rules.in_force(RULESET, case.on)
+    values = {name: rules.parameter(RULESET, name, case.on) for name in ruleset.parameters}
+    params = NotifyParams.model_validate(values)
+    return {
+        "alerts": judge(case.situation, case.on, params),
+        "_version": ruleset.key,
+        "_rules": [],
+    }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -21,6 +22,7 @@ from .model import (
     AnyRule,
     AnyRuleset,
     Comparison,
+    NotifyRuleset,
     NotOf,
     NotRecognised,
     ParamRef,
@@ -98,6 +100,29 @@ def pattern_problem(pattern: str) -> str | None:
         re.compile(pattern)
     except re.error as exc:
         return f"not a valid pattern: {exc} / 模式无效"
+    return engine_pattern_problem(pattern)
+
+
+@functools.lru_cache(maxsize=256)
+def engine_pattern_problem(pattern: str) -> str | None:
+    """Some patterns Python accepts the engine cannot compile (error 504 for `(.*a){30}`):
+    ask the engine itself, so such a rule is refused by `validate`, not at evaluation."""
+    from .engine import shared_engine
+
+    engine = shared_engine()
+    definition = {"p": {"all": [{"m": {"$mt": {"x": pattern}}}], "run": "p"}}
+    try:
+        handle = engine.register("pattern-check", definition)
+    except Exception as exc:
+        return f"the rules engine cannot compile this pattern ({exc}); simplify it / 规则引擎无法编译该模式"
+    try:
+        engine.fire(handle, {"x": "0"})
+    except Exception as exc:
+        return (
+            f"the rules engine fails on this pattern ({exc}); simplify it / 规则引擎无法执行该模式"
+        )
+    finally:
+        engine.unregister(handle)
     return None
 
 
@@ -426,7 +451,27 @@ class _Checker:
         self.cycles()
         if isinstance(self.ruleset, ScoringRuleset):
             self.scoring(self.ruleset)
+        if isinstance(self.ruleset, NotifyRuleset):
+            self.notify(self.ruleset)
         return self.problems
+
+    def notify(self, ruleset: NotifyRuleset) -> None:
+        from pydantic import ValidationError
+
+        from .load import pydantic_problems
+        from .notify import notify_params
+
+        try:
+            notify_params(dict(ruleset.parameters))
+        except ValidationError as exc:
+            for p in pydantic_problems(exc, self.file, {}):
+                name, _, rest = p.key.partition(".")
+                where = f"parameter {name}" if name in ruleset.parameters else ""
+                key = f"value.{rest}" if where and rest else ("value" if where else "parameters")
+                message = p.message
+                if p.message.startswith("required"):
+                    message = f"`{name}` is required / 缺少参数 {name}"
+                self.problems.append(Problem(self.file, where, key, message))
 
 
 def _refs(node: Any) -> Iterator[str]:

@@ -23,8 +23,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic import (
+    Strict as StrictMode,
+)
 
-RULESET_IDS = ("review", "scoring")
+RULESET_IDS = ("review", "scoring", "notify")
 OPERATORS = (
     "eq",
     "ne",
@@ -51,9 +54,14 @@ class Problem:
     where: str  # "rule major_project", "case \"...\"", "parameter x" or "" for the whole file
     key: str  # dotted key inside that part, e.g. "when.all[1].gte"
     message: str
+    line: int | None = None  # 1-based, where the text is known
+    column: int | None = None
 
     def __str__(self) -> str:
-        parts = [self.file]
+        head = self.file
+        if self.line is not None:
+            head += f":{self.line}" + (f":{self.column}" if self.column is not None else "")
+        parts = [head]
         if self.where:
             parts.append(self.where)
         if self.key:
@@ -228,8 +236,9 @@ class Parameter(Strict):
 class Effective(Strict):
     """Days the version is in force, both inclusive; `to` left out means open-ended."""
 
-    from_: dt.date = Field(alias="from")
-    to: dt.date | None = None
+    # Strict: a date in quotes is text, refused (docs/rules.md), not silently parsed.
+    from_: Annotated[dt.date, StrictMode()] = Field(alias="from")
+    to: Annotated[dt.date, StrictMode()] | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Effective:
@@ -351,6 +360,14 @@ class ScoringRuleset(_Ruleset):
     rules: Annotated[list[ScoringRule], Field(min_length=1)]
 
 
-Ruleset = Annotated[ReviewRuleset | ScoringRuleset, Field(discriminator="id")]
-AnyRuleset = ReviewRuleset | ScoringRuleset
+class NotifyRuleset(_Ruleset):
+    """When notify alerts whom (包保、停滞、签约进度、周报): thresholds only. The triggers are
+    notify's code; their parameters are policy, so they live here as data."""
+
+    id: Literal["notify"]
+    rules: Annotated[list[ScoringRule], Field(max_length=0)] = []
+
+
+Ruleset = Annotated[ReviewRuleset | ScoringRuleset | NotifyRuleset, Field(discriminator="id")]
+AnyRuleset = ReviewRuleset | ScoringRuleset | NotifyRuleset
 AnyRule = ReviewRule | ScoringRule

@@ -12,13 +12,14 @@ replaced version's engine memory is released.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import itertools
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -108,6 +109,7 @@ class _Version:
     names: Mapping[str, tuple[str, str]]
     variants: dict[str, _Version] = field(default_factory=dict)
     leaves: tuple[Handle, list[Cmp]] | None = None
+    text: str | None = None  # the YAML it was read from: what `rules publish` builds on
 
     @property
     def ruleset(self) -> AnyRuleset:
@@ -121,6 +123,11 @@ class RulesetRegistry:
         self._changes = threading.RLock()  # one change at a time; readers never wait
         self._versions: dict[str, tuple[_Version, ...]] = {}
         self._serial = itertools.count(1)  # engine names stay unique across republications
+        # Per ruleset id, the rule tests (file name, YAML) the running versions passed:
+        # shown to `rules publish`, which carries them into the first publication.
+        self._tests: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._published: dict[str, int] = {}  # ruleset id -> bucket revision in force
+        self._recording = threading.local()  # `rules test -v`: the evaluations of one case
 
     # --- loading ---
 
@@ -135,7 +142,7 @@ class RulesetRegistry:
         registry = cls(engine=engine, gate=gate)
         try:
             for ruleset, origin in load_paths(paths):
-                registry.load(ruleset, origin)
+                registry.load(ruleset, origin, text=_read(origin))
         except BaseException:
             registry.close()
             raise
@@ -148,7 +155,12 @@ class RulesetRegistry:
         return _Version(resolved, handle, origin, compiled.names)
 
     def load(
-        self, ruleset: AnyRuleset, origin: str = "<memory>", *, supersede: bool = False
+        self,
+        ruleset: AnyRuleset,
+        origin: str = "<memory>",
+        *,
+        supersede: bool = False,
+        text: str | None = None,
     ) -> None:
         """Load a checked ruleset; the same id and version replaces the running one.
 
@@ -184,6 +196,7 @@ class RulesetRegistry:
                         ]
                     )
             new = self._compile(ruleset, origin, f"{ruleset.key}#{next(self._serial)}")
+            new.text = text
             kept = [
                 v
                 for v in current
@@ -200,8 +213,69 @@ class RulesetRegistry:
         passes the gate, in which case the running versions are untouched. It takes
         precedence over older versions on the days it covers (see `load`)."""
         ruleset = load_text(yaml_text, origin)
-        self.load(ruleset, origin, supersede=True)
+        self.load(ruleset, origin, supersede=True, text=yaml_text)
         return ruleset
+
+    def replace(
+        self,
+        ruleset_id: str,
+        versions: list[tuple[AnyRuleset, str, str]],
+        tests: Iterable[tuple[str, str]] = (),
+        revision: int | None = None,
+    ) -> None:
+        """Make exactly `versions` (ruleset, origin, text) of `ruleset_id` the running ones,
+        in one swap: a publication is a whole set, so ending one version and starting its
+        successor can never be seen half done. Checked beforehand by the caller (the set's
+        own tests); an overlap inside the set is refused here all the same."""
+        from .load import overlap_problems
+
+        problems = overlap_problems([(r, o) for r, o, _ in versions])
+        if problems:
+            raise RulesetError(problems)
+        with self._changes:
+            compiled = []
+            try:
+                for ruleset, origin, text in versions:
+                    version = self._compile(ruleset, origin, f"{ruleset.key}#{next(self._serial)}")
+                    version.text = text
+                    compiled.append(version)
+            except BaseException:
+                for version in compiled:
+                    self._drop(version)
+                raise
+            gone = self._versions.get(ruleset_id, ())
+            compiled.sort(key=lambda v: v.ruleset.effective.from_)
+            self._versions = {**self._versions, ruleset_id: tuple(compiled)}  # the atomic swap
+            self._tests = {**self._tests, ruleset_id: tuple(tests)}
+            if revision is not None:
+                self._published = {**self._published, ruleset_id: revision}
+            for old in gone:
+                self._drop(old)
+
+    def set_tests(self, tests: Mapping[str, Iterable[tuple[str, str]]]) -> None:
+        with self._changes:
+            self._tests = {**self._tests, **{k: tuple(v) for k, v in tests.items()}}
+
+    def snapshot(self) -> dict[str, Any]:
+        """What runs, for `rules publish`: per id the versions (with their text and sha256),
+        the rule tests they passed, and the bucket revision they came from (None: files)."""
+        out: dict[str, Any] = {}
+        for ruleset_id, group in self._versions.items():
+            out[ruleset_id] = {
+                "revision": self._published.get(ruleset_id),
+                "versions": [
+                    {
+                        "version": v.ruleset.version,
+                        "effective": str(v.ruleset.effective),
+                        "origin": v.origin,
+                        "sha256": hashlib.sha256((v.text or "").encode()).hexdigest(),
+                        "text": v.text,
+                    }
+                    for v in group
+                ],
+                "tests": [{"file": f, "text": t} for f, t in self._tests.get(ruleset_id, ())],
+            }
+        return out
 
     def remove(self, ruleset_id: str, version: str) -> None:
         with self._changes:
@@ -273,6 +347,17 @@ class RulesetRegistry:
     def evaluate(self, ruleset_id: str, facts: Mapping[str, Any], on: dt.date) -> Evaluation:
         return self._evaluate(ruleset_id, facts, on, None)
 
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[list[Evaluation]]:
+        """Collect every evaluation made in this thread meanwhile (a rule test's, to say
+        which rules it matched and which it missed by one condition)."""
+        seen: list[Evaluation] = []
+        self._recording.seen = seen
+        try:
+            yield seen
+        finally:
+            self._recording.seen = None
+
     def with_parameters(
         self,
         ruleset_id: str,
@@ -327,7 +412,7 @@ class RulesetRegistry:
                 for r in resolved.rules
                 if r.outcome.documents is not None and r.applies is None
             }
-            return Evaluation(
+            evaluation = Evaluation(
                 ruleset_id=ruleset_id,
                 version=resolved.ruleset.version,
                 matched=tuple(r.id for r in resolved.rules if r.id in matched),
@@ -337,6 +422,10 @@ class RulesetRegistry:
                 on=on,
                 _leaf_truths=lambda v=version: self._leaf_truths(v, engine_facts),
             )
+            seen = getattr(self._recording, "seen", None)
+            if seen is not None:
+                seen.append(evaluation)
+            return evaluation
         raise RulesEngineError(f"{ruleset_id}: the version in force kept being replaced")
 
     def _leaf_truths(self, version: _Version, engine_facts: Mapping[str, Any]) -> dict[Cmp, bool]:
@@ -375,6 +464,30 @@ class RulesView:
         return self.registry.in_force(ruleset_id, on)
 
 
+def _read(origin: str) -> str | None:
+    try:
+        return Path(origin).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def test_texts(tests_dir: Path) -> dict[str, list[tuple[str, str]]]:
+    """The rule-test files under `tests_dir` by the ruleset id they test (file name, text)."""
+    from .load import parse_yaml
+    from .ruletest import rule_test_files
+
+    out: dict[str, list[tuple[str, str]]] = {}
+    for path in rule_test_files([tests_dir]) if tests_dir.is_dir() else []:
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = parse_yaml(text, str(path))
+        except (OSError, UnicodeDecodeError, RulesetError):
+            continue
+        if isinstance(data, Mapping) and isinstance(data.get("ruleset"), str):
+            out.setdefault(data["ruleset"], []).append((path.name, text))
+    return out
+
+
 _default: RulesetRegistry | None = None
 _default_lock = threading.Lock()
 
@@ -397,4 +510,5 @@ def default_registry() -> RulesetRegistry:
             _default = RulesetRegistry.from_paths(
                 [directory], gate=gate_on_rule_tests(directory / "tests")
             )
+            _default.set_tests(test_texts(directory / "tests"))
         return _default

@@ -61,7 +61,7 @@ def test_a_bad_key_in_a_test_file_names_file_case_and_key(
     )
     code, out = run(capsys, "test", str(bad))
     assert code == 1
-    assert f'ERROR {bad}: case "typo case": expect.multiplyer: unknown key' in out
+    assert f'ERROR {bad}:6:14: case "typo case": expect.multiplyer: unknown key' in out
     assert out.strip().splitlines()[-1] == "0 passed, 1 failed"
 
 
@@ -97,7 +97,8 @@ def test_rulesets_that_do_not_validate_are_not_loaded(
 def test_validate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out = run(capsys, "validate", str(ROOT / "rulesets"))
     assert code == 0, out
-    assert "review@2022.1" in out and "scoring@2022.1" in out and "(rule tests)" in out
+    assert "review@2022.1" in out and "scoring@2022.1" in out and "notify@2022.1" in out
+    assert "(rule tests, " in out
     broken = tmp_path / "review.yaml"
     text = (ROOT / "rulesets" / "review-2022.1.yaml").read_text(encoding="utf-8")
     broken.write_text(
@@ -107,7 +108,7 @@ def test_validate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out = run(capsys, "validate", str(broken))
     assert code == 1
     assert (
-        f"ERROR  {broken}: rule major_project: when.all[1].gte: parameter `major_min` is not defined"
+        f"ERROR  {broken}:130:38: rule major_project: when.all[1].gte: parameter `major_min` is not defined"
         in out
     )
     assert out.strip().splitlines()[-1] == "0 valid, 1 invalid"

@@ -176,7 +176,7 @@ def test_a_partial_project_is_checked_field_by_field() -> None:
 def test_review_uses_the_version_in_force_on_the_report_date(tmp_path: Path) -> None:
     data = parse_yaml((ROOT / "rulesets" / "review-2022.1.yaml").read_text(encoding="utf-8"), "r")
     data["version"] = "2023.1"
-    data["effective"] = {"from": "2023-01-01"}
+    data["effective"] = {"from": dt.date(2023, 1, 1)}
     data["parameters"]["major_project_min_investment"]["value"] = 200000000
     (tmp_path / "review-2023.1.yaml").write_text(
         yaml.safe_dump(data, allow_unicode=True), encoding="utf-8"

@@ -200,7 +200,9 @@ def test_the_version_in_force_is_picked_by_the_date_given() -> None:
     with RulesetRegistry() as reg:
         reg.add_version(SCORING_TEXT)
         reg.add_version(
-            scoring_text(version="2023.1", effective={"from": "2023-01-01"}, foreign_multiplier=5)
+            scoring_text(
+                version="2023.1", effective={"from": dt.date(2023, 1, 1)}, foreign_multiplier=5
+            )
         )
         foreign = {"investor": {"origin": "foreign"}}
         last = reg.evaluate("scoring", foreign, dt.date(2022, 12, 31))
@@ -230,7 +232,7 @@ def test_a_published_version_takes_precedence_on_the_days_it_covers() -> None:
         reg.add_version(
             scoring_text(
                 version="2022.2",
-                effective={"from": "2022-07-01", "to": "2022-12-31"},
+                effective={"from": dt.date(2022, 7, 1), "to": dt.date(2022, 12, 31)},
                 foreign_multiplier=4,
             )
         )
@@ -258,7 +260,7 @@ def test_a_publication_failing_its_rule_tests_is_never_loaded() -> None:
         assert "rule test failed" in str(info.value)
         assert "外资项目按外资倍数" in str(info.value)  # the case that caught it
         with pytest.raises(RulesetError, match=re.escape("no rule test covers scoring@2031.1")):
-            reg.add_version(scoring_text(version="2031.1", effective={"from": "2031-01-01"}))
+            reg.add_version(scoring_text(version="2031.1", effective={"from": dt.date(2031, 1, 1)}))
         ev = reg.evaluate("scoring", {"investor": {"origin": "foreign"}}, DAY)
         assert ev.outcome("foreign_funded").multiplier == Decimal(3)
         assert [r.key for r in reg.versions("scoring")] == ["scoring@2022.1"]

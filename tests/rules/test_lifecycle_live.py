@@ -1,0 +1,307 @@
+"""The maintainer's lifecycle on a running system (review and scoring running, a real
+nats-server): publish refused on overlap, both files published as one change, rollback
+whatever the local rulesets/ holds, history, and connection errors (issue 14.1, 14.2, 14.5;
+issue 11.9, 11.10)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.settings import REPO_ROOT
+from tests.helpers import idle, lead, publish, read_subject
+
+pytestmark = pytest.mark.timeout(300)
+
+SCORING = (REPO_ROOT / "rulesets" / "scoring-2022.1.yaml").read_text(encoding="utf-8")
+TESTS = REPO_ROOT / "rulesets" / "tests"
+WHOLE_YEAR = "effective: {from: 2022-01-01, to: 2022-12-31}"
+LITTLE_GIANT_X2 = """        - {fact: investor.single_champion, eq: true}
+    outcome: {multiplier: 2}"""
+PROOFS = [
+    "investment_proof",
+    "signed_contract",
+    "filing_approval",
+    "business_license",
+    "funds_voucher",
+    "land_use_certificate",
+    "progress_images",
+]
+
+
+@pytest.fixture(scope="module")
+async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
+    from tests.conftest import system_on
+
+    async with system_on("sqlite", tmp_path_factory.mktemp("lifecycle")) as running:
+        yield running
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "investflow.main", "rules", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def first_half() -> str:
+    assert WHOLE_YEAR in SCORING
+    return SCORING.replace(WHOLE_YEAR, "effective: {from: 2022-01-01, to: 2022-06-30}", 1)
+
+
+def x4_from_july(effective: str = "effective: {from: 2022-07-01, to: 2022-12-31}") -> str:
+    assert LITTLE_GIANT_X2 in SCORING
+    return (
+        SCORING.replace('version: "2022.1"', 'version: "2022.2"', 1)
+        .replace(WHOLE_YEAR, effective, 1)
+        .replace(LITTLE_GIANT_X2, LITTLE_GIANT_X2.replace("multiplier: 2", "multiplier: 4"), 1)
+    )
+
+
+def x4_tests(tmp: Path) -> Path:
+    """The rule tests as the maintainer updates them: a single champion in August is ×4."""
+    tests = tmp / "tests"
+    shutil.copytree(TESTS, tests, dirs_exist_ok=True)
+    path = tests / "scoring-2022.yaml"
+    text = path.read_text(encoding="utf-8")
+    case = text[text.index("  - name: 单项冠军按2倍") :]
+    case = case[: case.index("\n\n")]
+    path.write_text(
+        text.replace(
+            case, case.replace("multiplier: 2", "multiplier: 4").replace("1000000", "2000000")
+        ),
+        encoding="utf-8",
+    )
+    return tests
+
+
+async def credited(system: Any, unit: str, arrived_on: str) -> dict[str, Any]:
+    """A recognised little giant's funds of 1,000,000 yuan, as scoring credits them."""
+    data = lead(unit, documents=[{"type": t, "ref": f"{t}-1"} for t in PROOFS])
+    data["investor"]["little_giant"] = True
+    pid = f"{unit}-{data['lead_id']}"
+    await publish(system.js, f"intake.{unit}.lead", data)
+    funds = {
+        "project_id": pid,
+        "funds_id": "F1",
+        "amount": "1000000",
+        "currency": "CNY",
+        "arrived_on": arrived_on,
+        "form": "cash",
+        "voucher": {"kind": "bank_receipt", "ref": "BR-1"},
+    }
+    await publish(system.js, f"intake.{unit}.funds", funds)
+    await idle(system.js)
+    for _ in range(100):
+        found = [
+            e
+            for e in await read_subject(system.js, "SCORE", "score.credited")
+            if e["project_id"] == pid
+        ]
+        if found:
+            return found[-1]
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{pid} was never credited")
+
+
+async def test_publish_overlap_refused_both_files_live_rollback_and_history(
+    system: Any, tmp_path: Path
+) -> None:
+    url = system.nats_url
+    (tmp_path / "scoring-2022.1.yaml").write_text(first_half(), encoding="utf-8")
+    (tmp_path / "scoring-2022.2.yaml").write_text(x4_from_july(), encoding="utf-8")
+    tests = x4_tests(tmp_path)
+
+    # 1. The new version alone overlaps the 2022.1 that runs: refused, nothing stored.
+    alone = cli(
+        "publish", str(tmp_path / "scoring-2022.2.yaml"), "--tests", str(tests), "--url", url
+    )
+    assert alone.returncode == 1, alone.stdout + alone.stderr
+    assert "scoring@2022.2 (2022-07-01..2022-12-31) overlaps scoring@2022.1" in alone.stdout
+    assert "both would decide 2022-07-01..2022-12-31" in alone.stdout
+    assert "Traceback" not in alone.stdout + alone.stderr
+    nothing = cli("history", "scoring", "--url", url)
+    assert nothing.returncode == 0 and "nothing published yet" in nothing.stdout
+
+    before = await credited(system, "TS01", "2022-07-15")
+    assert before["explanation"]["version"] == "2022.1"
+    assert Decimal(before["points"]) == Decimal("2000000")
+
+    # 2. Both files: 2022.1 ends in June, 2022.2 starts in July, one publication.
+    both = cli(
+        "publish",
+        str(tmp_path / "scoring-2022.1.yaml"),
+        str(tmp_path / "scoring-2022.2.yaml"),
+        "--tests",
+        str(tests),
+        "--note",
+        "小巨人7月起按4倍 / little giants x4 from July",
+        "--url",
+        url,
+    )
+    assert both.returncode == 0, both.stdout + both.stderr
+    assert (
+        "published scoring@2022.1 (2022-01-01..2022-06-30), scoring@2022.2 (2022-07-01..2022-12-31)"
+        in both.stdout
+    )
+    assert "live in / 已生效: review, scoring" in both.stdout
+
+    july = await credited(system, "TS02", "2022-07-15")
+    assert july["explanation"]["version"] == "2022.2"
+    assert Decimal(july["points"]) == Decimal("4000000")
+    june = await credited(system, "TS03", "2022-06-15")
+    assert june["explanation"]["version"] == "2022.1"
+    assert Decimal(june["points"]) == Decimal("2000000")
+
+    # 3. Rollback with no rulesets/ at all on the maintainer's side: the stored baseline decides.
+    empty = tmp_path / "no-rulesets"
+    empty.mkdir()
+    back = cli("rollback", "scoring", "--url", url, env={"INVESTFLOW_RULESETS": str(empty)})
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "scoring@2022.1 (2022-01-01..2022-12-31) decide again" in back.stdout
+    assert "live in / 已生效: review, scoring" in back.stdout
+    rolled = await credited(system, "TS04", "2022-07-15")
+    assert rolled["explanation"]["version"] == "2022.1"
+    assert Decimal(rolled["points"]) == Decimal("2000000")
+
+    # What-if against what is live (2022.1 again): ×4 from July changes exactly the July
+    # records of little giants, 1,000,000 × 2 → × 4 each; June's record stays.
+    wi = cli(
+        "whatif",
+        str(tmp_path / "scoring-2022.2.yaml"),
+        "--year",
+        "2022",
+        "--data",
+        str(system.data_dir),
+        "--url",
+        url,
+        "--records",
+        "--format",
+        "json",
+    )
+    assert wi.returncode == 0, wi.stdout + wi.stderr
+    changed = {r["project_id"].split("-")[0]: r for r in json.loads(wi.stdout)["records"]}
+    assert set(changed) == {"TS01", "TS02", "TS04"}
+    for r in changed.values():
+        assert (r["old"]["points"], r["new"]["points"]) == ("2000000", "4000000"), r
+
+    # 4. History: baseline, publication (with its note and files' sha256), rollback.
+    hist = cli("history", "scoring", "--url", url, "--format", "json")
+    assert hist.returncode == 0, hist.stdout + hist.stderr
+    rows = json.loads(hist.stdout)
+    assert [r["action"] for r in rows] == ["baseline", "publish", "rollback"]
+    assert rows[1]["note"] == "小巨人7月起按4倍 / little giants x4 from July"
+    assert rows[1]["replaces"] == rows[0]["revision"]
+    assert rows[2]["restores"] == rows[0]["revision"]
+    assert [v["version"] for v in rows[1]["versions"]] == ["2022.1", "2022.2"]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", v["sha256"]) for v in rows[1]["versions"])
+    assert rows[1]["by"]["nats"] and rows[1]["by"]["user"]
+    table = cli("history", "scoring", "--url", url)
+    assert "note / 说明: 小巨人7月起按4倍" in table.stdout
+
+    # 5. Rollback to a named version: the publication whose newest version is 2022.2.
+    again = cli("rollback", "scoring", "2022.2", "--url", url)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (await credited(system, "TS05", "2022-08-01"))["explanation"]["version"] == "2022.2"
+    cli("rollback", "scoring", "--revision", str(rows[0]["revision"]), "--url", url)
+
+
+async def test_a_bad_stored_value_is_refused_announced_and_skipped(system: Any) -> None:
+    """Issue 11.9: non-UTF-8, not JSON, an invalid ruleset: each is announced as refused on
+    rules.loaded.<service>, and the next good publication is loaded."""
+    from shared.rules import published
+
+    nc = system.nc
+    kv = await nc.jetstream().key_value(published.BUCKET)
+    sub = await nc.subscribe("rules.loaded.*")
+    try:
+        bad = [b"\xff\xfe\x00 not utf-8", b"{not json", json.dumps({"format": 1}).encode()]
+        for value in bad:
+            revision = await kv.put("review", value)
+            said = await _statuses(sub, "review", revision)
+            assert set(said) == {"review", "scoring"}
+            assert all(s["loaded"] is False and s["error"] for s in said.values()), said
+        # An invalid ruleset inside a well-formed publication: refused with its line.
+        broken = (REPO_ROOT / "rulesets" / "review-2022.1.yaml").read_text(encoding="utf-8")
+        body = {
+            "format": 1,
+            "ruleset": "review",
+            "versions": [
+                {
+                    "file": "review-2022.1.yaml",
+                    "version": "2022.1",
+                    "text": broken.replace("to: 2022-12-31", "to: 2022-13-31"),
+                }
+            ],
+            "tests": [],
+        }
+        revision = await kv.put("review", json.dumps(body).encode())
+        said = await _statuses(sub, "review", revision)
+        assert "is not a real date" in said["review"]["error"]
+    finally:
+        await sub.unsubscribe()
+    # Still deciding, and the next good publication loads.
+    ok = cli(
+        "publish", str(REPO_ROOT / "rulesets" / "review-2022.1.yaml"), "--url", system.nats_url
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "live in / 已生效: review, scoring" in ok.stdout
+
+
+async def _statuses(sub: Any, key: str, revision: int) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    deadline = asyncio.get_running_loop().time() + 30
+    while len(out) < 2 and asyncio.get_running_loop().time() < deadline:
+        msg = await sub.next_msg(timeout=30)
+        status = json.loads(msg.data)
+        if status.get("key") == key and status.get("revision") == revision:
+            out[msg.subject.rsplit(".", 1)[-1]] = status
+    return out
+
+
+def test_no_server_is_a_clear_error_and_exit_1(tmp_path: Path) -> None:
+    """Issue 14.2: nothing answering is an error naming the URL, never another server."""
+    from investflow.nats_server import free_port
+
+    url = f"nats://127.0.0.1:{free_port()}"
+    for args in (
+        ["publish", str(REPO_ROOT / "rulesets" / "scoring-2022.1.yaml")],
+        ["rollback", "scoring"],
+        ["history"],
+    ):
+        done = cli(*args, "--url", url)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"cannot connect to NATS at {url}" in done.stdout
+        assert "Traceback" not in done.stdout + done.stderr
+
+
+async def test_a_service_that_does_not_answer_fails_the_publish(
+    system: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exit non-zero unless every service that should load the version is there."""
+    from investflow.rules_cli import main
+    from shared.rules import lifecycle
+
+    monkeypatch.setattr(lifecycle, "rules_services", lambda: ["review", "scoring", "ghost"])
+    path = str(REPO_ROOT / "rulesets" / "scoring-2022.1.yaml")
+    code = await asyncio.to_thread(
+        main, ["rules", "publish", path, "--url", system.nats_url, "--timeout", "2"]
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "no answer from ghost" in out and "nothing was published" in out
