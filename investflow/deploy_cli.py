@@ -109,6 +109,11 @@ class Identity:
     # publisher's account exports them to this one (a message that entered the streams'
     # account through an import travels no further). The rest are its own reply subjects.
     delivered: tuple[tuple[str, str], ...] = ()
+    # Requests it sends to another identity, as (subject, responder): the responder's account
+    # exports them as a service, and the answer comes back to this account.
+    requests: tuple[tuple[str, str], ...] = ()
+    # It answers requests (`rules.live.<service>`): may publish to their reply subjects.
+    responds: bool = False
 
     @property
     def seed_file(self) -> str:
@@ -193,13 +198,15 @@ def service_identity(spec: ServiceSpec, units: Iterable[str] = ()) -> Identity:
         # Its own load announcements come back within its account (scoring re-settles
         # records a new version now covers); the Center hears them through an export.
         publish += [*RULES_READ, f"rules.loaded.{spec.name}"]
-        subscribe.append(f"rules.loaded.{spec.name}")
+        # And it says what it runs when `rules publish` asks (rules.live.<service>).
+        subscribe += [f"rules.loaded.{spec.name}", f"rules.live.{spec.name}"]
     return Identity(
         name=spec.name,
         role="service",
         description=f"service {spec.name}: {access.why}",
         publish=tuple(publish),
         subscribe=tuple(subscribe),
+        responds=bool(spec.rules or access.follows_rules),
     )
 
 
@@ -212,8 +219,11 @@ def _family(subject: str) -> str:
 def center_staff(services: Iterable[ServiceSpec] = SERVICES) -> Identity:
     """The Center's tools hear every service's events live, from the service that emits them."""
     delivered: list[tuple[str, str]] = []
+    requests: list[tuple[str, str]] = []
     for spec in services:
         access = SERVICE_ACCESS[spec.name]
+        if spec.rules or access.follows_rules:
+            requests.append((f"rules.live.{spec.name}", spec.name))
         delivered += [(p, spec.name) for p in access.publishes if not p.startswith("intake.*")]
         delivered.append((f"dlq.{spec.name}.>", spec.name))
         if spec.rules or access.follows_rules:
@@ -242,6 +252,7 @@ def center_staff(services: Iterable[ServiceSpec] = SERVICES) -> Identity:
             "$JS.API.CONSUMER.INFO.*.*",
         ),
         # Any subscription over what is delivered: `rules.loaded.*`, `project.>`, ...
+        requests=tuple(requests),
         subscribe=(
             "rules.loaded.*",
             *sorted({_family(d[0]) for d in delivered if not d[0].startswith("rules.")}),
@@ -393,6 +404,7 @@ def render_config(
         wanted = [("service", subject, STREAMS_ACCOUNT) for subject in who.publish]
         wanted += [("stream", subject, STREAMS_ACCOUNT) for subject in _pushes(who)]
         wanted += [("stream", subject, by_name[src].account) for subject, src in who.delivered]
+        wanted += [("service", subject, by_name[src].account) for subject, src in who.requests]
         for kind, subject, source in wanted:
             exports.setdefault(source, {}).setdefault((kind, subject), set()).add(who.account)
             imports.setdefault(who.account, []).append((kind, subject, source))
@@ -413,8 +425,9 @@ def render_config(
             "      {",
             f"        nkey: {json.dumps(keys[who.name])}",
             "        permissions: {",
-            f"          publish: {{ allow: {_quoted(who.publish)} }}",
+            f"          publish: {{ allow: {_quoted([*who.publish, *(r[0] for r in who.requests)])} }}",
             f"          subscribe: {{ allow: {_quoted(who.subscribe)} }}",
+            *(["          allow_responses: true"] if who.responds else []),
             "        }",
             "      }",
         ]

@@ -644,3 +644,21 @@ async def test_only_the_center_writes_the_rulesets_bucket(
     async with connect(d.nats_url, d.seed(*who), inbox) as s:
         await s.nc.publish("$KV.investflow_rulesets.scoring.2022.9", b"x")
         assert "$kv.investflow_rulesets" in (await s.violation()).lower()
+
+
+async def test_rules_publish_as_the_center_under_auth_goes_live(deployment: Deployment) -> None:
+    """Issues 11.10 / 14.2: `rules publish` signs in with the Center's nkey and inbox, asks
+    each rules service what it runs (rules.live.<service>, exported by each service's own
+    account) and waits for both to confirm."""
+    d = deployment
+    env = base_env(d.logs) | {
+        "NATS_NKEY_SEED_FILE": d.seed("ops", "center"),
+        "NATS_INBOX_PREFIX": "_INBOX_center",
+    }
+    done = run(
+        [sys.executable, "-m", "investflow.main", "rules", "publish",
+         str(REPO_ROOT / "rulesets" / "review-2022.1.yaml"), "--url", d.nats_url],
+        env, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "review" in done.stdout and "scoring" in done.stdout, done.stdout
