@@ -168,13 +168,15 @@ def apply(session: Session, subject: str, event: dict[str, Any]) -> None:
 
 
 def _decision(session: Session, data: dict[str, Any], *, require: bool) -> None:
-    """集体决策, from intake's project.decision or review's review.decided: the first one wins."""
+    """集体决策, from intake's project.decision (until review speaks) or review's
+    review.decided, which governs: review refuses a decision it does not take, and a later
+    meeting's decision (re-review, 复议) replaces the earlier one."""
     project = session.get(store.Project, data["project_id"])
     if project is None:
         if require:
             raise ProjectNotYetKnown(f"decision for {data['project_id']} before its project.lead")
         return
-    if project.decision is not None:
+    if project.decision is not None and not require:
         return
     meeting = session.get(store.Meeting, data["meeting_id"])
     project.decision = data["decision"]
@@ -184,6 +186,8 @@ def _decision(session: Session, data: dict[str, Any], *, require: bool) -> None:
         project.sponsor_leader = data.get("sponsor_leader")
         project.responsible_leader = data.get("responsible_leader")
         project.hq = json.dumps(data.get("hq") or {})
+    else:  # a rejection ends the track: nobody sponsors it any more
+        project.sponsor_leader = None
     session.add(project)
 
 

@@ -230,17 +230,30 @@ def _recognition(ctx: _Context, event: Recognition, seq: int) -> None:
     row.recognized = event.recognized
     row.recognition = event.model_dump_json()
     row.recognition_seq = seq
+    # Review names the sponsor of the approval it took (a refused decision names none).
+    sponsor_changed = (
+        event.sponsor_leader is not None and event.sponsor_leader != row.sponsor_leader
+    )
+    if sponsor_changed:
+        row.sponsor_leader = event.sponsor_leader
     ctx.session.add(row)
     ctx.session.flush()
     if before != _reasons(row.recognition):
         _settle_all(ctx, row)
+    if sponsor_changed:
+        _settle_all(ctx, row, rescore=True)
 
 
 def _reasons(recognition_json: str | None) -> tuple[Any, ...]:
     if recognition_json is None:
         return ()
     r = json.loads(recognition_json)
-    return (r["recognized"], r["recognition_blockers"], r["missing_proofs"])
+    return (
+        r["recognized"],
+        r["recognition_blockers"],
+        r["missing_proofs"],
+        bool(r.get("committee_rejected")),
+    )
 
 
 def resettle_waiting_for_rules(
@@ -275,6 +288,7 @@ def _project_state(row: store.Project) -> ProjectState:
         recognition_blockers=list(recognition.get("recognition_blockers", [])),
         missing_proofs=list(recognition.get("missing_proofs", [])),
         sponsor_leader=row.sponsor_leader,
+        committee_rejected=bool(recognition.get("committee_rejected")),
         lead_json=row.lead,
     )
 
