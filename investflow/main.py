@@ -46,6 +46,8 @@ async def _up(args: argparse.Namespace) -> int:
 # The sample year is 2022: notify judges deadlines by the latest event's date, not today's,
 # and records what it would send instead of mailing the placeholder addresses.
 DEMO_ENV = {"NOTIFY_CLOCK": "business", "NOTIFY_DRY_RUN": "1", "NOTIFY_TICK_S": "2"}
+# Review dates a replayed document by the year's business date, not today's receipt time.
+DEMO_ENV["REVIEW_CLOCK"] = "business"
 
 
 async def _print_service_summaries(data: Path, settle_s: float = 30.0) -> None:
