@@ -228,7 +228,10 @@ def load_snapshot(session: Session, project_ids: list[str] | None = None) -> Sna
         return session.exec(query).all()
 
     snap = Snapshot()
+    counting: dict[str, set[str]] = {}  # project → the leaders whose visits count
     for row in q(store.Project):
+        commander = (json.loads(row.hq or "{}") or {}).get("commander")
+        counting[row.project_id] = {c for c in (row.sponsor_leader, commander) if c}
         snap.projects[row.project_id] = ProjectView(
             project_id=row.project_id,
             title=row.title,
@@ -249,9 +252,14 @@ def load_snapshot(session: Session, project_ids: list[str] | None = None) -> Sna
             snap.projects[m.project_id].milestones.append(
                 (m.on, m.milestone, Decimal(m.amount) if m.amount else None)
             )
+    # 包保: only the sponsor leader's (or the HQ commander's) own visit counts as the week's
+    # site visit (实施方案·三（三）); another leader's is kept apart.
     for v in q(store.VisitFact):
         if v.project_id in snap.projects:
-            snap.projects[v.project_id].visits.append(v.on)
+            if v.leader in counting.get(v.project_id, set()):
+                snap.projects[v.project_id].visits.append(v.on)
+            else:
+                snap.projects[v.project_id].other_visits.append((v.on, v.leader))
     for f in q(store.FundsFact):
         if f.project_id in snap.projects:
             snap.projects[f.project_id].funds.append(
@@ -281,6 +289,7 @@ def load_snapshot(session: Session, project_ids: list[str] | None = None) -> Sna
     for p in snap.projects.values():
         p.milestones.sort(key=lambda m: (m[0], m[1]))
         p.visits.sort()
+        p.other_visits.sort()
     if project_ids is None:
         for r in session.exec(select(store.RateFact)).all():
             snap.rates[(r.on, r.currency)] = Decimal(r.rate)

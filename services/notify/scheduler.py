@@ -2,7 +2,8 @@
 
 `Scheduler.tick()` evaluates every day from the day after the last one it evaluated up to
 "today" (at most `catch_up_days` back), so a late tick or a clock that jumps never skips a
-period, and plans what is due. The cause keys carry the period, so ticking again changes
+period, and plans what is due; every report weekday since the last tick (however far back)
+gets its weekly report, once. The cause keys carry the period, so ticking again changes
 nothing. "Today" comes from a clock:
 
 - `WallClock` (NOTIFY_CLOCK=wall, the default for a running county system): the date in
@@ -86,6 +87,17 @@ class Scheduler:
     def targets(self, day: dt.date) -> dict[str, int] | None:
         return signing_targets(self.rulesets_dir, day)
 
+    def scoring_parameter(self, name: str, day: dt.date, default: Any) -> Any:
+        """A parameter of the scoring ruleset in force on `day` (the one place policy numbers
+        such as the signing threshold live), else `default`."""
+        from shared.rules.load import load_paths
+
+        for ruleset, _ in load_paths([self.rulesets_dir]):
+            if ruleset.id == "scoring" and ruleset.effective.covers(day):
+                param = ruleset.parameters.get(name)
+                return param.value if param is not None else default
+        return default
+
     def tick(self) -> int:
         """Plan everything due up to today; returns how many notifications are new."""
         today = self.today()
@@ -105,9 +117,24 @@ class Scheduler:
                 alerts.extend(time_alerts(snapshot, day, self.params, self.targets))
                 day += dt.timedelta(days=1)
             new = plan(session, alerts, self.renderer, self.now())
-            new += self._weekly(session, snapshot, today)
+            # Every report day since the last tick gets its report, once (the cause key):
+            # a clock that jumps, or a service that was down, skips none of them.
+            since = dt.date.fromisoformat(last) + dt.timedelta(days=1) if last else today
+            for on in self.report_days(since, today):
+                new += self._weekly(session, snapshot, on)
             store.set_state(session, LAST_DAY, today.isoformat())
         return new
+
+    def report_days(self, first: dt.date, today: dt.date) -> list[dt.date]:
+        """The report weekdays in [first, today], and the latest one on or before `today`."""
+        days = {self.report_day(today)}
+        day = self.report_day(first)
+        if day < first:
+            day += dt.timedelta(days=7)
+        while day <= today:
+            days.add(day)
+            day += dt.timedelta(days=7)
+        return sorted(days)
 
     # --- 挂图作战，定期公布 ---
 
@@ -124,12 +151,17 @@ class Scheduler:
             self.targets,
             leader=leader,
             overdue_days=self.params.visit_overdue_days,
-            min_signing=self.params.signing_behind.min_amount,
+            min_signing=int(
+                self.scoring_parameter(
+                    "signing_min_amount", on, self.params.signing_behind.min_amount
+                )
+            ),
+            rate_definitions=self.scoring_parameter("rate_definitions", on, None),
             fast_start_days=self.params.weekly_report.fast_start_days,
         )
 
-    def _weekly(self, session: Session, snapshot: Snapshot, today: dt.date) -> int:
-        on = self.report_day(today)
+    def _weekly(self, session: Session, snapshot: Snapshot, on: dt.date) -> int:
+        """Plan the report of report day `on` (nothing when planned before)."""
         as_of = on - dt.timedelta(days=1)
         if not any(p.reported_on <= as_of for p in snapshot.projects.values()):
             return 0
