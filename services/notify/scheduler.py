@@ -41,6 +41,7 @@ from .triggers import time_alerts
 
 log = logging.getLogger("investflow.notify")
 LAST_DAY = "scheduler_last_day"
+WEEKLY_LAST_DAY = "scheduler_weekly_last_day"  # the last day whose weekly reports are planned
 COUNTY = "county"
 
 
@@ -117,12 +118,20 @@ class Scheduler:
                 alerts.extend(time_alerts(snapshot, day, self.params, self.targets))
                 day += dt.timedelta(days=1)
             new = plan(session, alerts, self.renderer, self.now())
-            # Every report day since the last tick gets its report, once (the cause key):
-            # a clock that jumps, or a service that was down, skips none of them.
-            since = dt.date.fromisoformat(last) + dt.timedelta(days=1) if last else today
-            for on in self.report_days(since, today):
-                new += self._weekly(session, snapshot, on)
             store.set_state(session, LAST_DAY, today.isoformat())
+            weekly_last = store.get_state(session, WEEKLY_LAST_DAY) or last
+        # Every report day since the last one planned gets its report, once (the cause key):
+        # a clock that jumps, or a service that was down, skips none of them. One short
+        # transaction each: charts are drawn before the write, so consumers are not kept
+        # waiting on the database meanwhile.
+        since = dt.date.fromisoformat(weekly_last) + dt.timedelta(days=1) if weekly_last else today
+        for on in self.report_days(since, today):
+            with unit_of_work(self.engine) as session:
+                new += self._weekly(session, snapshot, on)
+                if on >= since:  # a crash after this resumes with the next report day
+                    store.set_state(session, WEEKLY_LAST_DAY, on.isoformat())
+        with unit_of_work(self.engine) as session:
+            store.set_state(session, WEEKLY_LAST_DAY, today.isoformat())
         return new
 
     def report_days(self, first: dt.date, today: dt.date) -> list[dt.date]:
