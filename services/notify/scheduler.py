@@ -84,6 +84,7 @@ class Scheduler:
         self.today = today
         self.now = now
         self.catch_up_days = catch_up_days
+        self._rulesets: list[Any] | None = None
 
     def targets(self, day: dt.date) -> dict[str, int] | None:
         return signing_targets(self.rulesets_dir, day)
@@ -91,9 +92,11 @@ class Scheduler:
     def scoring_parameter(self, name: str, day: dt.date, default: Any) -> Any:
         """A parameter of the scoring ruleset in force on `day` (the one place policy numbers
         such as the signing threshold live), else `default`."""
-        from shared.rules.load import load_paths
+        if self._rulesets is None:  # loaded once: validating them costs more than a report
+            from shared.rules.load import load_paths
 
-        for ruleset, _ in load_paths([self.rulesets_dir]):
+            self._rulesets = [r for r, _ in load_paths([self.rulesets_dir])]
+        for ruleset in self._rulesets:
             if ruleset.id == "scoring" and ruleset.effective.covers(day):
                 param = ruleset.parameters.get(name)
                 return param.value if param is not None else default
