@@ -50,7 +50,7 @@ DEMO_ENV = {"NOTIFY_CLOCK": "business", "NOTIFY_DRY_RUN": "1", "NOTIFY_TICK_S": 
 DEMO_ENV["REVIEW_CLOCK"] = "business"
 
 
-async def _settle_notify(data: Path, settle_s: float = 300.0) -> dict[str, dict[str, int]]:
+async def _settle_notify(data: Path, settle_s: float = 600.0) -> dict[str, dict[str, int]]:
     """The scheduler and the deliveries run beside the consumers: wait until the scheduler
     has planned up to the year's last business day and the last deliveries are recorded."""
     from services.notify.summary import counts_by_cause, scheduler_caught_up
