@@ -72,3 +72,43 @@ def test_every_monday_gets_its_report_once_when_the_clock_jumps(world) -> None: 
     at(clock, sched, D(2022, 3, 30))
     at(clock, sched, D(2022, 3, 31))
     assert len(causes(engine, "weekly_report:")) == count  # once each
+
+
+def test_the_weekly_report_carries_the_three_rates(world) -> None:  # noqa: F811
+    from sqlmodel import Session
+
+    from services.notify import facts
+
+    engine, _clock, sched = world
+    for n in ("A", "B"):
+        feed(engine, "project.lead", lead_event("TS03", n, reported_on="2022-02-01"))
+        data = {
+            "project_id": f"TS03-{n}",
+            "milestone": "signed",
+            "on": "2022-02-10",
+            "amount": "100000000",
+        }
+        feed(engine, "project.milestone", envelope("milestone", "TS03", data))
+    started = {"project_id": "TS03-A", "milestone": "started", "on": "2022-03-01"}
+    feed(engine, "project.milestone", envelope("milestone", "TS03", started))
+    funds = {
+        "project_id": "TS03-A",
+        "funds_id": "F1",
+        "amount": "25000000",
+        "currency": "CNY",
+        "arrived_on": "2022-03-02",
+        "form": "cash",
+        "voucher": {"kind": "bank_receipt", "ref": "BR-1"},
+    }
+    feed(engine, "project.funds", envelope("funds", "TS03", funds))
+    with Session(engine) as session:
+        snapshot = facts.load_snapshot(session)
+    report = sched.report(snapshot, D(2022, 3, 7), None)
+    assert report["rates"] == {
+        "signed": 2,
+        "performance_rate": "50.0%",
+        "landing_rate": "50.0%",
+        "funds_rate": "12.5%",
+    }
+    body = sched.renderer.message("weekly_report", "zh", {"r": report}, "CENTER")[1]
+    assert "履约率 50.0%" in body and "资金到位率 12.5%" in body

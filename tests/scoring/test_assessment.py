@@ -169,3 +169,19 @@ def test_every_assessed_subject_is_listed_with_its_held_funds_and_why(s: Scoring
     s.send(b.funds(rejected, "F1", amount="100", arrived_on="2022-06-02"))
     assert board(s).held_of("NRB").reasons == {"committee_rejected": 1}
     assert "rejected by the committee" in scoreboard.render_table(board(s))
+
+
+def test_funds_dated_outside_every_assessment_year_are_flagged(s: Scoring) -> None:
+    pid = project(s, "TS02")
+    s.send(b.recognition(pid))
+    s.send(b.funds(pid, "F1", amount="100", arrived_on="2021-12-31"))  # no 2021 ruleset
+    s.send(b.funds(pid, "F2", amount="100", arrived_on="2022-01-01"))  # the first day of one
+    result = board(s)
+    assert result.assessment is not None
+    assert [(f["funds_id"], f["arrived_on"]) for f in result.assessment.outside_year] == [
+        ("F1", "2021-12-31")
+    ]
+    assert "不在考核年度内" in result.to_json()["flagged"][0]["problem"]
+    assert "Flagged / 提示: 1 funds records dated outside every assessment year" in (
+        scoreboard.render_table(result)
+    )
