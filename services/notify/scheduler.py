@@ -128,9 +128,12 @@ class Scheduler:
         # transaction each: charts are drawn before the write, so consumers are not kept
         # waiting on the database meanwhile.
         since = dt.date.fromisoformat(weekly_last) + dt.timedelta(days=1) if weekly_last else today
-        for on in self.report_days(since, today):
+        days = self.report_days(since, today)
+        for on in days:
             with unit_of_work(self.engine) as session:
-                new += self._weekly(session, snapshot, on)
+                # Drawing charts is most of a report's cost: a report caught up for a past
+                # week goes out without one, the latest week's with it.
+                new += self._weekly(session, snapshot, on, chart=on == days[-1])
                 if on >= since:  # a crash after this resumes with the next report day
                     store.set_state(session, WEEKLY_LAST_DAY, on.isoformat())
         with unit_of_work(self.engine) as session:
@@ -172,7 +175,9 @@ class Scheduler:
             fast_start_days=self.params.weekly_report.fast_start_days,
         )
 
-    def _weekly(self, session: Session, snapshot: Snapshot, on: dt.date) -> int:
+    def _weekly(
+        self, session: Session, snapshot: Snapshot, on: dt.date, *, chart: bool = True
+    ) -> int:
         """Plan the report of report day `on` (nothing when planned before)."""
         as_of = on - dt.timedelta(days=1)
         if not any(p.reported_on <= as_of for p in snapshot.projects.values()):
@@ -194,8 +199,8 @@ class Scheduler:
             alerts.append(Alert(cause, "weekly_report", to, None, {"r": report}))
             people = recipients(session, to)
             for lang in sorted({people[c].language for c in to}):
-                png = chart_png(report, self.renderer, lang)
-                html = render_html(self.renderer, report, lang, "cid:chart")
+                png = chart_png(report, self.renderer, lang) if chart else None
+                html = render_html(self.renderer, report, lang, "cid:chart" if chart else "")
                 for code in to:
                     extra[f"{cause}|{code}|{lang}"] = {"html": html, "image": png}
         return plan(session, alerts, self.renderer, self.now(), extra)
