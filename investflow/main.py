@@ -52,31 +52,48 @@ async def _up(args: argparse.Namespace) -> int:
 # The sample year is 2022: notify judges deadlines by the latest event's date, not today's,
 # and records what it would send instead of mailing the placeholder addresses.
 DEMO_ENV = {"NOTIFY_CLOCK": "business", "NOTIFY_DRY_RUN": "1", "NOTIFY_TICK_S": "2"}
+# Review dates a replayed document by the year's business date, not today's receipt time.
+DEMO_ENV["REVIEW_CLOCK"] = "business"
 
 
-async def _print_service_summaries(data: Path, settle_s: float = 30.0) -> None:
-    """Each service's own account of the year, read from its own database."""
-    from services.notify.summary import counts_by_cause, render_counts
-    from services.scoring.scoreboard import render_for_demo
+async def _settle_notify(data: Path, settle_s: float = 600.0) -> dict[str, dict[str, int]]:
+    """The scheduler and the deliveries run beside the consumers: wait until the scheduler
+    has planned up to the year's last business day and the last deliveries are recorded."""
+    from services.notify.summary import counts_by_cause, scheduler_caught_up
 
-    print("\nScoreboard 2022 / 考核计分:", flush=True)
-    print(render_for_demo(data_dir=data, year=2022), flush=True)
     notify_db = Settings.from_env().database_url or f"sqlite:///{data / 'notify.db'}"
-    # Deliveries run beside the consumers: give the last ones a moment to be recorded.
     deadline = time.monotonic() + settle_s
     counts = counts_by_cause(notify_db)
-    while time.monotonic() < deadline and any(
-        by.get("pending") or by.get("sending") for by in counts.values()
+    while time.monotonic() < deadline and (
+        not scheduler_caught_up(notify_db)
+        or any(by.get("pending") or by.get("sending") for by in counts.values())
     ):
         await asyncio.sleep(1)
         counts = counts_by_cause(notify_db)
+    if not scheduler_caught_up(notify_db):
+        print("  (notify's scheduler had not caught up; its counts are partial)", flush=True)
+    return counts
+
+
+async def _print_service_summaries(
+    data: Path, counts: dict[str, dict[str, int]], stream_sent: int
+) -> None:
+    """Each service's own account of the year, read from its own database."""
+    from services.notify.summary import render_counts
+    from services.scoring.scoreboard import render_for_demo
+
+    from .summary import notify_consistency
+
+    print("\nScoreboard 2022 / 考核计分:", flush=True)
+    print(render_for_demo(data_dir=data, year=2022), flush=True)
     print("\n" + render_counts(counts), flush=True)
+    print(notify_consistency(stream_sent, counts), flush=True)
 
 
 async def _demo(args: argparse.Namespace) -> int:
     from .feed import feed_file
     from .runtime import StartupError, running_system, wait_until_idle
-    from .summary import rejection_reasons, render, subject_counts
+    from .summary import committee_summary, rejection_reasons, render, subject_counts
 
     samples = Path(args.samples)
     if not samples.exists():
@@ -100,11 +117,14 @@ async def _demo(args: argparse.Namespace) -> int:
                 started = time.monotonic()
                 await wait_until_idle(system.js, timeout=args.timeout, progress=True)
                 print(f"All services drained in {time.monotonic() - started:.1f}s.", flush=True)
-                print(
-                    render(await subject_counts(system.js), await rejection_reasons(system.js)),
-                    flush=True,
-                )
-                await _print_service_summaries(data)
+                # Both notify counts after the same drain: deliveries settled, then their
+                # notify.sent events published, then the stream and the table are read.
+                notify_counts = await _settle_notify(data)
+                await wait_until_idle(system.js, timeout=args.timeout, progress=False)
+                counts = await subject_counts(system.js)
+                print(render(counts, await rejection_reasons(system.js)), flush=True)
+                print(await committee_summary(system.js), flush=True)
+                await _print_service_summaries(data, notify_counts, counts.get("notify.sent", 0))
         except StartupError as exc:
             print(f"investflow demo: {exc}", file=sys.stderr)
             return 1

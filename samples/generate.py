@@ -402,6 +402,11 @@ class _Year:
             "fortune_global_500", rng.random() < (0.15 if foreign else 0.015)
         )
         investor["china_top_500"] = force.get("china_top_500", not foreign and rng.random() < 0.04)
+        if investor["china_top_500"]:
+            # Its rank on the list (scoring's `china_top_n` decides how high counts), drawn
+            # from the name so that the random stream, and so the rest of the year, is unchanged.
+            digest = hashlib.sha256(name.encode("utf-8")).digest()
+            investor["china_rank"] = 1 + int.from_bytes(digest[:4], "big") % 500
         investor["little_giant"] = force.get("little_giant", not foreign and rng.random() < 0.05)
         investor["single_champion"] = force.get(
             "single_champion", not foreign and rng.random() < 0.03

@@ -24,6 +24,7 @@ REVIEW_SCREENED = "review.screened"
 REVIEW_MATERIALS = "review.materials"
 REVIEW_DECIDED = "review.decided"
 REVIEW_RECOGNITION = "review.recognition"
+REVIEW_REFUSED = "review.refused"  # a committee decision not taken, and why
 SCORE_CREDITED = "score.credited"
 SCORE_HELD = "score.held"
 SCORE_REVERSED = "score.reversed"

@@ -42,6 +42,8 @@ def lead(unit: str = "TS01", **overrides: Any) -> dict[str, Any]:
             "origin": "outside_province",
             "credit_code": credit_code(),
         },
+        # Assessed (环保、安全、能耗): recognition needs it (review rule environment_not_assessed).
+        "environment": {"emissions_ok": True, "safety_ok": True, "energy_ok": True},
         "reported_on": "2022-03-01",
     }
     data.update(overrides)

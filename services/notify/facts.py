@@ -170,13 +170,15 @@ def apply(session: Session, subject: str, event: dict[str, Any]) -> None:
 
 
 def _decision(session: Session, data: dict[str, Any], *, require: bool) -> None:
-    """集体决策, from intake's project.decision or review's review.decided: the first one wins."""
+    """集体决策, from intake's project.decision (until review speaks) or review's
+    review.decided, which governs: review refuses a decision it does not take, and a later
+    meeting's decision (re-review, 复议) replaces the earlier one."""
     project = session.get(store.Project, data["project_id"])
     if project is None:
         if require:
             raise ProjectNotYetKnown(f"decision for {data['project_id']} before its project.lead")
         return
-    if project.decision is not None:
+    if project.decision is not None and not require:
         return
     meeting = session.get(store.Meeting, data["meeting_id"])
     project.decision = data["decision"]
@@ -186,6 +188,8 @@ def _decision(session: Session, data: dict[str, Any], *, require: bool) -> None:
         project.sponsor_leader = data.get("sponsor_leader")
         project.responsible_leader = data.get("responsible_leader")
         project.hq = json.dumps(data.get("hq") or {})
+    else:  # a rejection ends the track: nobody sponsors it any more
+        project.sponsor_leader = None
     session.add(project)
 
 
@@ -226,7 +230,10 @@ def load_snapshot(session: Session, project_ids: list[str] | None = None) -> Sna
         return session.exec(query).all()
 
     snap = Snapshot()
+    counting: dict[str, set[str]] = {}  # project → the leaders whose visits count
     for row in q(store.Project):
+        commander = (json.loads(row.hq or "{}") or {}).get("commander")
+        counting[row.project_id] = {c for c in (row.sponsor_leader, commander) if c}
         snap.projects[row.project_id] = ProjectView(
             project_id=row.project_id,
             title=row.title,
@@ -247,9 +254,14 @@ def load_snapshot(session: Session, project_ids: list[str] | None = None) -> Sna
             snap.projects[m.project_id].milestones.append(
                 (m.on, m.milestone, Decimal(m.amount) if m.amount else None)
             )
+    # 包保: only the sponsor leader's (or the HQ commander's) own visit counts as the week's
+    # site visit (实施方案·三（三）); another leader's is kept apart.
     for v in q(store.VisitFact):
         if v.project_id in snap.projects:
-            snap.projects[v.project_id].visits.append(v.on)
+            if v.leader in counting.get(v.project_id, set()):
+                snap.projects[v.project_id].visits.append(v.on)
+            else:
+                snap.projects[v.project_id].other_visits.append((v.on, v.leader))
     for f in q(store.FundsFact):
         if f.project_id in snap.projects:
             snap.projects[f.project_id].funds.append(
@@ -279,6 +291,7 @@ def load_snapshot(session: Session, project_ids: list[str] | None = None) -> Sna
     for p in snap.projects.values():
         p.milestones.sort(key=lambda m: (m[0], m[1]))
         p.visits.sort()
+        p.other_visits.sort()
     if project_ids is None:
         for r in session.exec(select(store.RateFact)).all():
             snap.rates[(r.on, r.currency)] = Decimal(r.rate)

@@ -76,7 +76,10 @@ class ProjectView:
     decided_on: dt.date | None = None
     sponsor_leader: str | None = None
     milestones: list[tuple[dt.date, str, Decimal | None]] = field(default_factory=list)
+    # Site visits that count (包保): by the sponsor leader or the HQ commander only.
     visits: list[dt.date] = field(default_factory=list)
+    # Visits by other leaders: recorded and shown, never resetting the weekly clock.
+    other_visits: list[tuple[dt.date, str]] = field(default_factory=list)
     funds: list[FundsRecord] = field(default_factory=list)
     documents: set[str] = field(default_factory=set)
     materials_complete: bool | None = None

@@ -38,6 +38,7 @@ def build_report(
     overdue_days: int = 7,
     min_signing: int = 100_000_000,
     fast_start_days: int = 90,
+    rate_definitions: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     as_of = on - dt.timedelta(days=1)
     projects: list[ProjectView] = [
@@ -137,6 +138,48 @@ def build_report(
         "scoreboard_bottom": bottom,
         "own_score": own,
         "credits": sum(1 for _ in scoreboard.values()),
+        "rates": rates(projects, as_of, snapshot, rate_definitions),
+    }
+
+
+RATE_DEFAULTS = {"performance": ["started"], "landing": ["registered", "started"]}
+
+
+def rates(
+    projects: list[ProjectView],
+    as_of: dt.date,
+    snapshot: Snapshot,
+    definitions: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    """履约率、落地率、资金到位率 of the projects signed this year by `as_of` (the scoring
+    ruleset's `rate_definitions`; terminated and rejected projects are not counted)."""
+    d = definitions or RATE_DEFAULTS
+    performance, landing = set(d.get("performance", [])), set(d.get("landing", []))
+    signed = performed = landed = 0
+    contracted = funds = Decimal(0)
+    for p in projects:
+        first = p.signed(as_of)
+        if first is None or first[0].year != as_of.year or p.outcome == "terminated":
+            continue
+        if p.decision == "rejected":
+            continue
+        reached = {m for on, m, _ in p.milestones if on <= as_of}
+        signed += 1
+        performed += bool(reached & performance)
+        landed += bool(reached & landing)
+        contracted += first[1] or Decimal(0)
+        for f in p.funds:
+            rmb = snapshot.funds_rmb(f) if f.arrived_on <= as_of else None
+            funds += rmb or Decimal(0)
+
+    def ratio(a: Decimal | int, b: Decimal | int) -> str | None:
+        return f"{Decimal(a) * 100 / Decimal(b):.1f}%" if b else None
+
+    return {
+        "signed": signed,
+        "performance_rate": ratio(performed, signed),
+        "landing_rate": ratio(landed, signed),
+        "funds_rate": ratio(funds, contracted),
     }
 
 

@@ -2,7 +2,8 @@
 
 `Scheduler.tick()` evaluates every day from the day after the last one it evaluated up to
 "today" (at most `catch_up_days` back), so a late tick or a clock that jumps never skips a
-period, and plans what is due. The cause keys carry the period, so ticking again changes
+period, and plans what is due; every report weekday since the last tick (however far back)
+gets its weekly report, once. The cause keys carry the period, so ticking again changes
 nothing. "Today" comes from a clock:
 
 - `WallClock` (NOTIFY_CLOCK=wall, the default for a running county system): the date in
@@ -40,6 +41,7 @@ from .triggers import time_alerts
 
 log = logging.getLogger("investflow.notify")
 LAST_DAY = "scheduler_last_day"
+WEEKLY_LAST_DAY = "scheduler_weekly_last_day"  # the last day whose weekly reports are planned
 COUNTY = "county"
 
 
@@ -82,9 +84,23 @@ class Scheduler:
         self.today = today
         self.now = now
         self.catch_up_days = catch_up_days
+        self._rulesets: list[Any] | None = None
 
     def targets(self, day: dt.date) -> dict[str, int] | None:
         return signing_targets(self.rulesets_dir, day)
+
+    def scoring_parameter(self, name: str, day: dt.date, default: Any) -> Any:
+        """A parameter of the scoring ruleset in force on `day` (the one place policy numbers
+        such as the signing threshold live), else `default`."""
+        if self._rulesets is None:  # loaded once: validating them costs more than a report
+            from shared.rules.load import load_paths
+
+            self._rulesets = [r for r, _ in load_paths([self.rulesets_dir])]
+        for ruleset in self._rulesets:
+            if ruleset.id == "scoring" and ruleset.effective.covers(day):
+                param = ruleset.parameters.get(name)
+                return param.value if param is not None else default
+        return default
 
     def tick(self) -> int:
         """Plan everything due up to today; returns how many notifications are new."""
@@ -105,9 +121,35 @@ class Scheduler:
                 alerts.extend(time_alerts(snapshot, day, self.params, self.targets))
                 day += dt.timedelta(days=1)
             new = plan(session, alerts, self.renderer, self.now())
-            new += self._weekly(session, snapshot, today)
             store.set_state(session, LAST_DAY, today.isoformat())
+            weekly_last = store.get_state(session, WEEKLY_LAST_DAY) or last
+        # Every report day since the last one planned gets its report, once (the cause key):
+        # a clock that jumps, or a service that was down, skips none of them. One short
+        # transaction each: charts are drawn before the write, so consumers are not kept
+        # waiting on the database meanwhile.
+        since = dt.date.fromisoformat(weekly_last) + dt.timedelta(days=1) if weekly_last else today
+        days = self.report_days(since, today)
+        for on in days:
+            with unit_of_work(self.engine) as session:
+                # Drawing charts is most of a report's cost: a report caught up for a past
+                # week goes out without one, the latest week's with it.
+                new += self._weekly(session, snapshot, on, chart=on == days[-1])
+                if on >= since:  # a crash after this resumes with the next report day
+                    store.set_state(session, WEEKLY_LAST_DAY, on.isoformat())
+        with unit_of_work(self.engine) as session:
+            store.set_state(session, WEEKLY_LAST_DAY, today.isoformat())
         return new
+
+    def report_days(self, first: dt.date, today: dt.date) -> list[dt.date]:
+        """The report weekdays in [first, today], and the latest one on or before `today`."""
+        days = {self.report_day(today)}
+        day = self.report_day(first)
+        if day < first:
+            day += dt.timedelta(days=7)
+        while day <= today:
+            days.add(day)
+            day += dt.timedelta(days=7)
+        return sorted(days)
 
     # --- 挂图作战，定期公布 ---
 
@@ -124,12 +166,19 @@ class Scheduler:
             self.targets,
             leader=leader,
             overdue_days=self.params.visit_overdue_days,
-            min_signing=self.params.signing_behind.min_amount,
+            min_signing=int(
+                self.scoring_parameter(
+                    "signing_min_amount", on, self.params.signing_behind.min_amount
+                )
+            ),
+            rate_definitions=self.scoring_parameter("rate_definitions", on, None),
             fast_start_days=self.params.weekly_report.fast_start_days,
         )
 
-    def _weekly(self, session: Session, snapshot: Snapshot, today: dt.date) -> int:
-        on = self.report_day(today)
+    def _weekly(
+        self, session: Session, snapshot: Snapshot, on: dt.date, *, chart: bool = True
+    ) -> int:
+        """Plan the report of report day `on` (nothing when planned before)."""
         as_of = on - dt.timedelta(days=1)
         if not any(p.reported_on <= as_of for p in snapshot.projects.values()):
             return 0
@@ -150,8 +199,8 @@ class Scheduler:
             alerts.append(Alert(cause, "weekly_report", to, None, {"r": report}))
             people = recipients(session, to)
             for lang in sorted({people[c].language for c in to}):
-                png = chart_png(report, self.renderer, lang)
-                html = render_html(self.renderer, report, lang, "cid:chart")
+                png = chart_png(report, self.renderer, lang) if chart else None
+                html = render_html(self.renderer, report, lang, "cid:chart" if chart else "")
                 for code in to:
                     extra[f"{cause}|{code}|{lang}"] = {"html": html, "image": png}
         return plan(session, alerts, self.renderer, self.now(), extra)

@@ -49,3 +49,26 @@ def render_counts(counts: dict[str, dict[str, int]]) -> str:
 
 def print_counts(database_url: str) -> None:
     print(render_counts(counts_by_cause(database_url)), flush=True)
+
+
+def scheduler_caught_up(database_url: str) -> bool:
+    """Whether the scheduler has planned everything up to the business clock's "today"
+    (the latest business date seen, minus one day): what a replay waits for before counting."""
+    import datetime as dt
+
+    from .facts import BUSINESS_DATE
+    from .scheduler import LAST_DAY, WEEKLY_LAST_DAY
+
+    engine = make_engine(database_url)
+    try:
+        create_tables(engine, store.TABLES)
+        with Session(engine) as session:
+            state = {
+                k: store.get_state(session, k) for k in (BUSINESS_DATE, LAST_DAY, WEEKLY_LAST_DAY)
+            }
+    finally:
+        engine.dispose()
+    if not state[BUSINESS_DATE]:
+        return True
+    today = (dt.date.fromisoformat(state[BUSINESS_DATE]) - dt.timedelta(days=1)).isoformat()
+    return all(state[k] is not None and state[k] >= today for k in (LAST_DAY, WEEKLY_LAST_DAY))

@@ -162,6 +162,32 @@ def _approved(
     ]
 
 
+def _rejected(
+    event: dict[str, Any], project: ProjectCard | None, rule_titles: RuleTitles
+) -> list[Alert]:
+    """未通过集体决策: the track ends; the attracting unit, the landing area and the Center
+    are told (the funds are held, the project is not recognised)."""
+    if project is None or event["decision"] != "rejected":
+        return []
+    pid = event.get("project_id")
+    return [
+        Alert(
+            f"rejected:{pid}:{event.get('meeting_id')}",
+            "rejected",
+            _codes(project.attracting_unit, project.landing_area, CENTER),
+            pid,
+            _base(event, project)
+            | {"minutes_ref": event.get("minutes_ref"), "meeting_id": event.get("meeting_id")},
+        )
+    ]
+
+
+def _decided(
+    event: dict[str, Any], project: ProjectCard | None, rule_titles: RuleTitles
+) -> list[Alert]:
+    return _approved(event, project, rule_titles) + _rejected(event, project, rule_titles)
+
+
 def _credited(
     event: dict[str, Any], project: ProjectCard | None, rule_titles: RuleTitles
 ) -> list[Alert]:
@@ -198,7 +224,7 @@ EVENT_TRIGGERS: dict[str, EventTrigger] = {
     "project.duplicate": _duplicate_claim,
     "review.screened": _terminated,
     "review.materials": _materials_missing,
-    "review.decided": _approved,
+    "review.decided": _decided,
     "score.credited": _credited,
 }
 ALERTING_SUBJECTS = frozenset(EVENT_TRIGGERS)

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from sqlalchemy import Engine
 
 from shared import outbox, subjects
-from shared.contract import Decided, MaterialsStatus, Recognition, Screened
+from shared.contract import Decided, MaterialsStatus, Recognition, Refused, Screened
 from shared.contract.events import check_event
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.http_ops import start_ops_server
@@ -72,6 +72,12 @@ for _subject, _model, _what in (
         subjects.REVIEW_RECOGNITION,
         Recognition,
         "whether the project counts for the assessment (认定), and what blocks it",
+    ),
+    (
+        subjects.REVIEW_REFUSED,
+        Refused,
+        "a committee decision not taken (unknown meeting, not on its agenda, decided already, "
+        "materials late, an approval missing what it must name), with every reason",
     ),
 ):
     broker.publisher(_subject, schema=_model, title=f"{_subject}:Publish", description=_what)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,11 +19,41 @@ from typing import Any
 from sqlmodel import Session
 
 from shared import subjects
-from shared.contract import Decided, Lead, Outcome, Track
+from shared.contract import Decided, FieldError, Lead, Outcome, Refused, Track
+from shared.contract.inbound import SHANGHAI, received_day
 from shared.outbox import pending_for
 from shared.rules import AnyRuleset, Rules, RulesetRegistry
 
 from . import decide, store
+
+CLOCK = os.environ.get("REVIEW_CLOCK", "wall")  # business: replays of a past year (the demo)
+
+# The business dates events carry: on a replay the filing date is the latest one seen, since
+# events arrive in date order (a unit's own `issued_on` never counts: it could be back-dated).
+_BUSINESS_DAY = {"lead": "reported_on", "milestone": "on", "funds": "arrived_on", "visit": "on"}
+_BUSINESS_DAY["rates"] = "on"
+
+
+def filing_day(session: Session, event: dict[str, Any]) -> dt.date:
+    """The filing date (报送日期) of what `event` reports: intake's receipt date in
+    Asia/Shanghai (the contract's definition); on a replay (REVIEW_CLOCK=business) the
+    business date, since the receipt time of a replayed year is today."""
+    if CLOCK == "business":
+        day = store.business_date(session)
+        if day is not None:
+            return day
+    return received_day_of(event)
+
+
+def received_day_of(event: dict[str, Any]) -> dt.date:
+    at = event.get("received_at")
+    return received_day(None) if not at else _shanghai(dt.datetime.fromisoformat(at))
+
+
+def _shanghai(at: dt.datetime) -> dt.date:
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.UTC)
+    return at.astimezone(SHANGHAI).date()
 
 
 def apply(
@@ -37,28 +68,32 @@ def apply(
     data = event.get("data", {})
     out: list[store.Outbox] = []
     emit = _emitter(out, event_id)
+    if CLOCK == "business" and data.get(_BUSINESS_DAY.get(kind, "")):
+        store.advance_business_date(session, dt.date.fromisoformat(data[_BUSINESS_DAY[kind]]))
+    today = filing_day(session, event)
 
     if kind == "lead":
-        _on_lead(session, event, emit, rules)
+        _on_lead(session, event, emit, rules, today)
     elif kind == "document":
         session.add(
             store.FiledDocument(
-                project_id=data["project_id"], type=data["type"], ref=data["ref"], event_id=event_id
+                project_id=data["project_id"],
+                type=data["type"],
+                ref=data["ref"],
+                event_id=event_id,
+                filed_on=today,
             )
         )
-        _reevaluate(session, data["project_id"], emit, rules)
-    elif kind in ("milestone", "funds"):
-        _reevaluate(session, data["project_id"], emit, rules, materials=False)
+        _reevaluate(session, data["project_id"], emit, rules, today=today)
+    elif kind == "funds":
+        _funds_voucher(session, data, event_id, rules, today)
+        _reevaluate(session, data["project_id"], emit, rules, today=today)
+    elif kind == "milestone":
+        _reevaluate(session, data["project_id"], emit, rules, materials=False, today=today)
     elif kind == "meeting":
-        for project_id in data["agenda"]:
-            case = session.get(store.Case, project_id)
-            if case is None:
-                continue
-            case.meeting_id, case.meeting_on = data["meeting_id"], dt.date.fromisoformat(data["on"])
-            session.add(case)
-            _reevaluate(session, project_id, emit, rules, recognition=False)
+        _on_meeting(session, data, emit, rules, today)
     elif kind == "decision":
-        _on_decision(session, data, emit, rules)
+        _on_decision(session, event, emit, rules, today)
     session.add_all(out)
     return out
 
@@ -77,7 +112,15 @@ def _emitter(out: list[store.Outbox], event_id: str):  # type: ignore[no-untyped
     return emit
 
 
-def _on_lead(session: Session, event: dict[str, Any], emit, rules: Rules) -> None:  # type: ignore[no-untyped-def]
+def _param(rules: Rules, name: str, case: store.Case, default: Any) -> Any:
+    """A review parameter in force on the project's day; `default` for rulesets without it."""
+    try:
+        return rules.parameter(decide.RULESET, name, case.reported_on)
+    except (KeyError, LookupError):
+        return default
+
+
+def _on_lead(session: Session, event: dict[str, Any], emit, rules: Rules, today: dt.date) -> None:  # type: ignore[no-untyped-def]
     lead = Lead.model_validate(event["data"])
     project_id = event["project_id"]
     screening = decide.screen(lead, rules=rules)
@@ -91,21 +134,150 @@ def _on_lead(session: Session, event: dict[str, Any], emit, rules: Rules) -> Non
     )
     session.add(case)
     emit(subjects.REVIEW_SCREENED, project_id, screening.to_event(project_id).model_dump_json())
-    _reevaluate(session, project_id, emit, rules, case=case)
+    _reevaluate(session, project_id, emit, rules, case=case, today=today)
 
 
-def _on_decision(session: Session, data: dict[str, Any], emit, rules: Rules) -> None:  # type: ignore[no-untyped-def]
+def _funds_voucher(
+    session: Session, data: dict[str, Any], event_id: str, rules: Rules, today: dt.date
+) -> None:
+    """The voucher a funds record carries files the `funds_voucher` proof (资金到位凭证),
+    unless the ruleset's `funds_voucher_from_funds_record` says a separate document is needed."""
+    case = session.get(store.Case, data["project_id"])
+    voucher = data.get("voucher") or {}
+    if case is None or not voucher or not _param(rules, FUNDS_VOUCHER_PARAM, case, False):
+        return
+    session.add(
+        store.FiledDocument(
+            project_id=case.project_id,
+            type="funds_voucher",
+            ref=f"funds:{data['funds_id']}:{voucher.get('kind')}:{voucher.get('ref')}"[:500],
+            event_id=event_id,
+            filed_on=today,
+        )
+    )
+
+
+FUNDS_VOUCHER_PARAM = "funds_voucher_from_funds_record"
+
+
+def _on_meeting(session: Session, data: dict[str, Any], emit, rules: Rules, today: dt.date) -> None:  # type: ignore[no-untyped-def]
+    on = dt.date.fromisoformat(data["on"])
+    if session.get(store.Meeting, data["meeting_id"]) is None:
+        session.add(
+            store.Meeting(meeting_id=data["meeting_id"], on=on, agenda=json.dumps(data["agenda"]))
+        )
+    for project_id in data["agenda"]:
+        case = session.get(store.Case, project_id)
+        if case is None:
+            continue
+        if case.meeting_on is not None and on < case.meeting_on:
+            continue  # an older meeting announced late: the project is on a later one
+        # A late project (材料逾期) moves here; a decided one is here for re-review (复议).
+        case.meeting_id, case.meeting_on = data["meeting_id"], on
+        if case.status == LATE:
+            case.status = None
+        session.add(case)
+        _reevaluate(session, project_id, emit, rules, recognition=False, today=today)
+
+
+LATE, APPROVED, REJECTED = "late", "approved", "rejected"
+SHOULD_NAME = {
+    "responsible_leader": "the responsible leader / 责任领导",
+    "sponsor_leader": "the sponsor leader / 包保县级领导",
+    "hq_commander": "the HQ commander, a county leader / 指挥部指挥长（县级领导）",
+}
+
+
+def _counted_materials(
+    session: Session, case: store.Case, lead: Lead, meeting_on: dt.date, rules: Rules
+) -> decide.Materials:
+    """The committee materials as of the agenda deadline: documents filed after it do not
+    count for this meeting."""
+    deadline = decide.materials(lead, (), meeting_on, rules=rules).deadline
+    filed = store.documents_of(session, case.project_id, filed_by=deadline)
+    return decide.materials(lead, filed, meeting_on, rules=rules)
+
+
+def _on_decision(  # type: ignore[no-untyped-def]
+    session: Session, event: dict[str, Any], emit, rules: Rules, today: dt.date
+) -> None:
+    """集体决策: taken, or refused with every reason (review.refused); a refusal changes nothing."""
+    data = event["data"]
     case = session.get(store.Case, data["project_id"])
     if case is None:
         return
-    case.decision = data["decision"]
-    if data["decision"] == "approved":
-        case.sponsor_leader = data.get("sponsor_leader")
+    pid, meeting_id = case.project_id, data["meeting_id"]
+    lead = Lead.model_validate_json(case.lead)
+    problems: list[tuple[str, str]] = []
+    meeting = session.get(store.Meeting, meeting_id)
+    if meeting is None:
+        problems.append(("meeting_id", f"unknown meeting {meeting_id!r} / 会议不存在"))
+    elif pid not in json.loads(meeting.agenda):
+        problems.append(
+            ("project_id", f"not on the agenda of meeting {meeting_id} / 不在该次评审会议题中")
+        )
+    if session.get(store.Decision, (pid, meeting_id)) is not None:
+        problems.append(
+            (
+                "meeting_id",
+                f"meeting {meeting_id} already decided on this project; a second decision "
+                "needs a new meeting (re-review) / 该次评审会已作出决定，复议须另行上会",
+            )
+        )
+    if meeting is not None and case.decided_meeting_on and meeting.on < case.decided_meeting_on:
+        problems.append(
+            (
+                "meeting_id",
+                f"a later meeting ({case.decided_meeting_on}) already decided: the latest "
+                "meeting governs / 以最近一次评审会决定为准",
+            )
+        )
+    if case.outcome == Outcome.terminated.value:
+        problems.append(("project_id", "terminated at screening / 已告知终止洽谈"))
+    if meeting is not None and case.track == Track.major.value and not problems:
+        counted = _counted_materials(session, case, lead, meeting.on, rules)
+        if not counted.complete:
+            problems.append(
+                (
+                    "project_id",
+                    f"committee materials not filed by the agenda deadline {counted.deadline} "
+                    f"(missing: {', '.join(counted.missing_materials)}): the project moves to "
+                    "the next meeting / 材料逾期，顺延至下次评审会",
+                )
+            )
+            _mark_late(case, counted, meeting_id, emit)
+    if data["decision"] == APPROVED:
+        problems.extend(_approval_problems(data, case, lead, rules))
+    if problems:
+        refused = Refused(
+            project_id=pid,
+            kind="decision",
+            meeting_id=meeting_id,
+            unit=str(event.get("unit") or ""),
+            event_id=str(event.get("event_id") or ""),
+            errors=[FieldError(field=f, problem=p) for f, p in problems],
+        )
+        emit(subjects.REVIEW_REFUSED, pid, refused.model_dump_json())
+        session.add(case)
+        return
+    assert meeting is not None
+    session.add(
+        store.Decision(
+            project_id=pid,
+            meeting_id=meeting_id,
+            decision=data["decision"],
+            event_id=str(event.get("event_id") or ""),
+        )
+    )
+    case.decision = case.status = data["decision"]
+    case.decided_meeting_on = meeting.on
+    # A rejection ends the track: no sponsor; an approval names one (re-review may change it).
+    case.sponsor_leader = data.get("sponsor_leader") if data["decision"] == APPROVED else None
     session.add(case)
     hq = data.get("hq") or {}
     decided = Decided(
-        project_id=case.project_id,
-        meeting_id=data["meeting_id"],
+        project_id=pid,
+        meeting_id=meeting_id,
         decision=data["decision"],
         minutes_ref=data["minutes_ref"],
         sponsor_leader=data.get("sponsor_leader"),
@@ -113,8 +285,61 @@ def _on_decision(session: Session, data: dict[str, Any], emit, rules: Rules) -> 
         hq_commander=hq.get("commander"),
         hq_members=list(hq.get("members", [])),
     )
-    emit(subjects.REVIEW_DECIDED, case.project_id, decided.model_dump_json())
-    _reevaluate(session, case.project_id, emit, rules, materials=False, case=case)
+    emit(subjects.REVIEW_DECIDED, pid, decided.model_dump_json())
+    _reevaluate(session, pid, emit, rules, materials=False, case=case, today=today)
+
+
+def _approval_problems(
+    data: dict[str, Any], case: store.Case, lead: Lead, rules: Rules
+) -> list[tuple[str, str]]:
+    """What an approval must name (the review ruleset's `approval_requires`)."""
+    required = [str(r) for r in _param(rules, "approval_requires", case, [])]
+    hq = data.get("hq") or {}
+    members = list(hq.get("members") or [])
+    values = {
+        "responsible_leader": data.get("responsible_leader"),
+        "sponsor_leader": data.get("sponsor_leader"),
+        "hq_commander": hq.get("commander"),
+    }
+    problems = []
+    for need in required:
+        if need in values and not values[need]:
+            field = "hq.commander" if need == "hq_commander" else need
+            problems.append((field, f"an approval must name {SHOULD_NAME[need]}"))
+        elif need == "hq_includes_attracting_unit" and lead.attracting_unit not in members:
+            problems.append(
+                (
+                    "hq.members",
+                    f"must include the attracting unit {lead.attracting_unit} / "
+                    "指挥部成员须含招商单位",
+                )
+            )
+        elif need == "hq_includes_landing_area" and lead.landing_area not in members:
+            problems.append(
+                (
+                    "hq.members",
+                    f"must include the landing area {lead.landing_area} / 指挥部成员须含落地乡镇（园区）",
+                )
+            )
+    return problems
+
+
+def _mark_late(case: store.Case, counted: decide.Materials, meeting_id: str, emit) -> None:  # type: ignore[no-untyped-def]
+    """材料逾期: announced once per missed meeting; the project waits for the next one."""
+    if case.status == LATE and case.late_for == meeting_id:
+        return
+    case.status, case.late_for = LATE, meeting_id
+    event = counted.to_event(case.project_id).model_copy(
+        update={"late": True, "meeting_id": meeting_id}
+    )
+    case.materials_state = _materials_state(counted, late=True)
+    emit(subjects.REVIEW_MATERIALS, case.project_id, event.model_dump_json())
+
+
+def _materials_state(result: decide.Materials, *, late: bool) -> str:
+    return json.dumps(
+        [result.complete, sorted(result.missing_materials), str(result.deadline), late]
+    )
 
 
 def _reevaluate(  # type: ignore[no-untyped-def]
@@ -126,6 +351,7 @@ def _reevaluate(  # type: ignore[no-untyped-def]
     materials: bool = True,
     recognition: bool = True,
     case: store.Case | None = None,
+    today: dt.date | None = None,
 ) -> None:
     """Re-run the decisions the event may change; announce only what actually changed."""
     case = case or session.get(store.Case, project_id)
@@ -140,25 +366,65 @@ def _reevaluate(  # type: ignore[no-untyped-def]
             parsed.append(Lead.model_validate_json(case.lead))
         return parsed[0]
 
-    if materials and case.outcome == Outcome.accepted.value and case.track == Track.major.value:
+    undecided = case.status not in (APPROVED, REJECTED)
+    if (
+        materials
+        and undecided
+        and case.outcome == Outcome.accepted.value
+        and case.track == Track.major.value
+    ):
         result = decide.materials(lead(), filed, case.meeting_on, rules=rules)
-        state = json.dumps(
-            [result.complete, sorted(result.missing_materials), str(result.deadline)]
-        )
-        if state != case.materials_state:
-            case.materials_state = state
-            emit(
-                subjects.REVIEW_MATERIALS, project_id, result.to_event(project_id).model_dump_json()
-            )
+        late = False
+        if case.meeting_on is not None and result.deadline is not None:
+            # Only what was filed by the agenda deadline counts for this meeting.
+            result = _counted_materials(session, case, lead(), case.meeting_on, rules)
+            late = not result.complete and today is not None and today > result.deadline
+        if late:
+            assert case.meeting_id is not None
+            _mark_late(case, result, case.meeting_id, emit)
+        else:
+            state = _materials_state(result, late=False)
+            if state != case.materials_state:
+                case.materials_state = state
+                event = result.to_event(project_id).model_copy(
+                    update={"meeting_id": case.meeting_id}
+                )
+                emit(subjects.REVIEW_MATERIALS, project_id, event.model_dump_json())
     if recognition:
         rec, state = _recognize(case, filed, rules, lead)
+        rec, state = _committee(rec, state, case)
         if state != case.recognition_state:
             case.recognition_state = state
             case.recognized = rec.recognized
-            emit(
-                subjects.REVIEW_RECOGNITION, project_id, rec.to_event(project_id).model_dump_json()
+            event = rec.to_event(project_id).model_copy(
+                update={
+                    "terminated": case.outcome == Outcome.terminated.value,
+                    "committee_rejected": case.status == REJECTED,
+                    "sponsor_leader": case.sponsor_leader,
+                }
             )
+            emit(subjects.REVIEW_RECOGNITION, project_id, event.model_dump_json())
     session.add(case)
+
+
+COMMITTEE_REJECTED = "committee_rejected"
+
+
+def _committee(
+    rec: decide.RecognitionResult, state: str, case: store.Case
+) -> tuple[decide.RecognitionResult, str]:
+    """A project the committee rejected (未通过集体决策) is never recognised: the committee's
+    decision, not a rule, so it is laid over the rules' result (which is remembered as is)."""
+    if case.status == REJECTED:
+        rec = decide.RecognitionResult(
+            recognized=False,
+            recognition_blockers=[COMMITTEE_REJECTED, *rec.recognition_blockers],
+            missing_proofs=rec.missing_proofs,
+            explanation=rec.explanation.model_copy(update={"deciding_rule": COMMITTEE_REJECTED}),
+        )
+        state = json.dumps([False, sorted(rec.recognition_blockers), sorted(rec.missing_proofs)])
+    # The sponsor leader is announced with the recognition, so a change is announced too.
+    return rec, json.dumps([json.loads(state), case.sponsor_leader])
 
 
 # --- remembered recognitions ---------------------------------------------------------------------

@@ -259,7 +259,13 @@ def review(
 
 def case_result(case: Any, rules: Rules) -> dict[str, Any]:
     """Every outcome a review rule test may expect, from one evaluation (see ruletest.py)."""
-    r = review(case.project, case.documents, case.meeting_on, on=case.on, rules=rules)
+    # The approval's sponsor leader (集体决策批准时指定): the case file's `sponsor_leader`
+    # when its schema has one, else a `sponsor_leader` key beside the project's fields.
+    project = dict(case.project)
+    sponsor = getattr(case, "sponsor_leader", None) or project.pop("sponsor_leader", None)
+    r = review(
+        project, case.documents, case.meeting_on, on=case.on, rules=rules, sponsor_leader=sponsor
+    )
     screening, mats, recognition = r.screening, r.materials, r.recognition
     return {
         "outcome": screening.outcome.value,

@@ -26,6 +26,12 @@ class Case(SQLModel, table=True):
     meeting_on: dt.date | None = None
     decision: str | None = Field(default=None, max_length=16)
     sponsor_leader: str | None = Field(default=None, max_length=32)
+    # Where the track stands (联审联批): None (under review), `late` (材料逾期: materials not
+    # filed by the agenda deadline; moves to the next meeting), `approved`, `rejected`
+    # (未通过集体决策: the track ends).
+    status: str | None = Field(default=None, max_length=16)
+    late_for: str | None = Field(default=None, max_length=64)  # the meeting it missed
+    decided_meeting_on: dt.date | None = None  # the governing decision's meeting day
     # What we last announced, so a re-evaluation that changes nothing emits nothing.
     materials_state: str | None = None
     recognition_state: str | None = None
@@ -41,6 +47,39 @@ class FiledDocument(SQLModel, table=True):
     type: str = Field(max_length=40)
     ref: str
     event_id: str = Field(max_length=300)
+    # The filing date (报送日期): intake's receipt date in Asia/Shanghai, or on a replay the
+    # business date (REVIEW_CLOCK=business). None: filed with the lead itself.
+    filed_on: dt.date | None = None
+
+
+class Meeting(SQLModel, table=True):
+    """A landing review meeting (落地评审会) and its agenda, as the Center announced it."""
+
+    __tablename__ = "review_meeting"
+
+    meeting_id: str = Field(primary_key=True, max_length=64)
+    on: dt.date
+    agenda: str  # JSON list of project ids
+
+
+class Decision(SQLModel, table=True):
+    """One committee decision per project and meeting: a second one needs a new meeting."""
+
+    __tablename__ = "review_decision"
+
+    project_id: str = Field(primary_key=True, max_length=100)
+    meeting_id: str = Field(primary_key=True, max_length=64)
+    decision: str = Field(max_length=16)
+    event_id: str = Field(max_length=300)
+
+
+class State(SQLModel, table=True):
+    """Small named values: the business date of a replay (REVIEW_CLOCK=business)."""
+
+    __tablename__ = "review_state"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=200)
 
 
 class Processed(SQLModel, table=True):
@@ -56,7 +95,7 @@ class Outbox(OutboxRow, table=True):
     __tablename__ = "review_outbox"
 
 
-TABLES = (Case, FiledDocument, Processed, Outbox)
+TABLES = (Case, FiledDocument, Meeting, Decision, State, Processed, Outbox)
 
 
 # Core statements, built once, on the session's connection (same transaction) for the reads
@@ -69,7 +108,7 @@ _PROCESSED = core_select(_processed.c.event_id).where(
     _processed.c.event_id == bindparam("event_id")
 )
 _MARK_PROCESSED = insert(_processed)
-_DOCUMENTS_OF = core_select(_documents.c.type).where(
+_DOCUMENTS_OF = core_select(_documents.c.type, _documents.c.filed_on).where(
     _documents.c.project_id == bindparam("project_id")
 )
 
@@ -84,7 +123,28 @@ def mark_processed(session: Session, event_id: str, subject: str) -> None:
     session.connection().execute(_MARK_PROCESSED, {"event_id": event_id, "subject": subject})
 
 
-def documents_of(session: Session, project_id: str) -> list[str]:
-    """Types filed after the lead; flush first to see ones added in this session."""
+def documents_of(
+    session: Session, project_id: str, *, filed_by: dt.date | None = None
+) -> list[str]:
+    """Types filed after the lead (only those filed on or before `filed_by`, when given);
+    flush first to see ones added in this session."""
     rows = session.connection().execute(_DOCUMENTS_OF, {"project_id": project_id})
-    return list(rows.scalars().all())
+    return [
+        type_
+        for type_, filed_on in rows.all()
+        if filed_by is None or filed_on is None or filed_on <= filed_by
+    ]
+
+
+def business_date(session: Session) -> dt.date | None:
+    row = session.get(State, "business_date")
+    return dt.date.fromisoformat(row.value) if row is not None else None
+
+
+def advance_business_date(session: Session, day: dt.date) -> None:
+    row = session.get(State, "business_date")
+    if row is None:
+        session.add(State(key="business_date", value=day.isoformat()))
+    elif dt.date.fromisoformat(row.value) < day:
+        row.value = day.isoformat()
+        session.add(row)

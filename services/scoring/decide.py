@@ -55,6 +55,9 @@ class Scored:
     credited_to: list[str]  # the codes those roles name on this project, each once
     explanation: Explanation
     evaluation: Evaluation | None = field(default=None, repr=False, compare=False)
+    # The rules whose multipliers make up `multiplier` (one under `highest`; a boost and a
+    # reduction under `highest_boost_then_reductions`).
+    combined: list[str] = field(default_factory=list)
 
     def to_event(self, project_id: str, funds_id: str) -> Credited:
         return Credited(
@@ -69,6 +72,7 @@ class Scored:
             deciding_rule=self.deciding_rule,
             credited_to=self.credited_to,
             explanation=self.explanation,
+            combined=self.combined,
         )
 
 
@@ -158,19 +162,17 @@ def score_checked(
     ev = source.evaluate(RULESET, facts, day)
     ruleset = ev.resolved.ruleset
 
-    multipliers = {r: ev.outcome(r).multiplier for r in ev.matched}
-    if multipliers:
-        multiplier = max(m for m in multipliers.values() if m is not None)
-        deciding = next(r for r in ev.matched if multipliers[r] == multiplier)
-    else:
-        multiplier = Decimal(str(ruleset.default_multiplier))  # type: ignore[union-attr]
-        deciding = None
+    multipliers = {r: m for r in ev.matched if (m := ev.outcome(r).multiplier) is not None}
+    mode = _combination(source, day)
+    default = Decimal(str(ruleset.default_multiplier))  # type: ignore[union-attr]
+    multiplier, deciding, combined = combine(multipliers, list(ev.matched), mode, default)
 
     roles = [str(r) for r in source.parameter(RULESET, "credit_roles", day)]
     credited = list(dict.fromkeys(v for r in roles if (v := get_path(facts, r)) is not None))
     digest = input_sha256(
         {"project": p, "funds": f, "rate": rate, "sponsor_leader": sponsor_leader, "on": day}
     )
+    extra = ["credit_roles"] + (["multiplier_combination"] if mode != HIGHEST else [])
     return Scored(
         amount_rmb=amount_exact.quantize(FEN, ROUND_HALF_UP),
         rate=rate,
@@ -187,10 +189,71 @@ def score_checked(
             [r.id for r in ev.resolved.rules],
             deciding,
             digest,
-            extra_parameters=["credit_roles"],
+            extra_parameters=extra,
         ),
         evaluation=ev,
+        combined=combined,
     )
+
+
+# 同一个项目不重复计算，取最高值: the two readings a ruleset's `multiplier_combination` picks.
+HIGHEST = "highest"
+BOOST_THEN_REDUCTIONS = "highest_boost_then_reductions"
+COMBINATIONS = (HIGHEST, BOOST_THEN_REDUCTIONS)
+
+
+def _combination(source: Rules, day: dt.date) -> str:
+    """The ruleset's reading; `highest` when it names none (rulesets older than the choice)."""
+    try:
+        mode = str(source.parameter(RULESET, "multiplier_combination", day))
+    except (KeyError, LookupError):
+        return HIGHEST
+    if mode not in COMBINATIONS:
+        # Validated with the ruleset's own rule tests; a typo must not silently pick one.
+        raise FactsError(
+            [
+                (
+                    "multiplier_combination",
+                    f"{mode!r}: expected one of {', '.join(COMBINATIONS)} / 倍数取值方式无效",
+                )
+            ]
+        )
+    return mode
+
+
+def combine(
+    multipliers: Mapping[str, Decimal], order: list[str], mode: str, default: Decimal
+) -> tuple[Decimal, str | None, list[str]]:
+    """(multiplier, deciding rule, rules combined) from the matched rules' multipliers.
+
+    `highest`: the single highest of all, ties to the rule written first; none: `default`.
+    `highest_boost_then_reductions`: the highest boost (> 1, else 1) times the lowest
+    reduction (< 1), each taken once; the deciding rule is the boost (else the reduction).
+    """
+    if not multipliers:
+        return default, None, []
+    if mode == HIGHEST:
+        top = max(multipliers.values())
+        deciding = next(r for r in order if multipliers.get(r) == top)
+        return top, deciding, [deciding]
+    boosts = {r: m for r, m in multipliers.items() if m > 1}
+    cuts = {r: m for r, m in multipliers.items() if m < 1}
+    picked: list[str] = []
+    value = Decimal(1)
+    if boosts:
+        top = max(boosts.values())
+        boost = next(r for r in order if boosts.get(r) == top)
+        picked.append(boost)
+        value *= top
+    if cuts:
+        low = min(cuts.values())
+        cut = next(r for r in order if cuts.get(r) == low)
+        picked.append(cut)
+        value *= low
+    if not picked:  # only ×1 rules matched
+        one = next(r for r in order if r in multipliers)
+        return Decimal(1), one, [one]
+    return value, picked[0], picked
 
 
 def credit_roles(on: dt.date, *, rules: Rules | None = None) -> list[str]:
@@ -222,6 +285,7 @@ def case_result(case: Any, rules: Rules) -> dict[str, Any]:
         "multiplier": result.multiplier,
         "matched": result.matched,
         "deciding_rule": result.deciding_rule,
+        "combined": result.combined,
         "amount_rmb": result.amount_rmb,
         "points": result.points,
         "credited_to": result.credited_to,

@@ -28,6 +28,7 @@ from .decide import Scored, ScoreHeld, score_checked
 NO_LEAD = "waiting for the project's lead (project.lead) / 等待项目信息"
 NOT_YET_RECOGNISED = "project not yet recognised for the assessment / 项目尚未认定"
 NO_RULESET = "no scoring ruleset in force"
+COMMITTEE_REJECTED = "project rejected by the committee: not recognised for the assessment / 项目未通过集体决策，不予认定"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ProjectState:
     recognition_blockers: list[str] = field(default_factory=list)
     missing_proofs: list[str] = field(default_factory=list)
     sponsor_leader: str | None = None
+    committee_rejected: bool = False  # 未通过集体决策: never recognised
     # The stored text `lead` was read from, when there is one: names the checked lead in
     # `_checked_leads`, so the same lead is checked once rather than at every record.
     lead_json: str | None = field(default=None, compare=False)
@@ -84,6 +86,8 @@ def not_recognised(project: ProjectState) -> str:
     is announced again only when what blocks it changes, not at every document."""
     if project.recognized is None:
         return NOT_YET_RECOGNISED
+    if project.committee_rejected:
+        return COMMITTEE_REJECTED
     blockers = sorted(project.recognition_blockers)
     detail = f": blocked by {', '.join(blockers)}" if blockers else ""
     return f"project not recognised for the assessment{detail} / 项目未通过认定"

@@ -6,7 +6,7 @@ Every event stores its fact first, then settles the funds records the fact can m
 |---|---|---|
 | `project.lead` | the project's facts | the project's held records |
 | `project.decision` (approved) | sponsor leader | the project's credited records, rescored |
-| `project.milestone` (`signed`) | the signing, for targets | — |
+| `project.milestone` | the signing (targets), registered/started/... (rates, new starts) | — |
 | `project.funds` | the record | that record |
 | `project.rates` | the day's rates | records held on that day in those currencies |
 | `review.recognition` | recognised or not | all the project's records |
@@ -23,7 +23,6 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from sqlmodel import Session
@@ -152,12 +151,23 @@ def _decision(ctx: _Context, event: DecisionTaken, seq: int) -> None:
         _settle_all(ctx, row, rescore=True)
 
 
-# 签约过亿元项目: the plan's targets count signed projects of at least this amount.
-SIGNED_MIN_AMOUNT = Decimal(100_000_000)
+# Milestones the rates and new starts count (实施方案·三（三）); the ruleset's
+# `rate_definitions` picks among them, so every one is kept.
+COUNTED_MILESTONES = frozenset({"filed", "registered", "land_assigned", "started", "completed"})
 
 
 def _milestone(ctx: _Context, event: MilestoneReached, seq: int) -> bool:
     m = event.data
+    if m.milestone in COUNTED_MILESTONES:
+        row = ctx.session.get(store.Milestone, (m.project_id, m.milestone.value))
+        if row is None:
+            ctx.session.add(
+                store.Milestone(project_id=m.project_id, milestone=m.milestone, on=m.on)
+            )
+        elif m.on < row.on:  # the first time it was reached
+            row.on = m.on
+            ctx.session.add(row)
+        return True
     if m.milestone != "signed" or m.amount is None:
         return False
     row = ctx.session.get(store.Signing, m.project_id)
@@ -230,17 +240,30 @@ def _recognition(ctx: _Context, event: Recognition, seq: int) -> None:
     row.recognized = event.recognized
     row.recognition = event.model_dump_json()
     row.recognition_seq = seq
+    # Review names the sponsor of the approval it took (a refused decision names none).
+    sponsor_changed = (
+        event.sponsor_leader is not None and event.sponsor_leader != row.sponsor_leader
+    )
+    if sponsor_changed:
+        row.sponsor_leader = event.sponsor_leader
     ctx.session.add(row)
     ctx.session.flush()
     if before != _reasons(row.recognition):
         _settle_all(ctx, row)
+    if sponsor_changed:
+        _settle_all(ctx, row, rescore=True)
 
 
 def _reasons(recognition_json: str | None) -> tuple[Any, ...]:
     if recognition_json is None:
         return ()
     r = json.loads(recognition_json)
-    return (r["recognized"], r["recognition_blockers"], r["missing_proofs"])
+    return (
+        r["recognized"],
+        r["recognition_blockers"],
+        r["missing_proofs"],
+        bool(r.get("committee_rejected")),
+    )
 
 
 def resettle_waiting_for_rules(
@@ -275,6 +298,7 @@ def _project_state(row: store.Project) -> ProjectState:
         recognition_blockers=list(recognition.get("recognition_blockers", [])),
         missing_proofs=list(recognition.get("missing_proofs", [])),
         sponsor_leader=row.sponsor_leader,
+        committee_rejected=bool(recognition.get("committee_rejected")),
         lead_json=row.lead,
     )
 

@@ -1,5 +1,7 @@
 """The scoreboard (考核计分排名): per assessed subject points, RMB counted, projects counted
-and rank; and the quarterly signing targets, plan vs actual, county-wide and per unit.
+and rank — every subject of the directory, zero rows included, with its held funds and why;
+the quarterly signing targets, plan vs actual, county-wide and per unit; new starts; and the
+three rates (履约率、落地率、资金到位率). What counts is in assessment.py and the ruleset.
 
 Read from scoring's own tables (the ledger's credit lines: reversals net out). Served by
 scoring's HTTP app (`GET /v1/scoreboard`) and printed by `investflow scoreboard`.
@@ -28,9 +30,9 @@ from shared.directory import Directory, load_directory
 from shared.rules import Rules
 
 from . import store
+from .assessment import HOLD_LABELS, Assessment, Held, Rates, assess
 from .decide import signing_targets
-from .record import SIGNED_MIN_AMOUNT
-from .store import from_fen, to_fen
+from .store import from_fen
 
 GROUPS = {
     "township": "乡镇街道 / townships",
@@ -69,29 +71,77 @@ class Scoreboard:
     targets: list[QuarterTarget]
     signed_by_unit: dict[str, dict[int, int]]  # attracting unit → quarter → signed ≥ 100M
     held: dict[str, int] = field(default_factory=dict)  # why → funds records held
+    assessment: Assessment | None = None
+
+    def held_of(self, subject: str) -> Held:
+        return (self.assessment.held.get(subject) if self.assessment else None) or Held()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        a = self.assessment
+        min_amount = a.signing_min_amount if a else Decimal(100_000_000)
+        out: dict[str, Any] = {
             "year": self.year,
             "quarter": self.quarter,
             "subjects": [
-                {**asdict(s), "points": str(s.points), "amount_rmb": str(s.amount_rmb)}
+                {
+                    **asdict(s),
+                    "points": str(s.points),
+                    "amount_rmb": str(s.amount_rmb),
+                    **_held_json(self.held_of(s.subject)),
+                }
                 for s in self.subjects
             ],
             "targets": {
-                "signed_min_amount": str(SIGNED_MIN_AMOUNT),
+                "signed_min_amount": str(min_amount),
                 "county": [asdict(t) for t in self.targets],
                 "by_unit": [
                     {
                         "unit": unit,
                         **{f"Q{q}": n for q, n in sorted(quarters.items())},
                         "total": sum(quarters.values()),
+                        "plan": a.unit_targets.get(unit) if a else None,
                     }
                     for unit, quarters in sorted(self.signed_by_unit.items())
                 ],
             },
             "held": self.held,
         }
+        if a is not None:
+            out["targets"]["unit_plan_vs_actual"] = [
+                {"unit": u, "plan": a.unit_targets.get(u), "actual": n}
+                for u, n in _unit_actuals(self).items()
+            ]
+            out["targets"]["excluded"] = a.signings_excluded
+            out["new_starts"] = {
+                "min_amount": str(a.new_start_min_amount),
+                "plan": a.new_start_target,
+                "actual": sum(a.new_starts.values()),
+                "by_quarter": {f"Q{q}": n for q, n in sorted(a.new_starts.items())},
+                "by_unit": dict(sorted(a.new_starts_by_unit.items())),
+            }
+            out["rates"] = {
+                "county": a.county_rates.to_json(),
+                "by_unit": {u: r.to_json() for u, r in sorted(a.unit_rates.items())},
+                "by_project": {p: r.to_json() for p, r in sorted(a.project_rates.items())},
+            }
+            out["flagged"] = a.outside_year
+        return out
+
+
+def _held_json(h: Held) -> dict[str, Any]:
+    return {
+        "held_records": h.records,
+        "held_rmb": str(h.amount_rmb.quantize(Decimal("0.01"))),
+        "held_reasons": dict(sorted(h.reasons.items())),
+        "missing_proofs": dict(sorted(h.missing_proofs.items())),
+    }
+
+
+def _unit_actuals(board: Scoreboard) -> dict[str, int]:
+    """Every unit with a target or a counted signing → signings counted this period."""
+    a = board.assessment
+    units = sorted(set(board.signed_by_unit) | set(a.unit_targets if a else {}))
+    return {u: sum(board.signed_by_unit.get(u, {}).values()) for u in units}
 
 
 # --- ranking (shared with the what-if) ---------------------------------------------------------
@@ -174,27 +224,6 @@ def _plan(year: int, quarter: int, rules: Rules | None) -> int | None:
         return None
 
 
-def signings(session: Session, year: int) -> tuple[dict[int, int], dict[str, dict[int, int]]]:
-    """Signed projects ≥ 100 million yuan per quarter, county-wide and per attracting unit."""
-    s, p = store.Signing, store.Project
-    query = (
-        select(s.signed_on, p.attracting_unit)
-        .join(p, p.project_id == s.project_id, isouter=True)  # type: ignore[arg-type]
-        .where(
-            s.signed_on >= dt.date(year, 1, 1),  # type: ignore[operator]
-            s.signed_on < dt.date(year + 1, 1, 1),  # type: ignore[operator]
-            s.amount_fen >= to_fen(SIGNED_MIN_AMOUNT),  # type: ignore[operator]
-        )
-    )
-    county: dict[int, int] = defaultdict(int)
-    by_unit: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    for signed_on, unit in session.exec(query).all():
-        q = (signed_on.month - 1) // 3 + 1
-        county[q] += 1
-        by_unit[unit or "?"][q] += 1
-    return dict(county), {u: dict(qs) for u, qs in by_unit.items()}
-
-
 def held_summary(session: Session, year: int, quarter: int | None = None) -> dict[str, int]:
     """Funds records held, by what they wait for (a record may wait for several things)."""
     f = store.FundsRecord
@@ -226,6 +255,14 @@ def hold_kinds(reason: str) -> list[str]:
     return kinds or ["other"]
 
 
+def assessed_subjects(directory: Directory | None) -> list[str]:
+    """The assessed subjects (考核对象): every unit but the Center, and every county leader."""
+    if directory is None:
+        return []
+    units = [c for c, u in directory.units.items() if u.kind != "center"]
+    return units + list(directory.leaders)
+
+
 def build(
     engine: Engine,
     year: int,
@@ -236,13 +273,31 @@ def build(
 ) -> Scoreboard:
     with Session(engine) as session:
         totals = subject_totals(session, year, quarter)
-        county, by_unit = signings(session, year)
         held = held_summary(session, year, quarter)
+        rates = {
+            (r.on, r.currency): r.rate
+            for r in session.exec(select(store.Rate)).all()
+            if r.rate is not None
+        }
+        a = assess(
+            year,
+            session.exec(select(store.Project)).all(),
+            session.exec(select(store.Signing)).all(),
+            session.exec(select(store.Milestone)).all(),
+            session.exec(select(store.FundsRecord)).all(),
+            rates,
+            rules,
+            quarter,
+        )
+    # Zero rows too: a subject with nothing credited is listed, with what it has held.
+    zero = (Decimal(0), Decimal(0), 0)
+    for code in [*assessed_subjects(directory), *a.held]:
+        totals.setdefault(code, zero)
     quarters = [quarter] if quarter else [1, 2, 3, 4]
-    targets = [QuarterTarget(q, _plan(year, q, rules), county.get(q, 0)) for q in quarters]
-    if quarter:
-        by_unit = {u: {quarter: qs[quarter]} for u, qs in by_unit.items() if qs.get(quarter)}
-    return Scoreboard(year, quarter, ranked(totals, directory), targets, by_unit, held)
+    targets = [QuarterTarget(q, _plan(year, q, rules), a.signings.get(q, 0)) for q in quarters]
+    return Scoreboard(
+        year, quarter, ranked(totals, directory), targets, a.signings_by_unit, held, a
+    )
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -252,8 +307,31 @@ def money(value: Decimal) -> str:
     return f"{value:,.2f}"
 
 
+def pct(value: Decimal | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _why(h: Held) -> str:
+    """Why a subject's funds are held: each reason with its record count, proofs named."""
+    parts = []
+    for key, n in sorted(h.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+        label = HOLD_LABELS.get(key, key).split(" / ")[0]
+        if key == "landing_proofs" and h.missing_proofs:
+            label += " (" + ", ".join(sorted(h.missing_proofs)) + ")"
+        parts.append(f"{n}× {label}")
+    return "; ".join(parts)
+
+
+def _rates_line(label: str, r: Rates) -> str:
+    return (
+        f"  {label:<10}{r.signed:>7}{pct(r.performance_rate):>9}{pct(r.landing_rate):>9}"
+        f"{pct(r.funds_rate):>9}{money(r.funds_rmb):>20}{money(r.contracted_rmb):>22}"
+    )
+
+
 def render_table(board: Scoreboard) -> str:
     period = f"Q{board.quarter}" if board.quarter else "all quarters"
+    a = board.assessment
     lines = [f"Scoreboard {board.year}, {period} / {board.year}年度招商引资考核计分"]
     if not board.subjects:
         lines.append("  nothing credited yet / 暂无计分")
@@ -263,26 +341,79 @@ def render_table(board: Scoreboard) -> str:
             group = s.group
             lines.append(f"\n  {GROUPS[group]}")
             lines.append(
-                f"  {'rank':>4}  {'subject':<9}{'points':>20}{'RMB counted':>20}{'projects':>10}  name"
+                f"  {'rank':>4}  {'subject':<9}{'points':>20}{'RMB counted':>20}{'projects':>10}"
+                f"{'held':>6}{'RMB held':>18}  name; why held"
             )
+        h = board.held_of(s.subject)
+        why = _why(h)
         lines.append(
             f"  {s.rank:>4}  {s.subject:<9}{money(s.points):>20}{money(s.amount_rmb):>20}"
-            f"{s.projects:>10}  {s.name}"
+            f"{s.projects:>10}{h.records:>6}{money(h.amount_rmb):>18}  {s.name}"
+            + (f"; {why}" if why else "")
         )
+    min_amount = a.signing_min_amount if a else Decimal(100_000_000)
     lines.append(
-        f"\nSigning targets: signed projects of at least {SIGNED_MIN_AMOUNT:,} yuan / 签约过亿元项目"
+        f"\nSigning targets: signed projects of at least {min_amount:,.0f} yuan / 签约过亿元项目"
     )
     lines.append(f"  {'quarter':<9}{'plan':>6}{'actual':>8}")
     for t in board.targets:
         plan = "-" if t.plan is None else str(t.plan)
         flag = "  behind / 未完成" if t.plan is not None and t.actual < t.plan else ""
         lines.append(f"  {'Q' + str(t.quarter):<9}{plan:>6}{t.actual:>8}{flag}")
-    if board.signed_by_unit:
+    if a is not None and a.signings_excluded:
+        why = ", ".join(
+            f"{n} {k.replace('_', ' ')}" for k, n in sorted(a.signings_excluded.items())
+        )
+        lines.append(f"  not counted / 不计入: {why}")
+    if board.signed_by_unit or (a and a.unit_targets):
         quarters = [t.quarter for t in board.targets]
-        lines.append("  by attracting unit / 按招商单位:")
-        lines.append("    " + f"{'unit':<10}" + "".join(f"{'Q' + str(q):>5}" for q in quarters))
-        for unit, qs in sorted(board.signed_by_unit.items()):
-            lines.append("    " + f"{unit:<10}" + "".join(f"{qs.get(q, 0):>5}" for q in quarters))
+        lines.append("  by attracting unit, plan vs actual / 按招商单位（目标/完成）:")
+        lines.append(
+            "    "
+            + f"{'unit':<10}"
+            + "".join(f"{'Q' + str(q):>5}" for q in quarters)
+            + f"{'actual':>8}{'plan':>6}"
+        )
+        for unit, actual in _unit_actuals(board).items():
+            qs = board.signed_by_unit.get(unit, {})
+            plan = a.unit_targets.get(unit) if a else None
+            lines.append(
+                "    "
+                + f"{unit:<10}"
+                + "".join(f"{qs.get(q, 0):>5}" for q in quarters)
+                + f"{actual:>8}{'-' if plan is None else plan:>6}"
+            )
+    if a is not None:
+        plan = "-" if a.new_start_target is None else str(a.new_start_target)
+        lines.append(
+            f"\nNew starts of projects of at least {a.new_start_min_amount:,.0f} yuan / "
+            f"新开工过亿元项目: actual {sum(a.new_starts.values())}, plan {plan}"
+            + (
+                " (" + ", ".join(f"Q{q} {n}" for q, n in sorted(a.new_starts.items())) + ")"
+                if a.new_starts
+                else ""
+            )
+        )
+        lines.append(
+            "\nRates of signed projects / 履约率、落地率、资金到位率 "
+            "(performance = started/signed, landing = registered or started/signed, "
+            "funds = funds in place/contracted):"
+        )
+        lines.append(
+            f"  {'':<10}{'signed':>7}{'履约率':>7}{'落地率':>7}{'到位率':>7}"
+            f"{'funds in place':>20}{'contracted':>22}"
+        )
+        lines.append(_rates_line("county", a.county_rates))
+        for unit, r in sorted(a.unit_rates.items()):
+            lines.append(_rates_line(unit, r))
+        unconverted = a.county_rates.funds_unconverted
+        if unconverted:
+            lines.append(f"  ({unconverted} funds records without a rate left out / 缺汇率未计入)")
+        if a.outside_year:
+            lines.append(
+                f"\nFlagged / 提示: {len(a.outside_year)} funds records dated outside every "
+                "assessment year (no scoring ruleset in force) / 到位日期不在考核年度内"
+            )
     if board.held:
         what = ", ".join(
             f"{n} waiting for {k.replace('_', ' ')}" for k, n in sorted(board.held.items())
@@ -304,6 +435,12 @@ CSV_COLUMNS = [
     "projects",
     "plan",
     "actual",
+    "held_records",
+    "held_rmb",
+    "held_reasons",
+    "performance_rate",
+    "landing_rate",
+    "funds_rate",
 ]
 
 
@@ -324,6 +461,9 @@ def render_csv(board: Scoreboard) -> str:
                 "points": s.points,
                 "amount_rmb": s.amount_rmb,
                 "projects": s.projects,
+                "held_records": board.held_of(s.subject).records,
+                "held_rmb": board.held_of(s.subject).amount_rmb.quantize(Decimal("0.01")),
+                "held_reasons": _why(board.held_of(s.subject)),
             }
         )
     for t in board.targets:
@@ -336,6 +476,21 @@ def render_csv(board: Scoreboard) -> str:
                 "actual": t.actual,
             }
         )
+    a = board.assessment
+    if a is not None:
+        for unit, r in [("county", a.county_rates), *sorted(a.unit_rates.items())]:
+            writer.writerow(
+                {
+                    "section": "rates",
+                    "year": board.year,
+                    "quarter": board.quarter or "",
+                    "subject": unit,
+                    "actual": r.signed,
+                    "performance_rate": r.performance_rate,
+                    "landing_rate": r.landing_rate,
+                    "funds_rate": r.funds_rate,
+                }
+            )
     return buf.getvalue()
 
 

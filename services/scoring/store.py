@@ -165,6 +165,17 @@ class Signing(SQLModel, table=True):
     stream_seq: int = Field(default=0, sa_column=_big(nullable=False, default=0))
 
 
+class Milestone(SQLModel, table=True):
+    """The first time a project reached a milestone other than `signed` (registered 注册,
+    started 开工, ...): what the rates (履约率、落地率) and new starts count."""
+
+    __tablename__ = "scoring_milestone"
+
+    project_id: str = Field(primary_key=True, max_length=100)
+    milestone: str = Field(primary_key=True, max_length=32)
+    on: dt.date
+
+
 class Outbox(OutboxRow, table=True):
     """Events to emit, written in the same transaction as the ledger rows they announce;
     `source` is the inbox key of the message that caused them."""
@@ -172,7 +183,7 @@ class Outbox(OutboxRow, table=True):
     __tablename__ = "scoring_outbox"
 
 
-TABLES = (Inbox, Project, FundsRecord, Rate, Entry, CreditLine, Signing, Outbox)
+TABLES = (Inbox, Project, FundsRecord, Rate, Entry, CreditLine, Signing, Milestone, Outbox)
 
 
 # Statements every message runs, built once. Inserts of new rows (inbox, funds record,

@@ -50,6 +50,7 @@ from .outbound import (
     NotifyOutcome,
     RatesPublished,
     Recognition,
+    Refused,
     Rejected,
     Reversed,
     Screened,

@@ -1,8 +1,19 @@
 """Inbound payloads: what a unit's system publishes on `intake.<unit>.<kind>` (SPEC §8).
 
 Strict: unknown keys are refused (a typo must not silently drop a field), money is
-Decimal, dates are ISO dates. Unit codes are checked against the directory by intake,
-since the directory is data, not contract.
+Decimal, dates are ISO dates, currencies are ISO 4217 codes (`RMB` → use CNY). Unit codes
+are checked against the directory by intake, since the directory is data, not contract.
+
+Dates and time (the contract's definitions):
+- **Receipt time (接收时间)**: when intake accepted the message, `received_at` on the
+  canonical envelope (UTC). It is the only clock the contract trusts.
+- **Filing date (报送/提交日期)** of a document, a funds record or any report: the receipt
+  time's date in Asia/Shanghai. A unit's own dates (`issued_on`, `arrived_on`, `on`) say when
+  something happened, never when it was filed: committee materials count for a meeting only
+  if their filing date is on or before its agenda deadline (review).
+- A funds record (`arrived_on`) or milestone (`on`) dated after its receipt time by more
+  than `FUTURE_TOLERANCE_DAYS` is refused: it has not happened yet. The receipt time comes
+  from the validation context (`{"received_at": datetime}`); without one, now.
 """
 
 from __future__ import annotations
@@ -11,9 +22,10 @@ import datetime as dt
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from .credit_code import credit_code_problem
+from .currency import currency_problem
 from .enums import (
     Decision,
     DocumentType,
@@ -28,6 +40,33 @@ from .enums import (
 
 EARLIEST = dt.date(1990, 1, 1)
 LATEST = dt.date(2100, 12, 31)
+# A day's grace for a date "today" in Asia/Shanghai that is still yesterday in UTC, and for
+# clocks a little off; anything later has not happened yet.
+FUTURE_TOLERANCE_DAYS = 1
+SHANGHAI = dt.timezone(dt.timedelta(hours=8))  # Asia/Shanghai has no daylight saving
+
+
+def received_day(info: ValidationInfo | None) -> dt.date:
+    """The filing date: the receipt time (validation context `received_at`, else now) in
+    Asia/Shanghai."""
+    context = (info.context if info is not None else None) or {}
+    at = context.get("received_at")
+    if isinstance(at, str):
+        at = dt.datetime.fromisoformat(at)
+    if not isinstance(at, dt.datetime):
+        at = dt.datetime.now(dt.UTC)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.UTC)
+    return at.astimezone(SHANGHAI).date()
+
+
+def _not_future(field: str, day: dt.date, info: ValidationInfo) -> None:
+    latest = received_day(info) + dt.timedelta(days=FUTURE_TOLERANCE_DAYS)
+    if day > latest:
+        raise ValueError(
+            f"{field}: {day} is in the future (received on {received_day(info)}; "
+            f"at most {FUTURE_TOLERANCE_DAYS} day ahead) / 日期晚于报送日期，尚未发生"
+        )
 
 
 def _plausible(day: dt.date) -> dt.date:
@@ -53,7 +92,16 @@ Code = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{1,31}$")]
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 ProjectId = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{1,31}-[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 Text = Annotated[str, Field(min_length=1, max_length=500)]
-CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+def _currency(code: str) -> str:
+    problem = currency_problem(code)
+    if problem:
+        raise ValueError(problem)
+    return code
+
+
+CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$"), AfterValidator(_currency)]
 CreditCode = Annotated[str, AfterValidator(_credit_code)]
 
 
@@ -67,7 +115,9 @@ class Investor(Strict):
     origin: Origin
     country: Annotated[str, Field(min_length=2, max_length=60)] | None = None
     fortune_global_500: bool = False
-    china_top_500: bool = False
+    china_top_500: bool = False  # shown on the board; scoring goes by china_rank
+    # 中国企业500强 rank (1 = first): the scoring ruleset's `china_top_n` says how high counts.
+    china_rank: Annotated[int, Field(ge=1, le=100_000)] | None = None
     little_giant: bool = False  # 国家级专精特新"小巨人"
     single_champion: bool = False  # 单项冠军
 
@@ -132,6 +182,9 @@ class Lead(Strict):
 
 
 class Document(Strict):
+    """A document filed for a project. Its filing date is intake's receipt date (see the
+    module docstring), not `issued_on`, which is the date on the document itself."""
+
     unit: Code | None = None
     project_id: ProjectId
     type: DocumentType
@@ -148,9 +201,10 @@ class Milestone(Strict):
     amount: PositiveMoney | None = None  # the signed amount, for `signed`
 
     @model_validator(mode="after")
-    def _signed_needs_amount(self) -> Milestone:
+    def _signed_needs_amount(self, info: ValidationInfo) -> Milestone:
         if self.milestone == MilestoneKind.signed and self.amount is None:
             raise ValueError("amount: required for a signed milestone / 签约须填金额")
+        _not_future("on", self.on, info)
         return self
 
 
@@ -170,6 +224,11 @@ class Funds(Strict):
     arrived_on: Day
     form: FundsForm
     voucher: Voucher
+
+    @model_validator(mode="after")
+    def _arrived(self, info: ValidationInfo) -> Funds:
+        _not_future("arrived_on", self.arrived_on, info)
+        return self
 
 
 class Visit(Strict):

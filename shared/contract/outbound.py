@@ -52,7 +52,10 @@ class Envelope(Event):
     project_id: str | None
     unit: str = Field(description="the reporting unit (from the subject)")
     idempotency_key: str
-    received_at: dt.datetime
+    received_at: dt.datetime = Field(
+        description="intake's receipt time (UTC): the filing time of what the event reports; "
+        "its date in Asia/Shanghai is the filing date (报送日期) review judges deadlines by"
+    )
 
 
 class LeadReported(Envelope):
@@ -118,11 +121,21 @@ class Screened(Event):
 
 
 class MaterialsStatus(Event):
+    """评审会材料. Materials count for a meeting only if their filing date (intake's receipt
+    date, see shared.contract.inbound) is on or before `deadline` (meeting − agenda_lead_days)."""
+
     project_id: str
     complete: bool
     missing_materials: list[str]
     deadline: dt.date | None
     explanation: Explanation
+    meeting_id: str | None = None
+    late: bool = Field(
+        default=False,
+        description="材料逾期: the deadline passed with materials missing; the project moves to "
+        "the next meeting (the Center lists it on that agenda) and no decision is taken on it "
+        "at this one",
+    )
 
 
 class Recognition(Event):
@@ -131,6 +144,14 @@ class Recognition(Event):
     recognition_blockers: list[str]
     missing_proofs: list[str]
     explanation: Explanation
+    terminated: bool = Field(default=False, description="terminated at screening (告知终止洽谈)")
+    committee_rejected: bool = Field(
+        default=False, description="rejected by the committee (未通过集体决策): the track ended"
+    )
+    sponsor_leader: str | None = Field(
+        default=None,
+        description="the sponsor leader (包保县级领导) of the approval review took, if any",
+    )
 
 
 class Decided(Event):
@@ -142,6 +163,17 @@ class Decided(Event):
     responsible_leader: str | None
     hq_commander: str | None
     hq_members: list[str]
+
+
+class Refused(Event):
+    """`review.refused`: a committee decision review did not take, with why; nothing changed."""
+
+    project_id: str
+    kind: str = Field(description="what was refused: `decision`")
+    meeting_id: str | None
+    unit: str = Field(description="the unit that sent it")
+    event_id: str
+    errors: list[FieldError]
 
 
 class Credited(Event):
@@ -156,6 +188,11 @@ class Credited(Event):
     deciding_rule: str | None
     credited_to: list[str]
     explanation: Explanation
+    combined: list[str] = Field(
+        default_factory=list,
+        description="the rules whose multipliers make up `multiplier` (the ruleset's "
+        "multiplier_combination: one under `highest`, a boost and a reduction otherwise)",
+    )
 
 
 class Held(Event):

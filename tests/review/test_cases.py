@@ -71,7 +71,9 @@ def test_funds_announce_nothing_new_until_a_published_version_decides_otherwise(
 ) -> None:
     # Every landing proof but the progress images: not recognised, blocked by landing_proofs.
     filed = [t for t in PROOFS if t != "progress_images"]
-    data = lead("TS01", documents=[{"type": t, "ref": t} for t in filed])
+    data = lead(
+        "TS01", planned_investment="50000000", documents=[{"type": t, "ref": t} for t in filed]
+    )
     pid = f"TS01-{data['lead_id']}"
     [first] = recognitions(review.send("lead", pid, data))
     assert first["recognized"] is False and first["missing_proofs"] == ["progress_images"]
@@ -91,7 +93,11 @@ def test_funds_announce_nothing_new_until_a_published_version_decides_otherwise(
 
 
 def test_a_document_still_changes_recognition_after_funds(review: Review) -> None:
-    data = lead("TS02", documents=[{"type": t, "ref": t} for t in PROOFS[:-1]])
+    data = lead(
+        "TS02",
+        planned_investment="50000000",
+        documents=[{"type": t, "ref": t} for t in PROOFS[:-1]],
+    )
     pid = f"TS02-{data['lead_id']}"
     review.send("lead", pid, data)
     assert review.funds(pid) == []
@@ -104,7 +110,9 @@ def test_a_document_still_changes_recognition_after_funds(review: Review) -> Non
 def test_a_stored_state_that_differs_is_announced_again(review: Review) -> None:
     """Whatever the process remembers, the case row decides what is new (a lost update, or
     another replica's write): a funds event announces recognition when they differ."""
-    data = lead("TS03", documents=[{"type": t, "ref": t} for t in PROOFS])
+    data = lead(
+        "TS03", planned_investment="50000000", documents=[{"type": t, "ref": t} for t in PROOFS]
+    )
     pid = f"TS03-{data['lead_id']}"
     [first] = recognitions(review.send("lead", pid, data))
     assert first["recognized"] is True

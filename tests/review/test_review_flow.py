@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from tests.helpers import idle, lead, publish, read_subject, uid
@@ -18,6 +20,25 @@ PROOFS_NEW_LAND = [
     "progress_images",
     "land_use_certificate",
 ]
+
+
+def approval(pid: str, meeting_id: str, unit: str, sponsor: str = "L03") -> dict:
+    """An approval naming everything the ruleset's `approval_requires` asks for."""
+    return {
+        "project_id": pid,
+        "meeting_id": meeting_id,
+        "decision": "approved",
+        "minutes_ref": f"MIN-{meeting_id}",
+        "responsible_leader": "L02",
+        "sponsor_leader": sponsor,
+        "hq": {"commander": sponsor, "members": [unit, "DEVZONE", "DRC"]},
+    }
+
+
+def ahead(days: int) -> str:
+    """A meeting day `days` from now: materials are filed at intake's receipt time (now), so
+    a meeting whose agenda deadline is past has them late (材料逾期)."""
+    return (dt.date.today() + dt.timedelta(days=days)).isoformat()
 
 
 async def events_for(js, subject: str, project_id: str) -> list[dict]:
@@ -61,7 +82,7 @@ async def test_major_project_materials_then_recognition(system) -> None:
     await publish(
         system.js,
         "intake.CENTER.meeting",
-        {"meeting_id": meeting_id, "on": "2022-04-20", "agenda": [pid]},
+        {"meeting_id": meeting_id, "on": ahead(40), "agenda": [pid]},
     )
     for doc in COMMITTEE:
         await publish(
@@ -69,12 +90,16 @@ async def test_major_project_materials_then_recognition(system) -> None:
         )
     await idle(system.js)
     history = await events_for(system.js, "review.materials", pid)
-    assert history[1]["deadline"] == "2022-04-17"  # meeting − agenda_lead_days (3)
+    # meeting − agenda_lead_days (3)
+    assert (
+        history[1]["deadline"] == (dt.date.fromisoformat(ahead(40)) - dt.timedelta(3)).isoformat()
+    )
     assert [len(m["missing_materials"]) for m in history] == [4, 4, 3, 2, 1, 0]
     assert history[-1]["complete"] is True
 
     recognitions = await events_for(system.js, "review.recognition", pid)
     assert recognitions[-1]["recognized"] is False
+    await publish(system.js, "intake.CENTER.decision", approval(pid, meeting_id, "TS02"))
     for doc in PROOFS_NEW_LAND:
         await publish(
             system.js, "intake.TS02.document", {"project_id": pid, "type": doc, "ref": f"{doc}-1"}
@@ -93,8 +118,13 @@ async def test_committee_decision_names_sponsor_and_hq(system) -> None:
     await publish(
         system.js,
         "intake.CENTER.meeting",
-        {"meeting_id": meeting_id, "on": "2022-05-10", "agenda": [pid]},
+        {"meeting_id": meeting_id, "on": ahead(30), "agenda": [pid]},
     )
+    for doc in COMMITTEE:
+        await publish(
+            system.js, "intake.TS03.document", {"project_id": pid, "type": doc, "ref": f"{doc}-1"}
+        )
+    members = ["TS03", "DEVZONE", "DRC", "NRB"]
     await publish(
         system.js,
         "intake.CENTER.decision",
@@ -103,11 +133,13 @@ async def test_committee_decision_names_sponsor_and_hq(system) -> None:
             "meeting_id": meeting_id,
             "decision": "approved",
             "minutes_ref": "MIN-7",
+            "responsible_leader": "L02",
             "sponsor_leader": "L03",
-            "hq": {"commander": "L03", "members": ["DRC", "NRB"]},
+            "hq": {"commander": "L03", "members": members},
         },
     )
     await idle(system.js)
     [decided] = await events_for(system.js, "review.decided", pid)
     assert decided["decision"] == "approved" and decided["sponsor_leader"] == "L03"
-    assert decided["hq_commander"] == "L03" and decided["hq_members"] == ["DRC", "NRB"]
+    assert decided["hq_commander"] == "L03" and decided["hq_members"] == members
+    assert decided["responsible_leader"] == "L02"

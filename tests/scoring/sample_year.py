@@ -40,6 +40,20 @@ def scoring_inputs(path: Path = SAMPLE) -> tuple[Input, ...]:
     create_tables(review_db, review_store.TABLES)
     rules = default_registry()
     out: list[Input] = []
+    # A replay of 2022: filing dates are the business dates, as in the demo (REVIEW_CLOCK).
+    clock, cases.CLOCK = cases.CLOCK, "business"
+    try:
+        _replay(path, directory, settings, intake_db, review_db, rules, out)
+    finally:
+        cases.CLOCK = clock
+    intake_db.dispose()
+    review_db.dispose()
+    return tuple(out)
+
+
+def _replay(path, directory, settings, intake_db, review_db, rules, out) -> None:  # type: ignore[no-untyped-def]
+    from services.review import cases
+
     with unit_of_work(intake_db) as intake, unit_of_work(review_db) as review:
         for line in path.read_text(encoding="utf-8").splitlines():
             msg = json.loads(line)
@@ -62,6 +76,3 @@ def scoring_inputs(path: Path = SAMPLE) -> tuple[Input, ...]:
                             event = INPUTS[emitted.subject].model_validate_json(emitted.body)
                             key = inbox_key(emitted.subject, event, {"Nats-Msg-Id": emitted.msg_id})  # type: ignore[arg-type]
                             out.append((emitted.subject, event, key))  # type: ignore[arg-type]
-    intake_db.dispose()
-    review_db.dispose()
-    return tuple(out)

@@ -36,7 +36,12 @@ async def test_review_recognition_releases_held_funds_and_the_sponsor_is_credite
     system: Any,
 ) -> None:
     js = system.js
-    data = lead("TS08", documents=[{"type": t, "ref": f"{t}-1"} for t in PROOFS])
+    # Standard track (below 100 million): recognised without a committee decision.
+    data = lead(
+        "TS08",
+        planned_investment="50000000",
+        documents=[{"type": t, "ref": f"{t}-1"} for t in PROOFS],
+    )
     pid = f"TS08-{data['lead_id']}"
     await publish(js, "intake.TS08.lead", data)
     funds = {
@@ -85,7 +90,9 @@ async def test_review_recognition_releases_held_funds_and_the_sponsor_is_credite
             "meeting_id": meeting,
             "decision": "approved",
             "minutes_ref": "纪要〔2022〕9号",
+            "responsible_leader": "L02",
             "sponsor_leader": "L05",
+            "hq": {"commander": "L05", "members": ["TS08", "DEVZONE"]},
         },
     )
     await idle(js)
