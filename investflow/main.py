@@ -21,8 +21,10 @@ def _print_ready(system) -> None:  # type: ignore[no-untyped-def]
     print(f"NATS: {system.nats_url}", flush=True)
     print(f"HTTP: {system.http_url}", flush=True)
     for name, url in system.http_urls.items():
-        if name != "intake":
+        if name not in ("intake", "board"):
             print(f"HTTP {name}: {url}", flush=True)
+    if "board" in system.http_urls:
+        print(f"BOARD: {system.http_urls['board']}/", flush=True)
 
 
 async def _up(args: argparse.Namespace) -> int:
@@ -33,7 +35,9 @@ async def _up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with running_system(Path(args.data), args.nats_port, args.http_port) as system:
+        async with running_system(
+            Path(args.data), args.nats_port, args.http_port, board_port=args.board_port
+        ) as system:
             _print_ready(system)
             await stop.wait()
             print("stopping …", flush=True)
@@ -45,7 +49,12 @@ async def _up(args: argparse.Namespace) -> int:
 
 # The sample year is 2022: notify judges deadlines by the latest event's date, not today's,
 # and records what it would send instead of mailing the placeholder addresses.
-DEMO_ENV = {"NOTIFY_CLOCK": "business", "NOTIFY_DRY_RUN": "1", "NOTIFY_TICK_S": "2"}
+DEMO_ENV = {
+    "NOTIFY_CLOCK": "business",
+    "NOTIFY_DRY_RUN": "1",
+    "NOTIFY_TICK_S": "2",
+    "BOARD_CLOCK": "business",  # the board's lights count days on the same business clock
+}
 
 
 async def _print_service_summaries(data: Path, settle_s: float = 30.0) -> None:
@@ -65,6 +74,21 @@ async def _print_service_summaries(data: Path, settle_s: float = 30.0) -> None:
         await asyncio.sleep(1)
         counts = counts_by_cause(notify_db)
     print("\n" + render_counts(counts), flush=True)
+
+
+async def _keep_running(system) -> None:  # type: ignore[no-untyped-def]
+    """`demo --keep`: leave the system up for a look at the board, until Ctrl-C."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(
+        f"\nThe system stays up (--keep). BOARD: {system.http_urls.get('board', '')}/\n"
+        "Ctrl-C stops it / 按 Ctrl-C 停止.",
+        flush=True,
+    )
+    await stop.wait()
+    print("stopping …", flush=True)
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -99,6 +123,8 @@ async def _demo(args: argparse.Namespace) -> int:
                     flush=True,
                 )
                 await _print_service_summaries(data)
+                if args.keep:
+                    await _keep_running(system)
         except StartupError as exc:
             print(f"investflow demo: {exc}", file=sys.stderr)
             return 1
@@ -166,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--nats-port", type=int, default=4222)
     up.add_argument("--http-port", type=int, default=8080)
+    up.add_argument("--board-port", type=int, default=8090, help="the board's pages (挂图作战)")
     up.set_defaults(func=lambda a: asyncio.run(_up(a)))
 
     demo = sub.add_parser(
@@ -175,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", default=None, help="keep the data here instead of a temporary dir")
     demo.add_argument(
         "--timeout", type=float, default=600.0, help="seconds to wait for the services to drain"
+    )
+    demo.add_argument(
+        "--keep", action="store_true", help="leave the system up after the summary (Ctrl-C stops)"
     )
     demo.set_defaults(func=lambda a: asyncio.run(_demo(a)))
 

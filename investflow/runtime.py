@@ -68,8 +68,12 @@ async def running_system(
     extra_env: dict[str, str] | None = None,
     ready_timeout: float = 60.0,
     replicas: dict[str, int] | None = None,
+    board_port: int | None = None,
 ) -> AsyncIterator[System]:
-    for port, flag in ((nats_port, "--nats-port"), (http_port, "--http-port")):
+    fixed = [(nats_port, "--nats-port"), (http_port, "--http-port")]
+    if board_port:
+        fixed.append((board_port, "--board-port"))
+    for port, flag in fixed:
         if port_taken(port):
             raise StartupError(f"port {port} is already in use; pick another with {flag}")
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -89,9 +93,8 @@ async def running_system(
         # intake's first replica gets the operator's --http-port; every other HTTP process a
         # free port of its own, handed over in its own <SERVICE>_HTTP_PORT.
         services = with_replicas(services, replicas or {})
-        ports = {
-            s.key: (http_port if s.key == "intake" else free_port()) for s in services if s.http
-        }
+        wanted = {"intake": http_port, "board": board_port}
+        ports = {s.key: (wanted.get(s.key) or free_port()) for s in services if s.http}
         env = (
             dict(os.environ)
             | {"NATS_URL": server.url, "INVESTFLOW_DATA_DIR": str(data_dir)}

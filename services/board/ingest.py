@@ -1,0 +1,226 @@
+"""Storing consumed events into the board's tables, in one transaction per run of messages.
+
+An event already stored (same stream and sequence: a redelivery) changes nothing. Events
+the board cannot use (no project, an unknown kind) are kept in the timeline table only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from . import readmodel as rm
+from .store import (
+    BoardEvent,
+    BoardFunds,
+    BoardMeeting,
+    BoardNotification,
+    BoardPoints,
+    BoardProject,
+    BoardRuleset,
+    BoardState,
+)
+
+
+class BadEvent(ValueError):
+    """Not JSON, or not an object: dead-lettered with this reason."""
+
+
+@dataclass(frozen=True)
+class Item:
+    stream: str
+    seq: int
+    subject: str
+    event: dict[str, Any]
+    raw: str
+
+
+def parse(stream: str, seq: int, subject: str, data: bytes) -> Item:
+    try:
+        raw = data.decode("utf-8")
+        event = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadEvent(f"$: not JSON ({exc}) / 不是合法的JSON") from exc
+    if not isinstance(event, dict):
+        raise BadEvent("$: expected a JSON object / 须为JSON对象")
+    return Item(stream, seq, subject, event, raw)
+
+
+def _project(session: Session, project_id: str) -> BoardProject:
+    p = session.get(BoardProject, project_id)
+    if p is None:
+        p = BoardProject(project_id=project_id)
+        session.add(p)
+    return p
+
+
+def _funds(session: Session, project_id: str, funds_id: str) -> BoardFunds:
+    f = session.get(BoardFunds, (project_id, funds_id))
+    if f is None:
+        f = BoardFunds(project_id=project_id, funds_id=funds_id)
+        session.add(f)
+    return f
+
+
+def _set_state(session: Session, key: str, value: str) -> None:
+    row = session.get(BoardState, key)
+    if row is None:
+        session.add(BoardState(key=key, value=value))
+    else:
+        row.value = value
+        session.add(row)
+
+
+def ingest(session: Session, items: list[Item]) -> int:
+    """Store `items` in order; returns how many were new."""
+    if not items:
+        return 0
+    seen = {
+        (s, q)
+        for s, q in session.exec(
+            select(BoardEvent.stream, BoardEvent.seq).where(
+                col(BoardEvent.seq).in_([i.seq for i in items])
+            )
+        ).all()
+    }
+    clock = rm.parse_day((session.get(BoardState, "clock") or BoardState(key="")).value)
+    new = 0
+    for item in items:
+        if (item.stream, item.seq) in seen:
+            continue
+        seen.add((item.stream, item.seq))
+        new += 1
+        day = rm.business_day(item.subject, item.event)
+        if day is not None and (clock is None or day > clock):
+            clock = day
+        project_id = item.event.get("project_id")
+        session.add(
+            BoardEvent(
+                stream=item.stream,
+                seq=item.seq,
+                subject=item.subject,
+                project_id=project_id if isinstance(project_id, str) else None,
+                day=day,
+                body=item.raw,
+            )
+        )
+        _apply(session, item, clock)
+    if new:
+        if clock is not None:
+            _set_state(session, "clock", clock.isoformat())
+        version = int((session.get(BoardState, "version") or BoardState(key="", value="0")).value)
+        _set_state(session, "version", str(version + 1))
+    return new
+
+
+def _apply(session: Session, item: Item, clock: dt.date | None) -> None:
+    subject, event = item.subject, item.event
+    family = subject.split(".", 1)[0]
+    pid = event.get("project_id")
+    if subject == "project.meeting":
+        data = event.get("data") or {}
+        meeting = session.get(BoardMeeting, str(data.get("meeting_id")))
+        on = rm.parse_day(data.get("on"))
+        if on is not None:
+            if meeting is None:
+                meeting = BoardMeeting(meeting_id=str(data.get("meeting_id")), on=on)
+            meeting.on = on
+            meeting.agenda = json.dumps(data.get("agenda") or [])
+            session.add(meeting)
+            # A decision seen before its meeting: its date arrives now.
+            for p in session.exec(
+                select(BoardProject).where(
+                    col(BoardProject.meeting_id) == meeting.meeting_id,
+                    col(BoardProject.decided_on).is_(None),
+                )
+            ).all():
+                p.decided_on = on
+                rm.derive(p)
+                session.add(p)
+        return
+    if family == "notify":
+        session.add(
+            BoardNotification(
+                project_id=pid if isinstance(pid, str) else None,
+                ok=subject == "notify.sent",
+                cause=str(event.get("cause", "")),
+                recipient=str(event.get("recipient", "")),
+                channel=str(event.get("channel", "")),
+                attempts=int(event.get("attempts") or 0),
+                error=event.get("error"),
+                day=clock,
+            )
+        )
+        return
+    if not isinstance(pid, str) or not pid:
+        return  # rates and other county-wide facts: timeline table only
+    if family == "project":
+        meeting_day = None
+        if subject == "project.decision":
+            meeting = session.get(BoardMeeting, str((event.get("data") or {}).get("meeting_id")))
+            meeting_day = meeting.on if meeting else clock
+        p = _project(session, pid)
+        rm.apply_project_event(p, subject, event, meeting_day)
+        session.add(p)
+        if subject == "project.funds":
+            data = event.get("data") or {}
+            f = _funds(session, pid, str(data.get("funds_id")))
+            rm.apply_funds_arrived(f, event, p.attracting_unit)
+            session.add(f)
+            for row in session.exec(
+                select(BoardPoints).where(
+                    col(BoardPoints.project_id) == pid, col(BoardPoints.funds_id) == f.funds_id
+                )
+            ).all():
+                row.arrived_on = f.arrived_on
+                session.add(row)
+    elif family == "review":
+        p = _project(session, pid)
+        rm.apply_review_event(p, subject, event)
+        session.add(p)
+    elif family == "score":
+        f = _funds(session, pid, str(event.get("funds_id")))
+        if subject == "score.reversed" or subject == "score.credited":
+            for row in session.exec(
+                select(BoardPoints).where(
+                    col(BoardPoints.project_id) == pid,
+                    col(BoardPoints.funds_id) == f.funds_id,
+                    col(BoardPoints.active).is_(True),
+                )
+            ).all():
+                # A reversal takes the credit back; a new credit replaces the old one.
+                row.active = False
+                session.add(row)
+        rm.apply_score_event(f, subject, event)
+        session.add(f)
+        if subject == "score.credited":
+            fen = rm.to_fen(event.get("points"))
+            for code in event.get("credited_to") or []:
+                session.add(
+                    BoardPoints(
+                        project_id=pid,
+                        funds_id=f.funds_id,
+                        subject=str(code),
+                        points_fen=fen,
+                        year=int(event.get("year") or 0),
+                        quarter=int(event.get("quarter") or 0),
+                        arrived_on=f.arrived_on,
+                    )
+                )
+
+
+def record_ruleset(session: Session, service: str, status: dict[str, Any]) -> None:
+    session.add(
+        BoardRuleset(
+            service=service,
+            key=str(status.get("key", "")),
+            revision=int(status.get("revision") or 0),
+            loaded=bool(status.get("loaded")),
+            error=status.get("error"),
+            received_at=dt.datetime.now(dt.UTC),
+        )
+    )
