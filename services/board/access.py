@@ -1,6 +1,6 @@
 """Who may see what on the board (看板访问): signed bearer tokens, checked without a lookup.
 
-A board token reads `ifb_<payload>_<signature>`: the payload is base64url JSON
+A board token reads `ifb.<payload>.<signature>`: the payload is base64url JSON
 `{"r": role, "c": code, "i": token id, "x": expiry date}` and the signature its
 HMAC-SHA256 under `BOARD_TOKEN_SECRET` (or the file in `BOARD_TOKEN_SECRET_FILE`), a secret
 the operator shares with whoever issues tokens (`investflow board token`). So the board
@@ -100,7 +100,7 @@ def issue(
     token_id = token_id or secrets.token_hex(4)
     body = {"r": role, "c": code, "i": token_id, "x": expires.isoformat()}
     payload = _b64(json.dumps(body, separators=(",", ":")).encode())
-    return token_id, f"{PREFIX}_{payload}_{_sign(secret, payload)}"
+    return token_id, f"{PREFIX}.{payload}.{_sign(secret, payload)}"
 
 
 class Verifier:
@@ -137,9 +137,9 @@ class Verifier:
             raise TokenError(
                 f"the board has no {SECRET_ENV}; it cannot check tokens / 未配置令牌密钥"
             )
-        parts = token.strip().split("_")
+        parts = token.strip().split(".")
         if len(parts) != 3 or parts[0] != PREFIX:
-            raise TokenError("not a board token (ifb_…) / 不是看板令牌")
+            raise TokenError("not a board token (ifb.…) / 不是看板令牌")
         _, payload, signature = parts
         if not hmac.compare_digest(_sign(self.secret, payload), signature):
             raise TokenError("token signature does not match / 令牌签名无效")
