@@ -310,7 +310,7 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class Reason:
-    code: str  # visit | signed_not_started | waiting_for_land | lacking_funds | materials
+    code: str  # visit | signed_not_started | waiting_for_land | lacking_funds | materials[_late]
     light: str  # red | yellow
     days: int
     threshold: int
@@ -337,6 +337,10 @@ REASON_WORDS = {
     "lacking_funds": {
         "zh": "缺资金{days}天（阈值{threshold}天）",
         "en": "lacking funds for {days} days (threshold {threshold})",
+    },
+    "materials_late": {
+        "zh": "评审会材料未齐，已过议题截止{days}天",
+        "en": "committee materials missing, {days} days past the agenda deadline",
     },
     "materials": {
         "zh": "评审会材料未齐，距议题截止{days}天（提前{threshold}天提醒）",
@@ -381,7 +385,7 @@ def light(p: BoardProject, clock: dt.date, t: Thresholds) -> tuple[str | None, l
     if p.materials_complete is False and p.materials_deadline is not None:
         left = (p.materials_deadline - clock).days
         if left < 0:
-            reasons.append(Reason("materials", "red", left, t.materials_within, None))
+            reasons.append(Reason("materials_late", "red", -left, t.materials_within, None))
         elif left <= t.materials_within:
             reasons.append(Reason("materials", "yellow", left, t.materials_within, None))
     if any(r.light == "red" for r in reasons):

@@ -132,6 +132,7 @@ def _render(request: Request, template: str, status: int = 200, **values: Any) -
         path=request.url.path,
         query_with=query_with,
         money=queries.money_str,
+        dumps=queries.dumps,
         **values,
     )
     response = HTMLResponse(html, status_code=status)
@@ -451,6 +452,8 @@ def register(http: FastAPI) -> None:
         sheet.title = "红黑榜" if _lang(request) == "zh" else "Ranking"
         for i, row in enumerate(_table(request, data)):
             sheet.append([Decimal(v) if i and j == 3 else v for j, v in enumerate(row)])
+            if i:
+                sheet.cell(row=i + 1, column=4).number_format = "0.00"
         sheet.append([])
         sheet.append([WORDS["clock"][_lang(request)], data["clock"]])
         buf = io.BytesIO()
