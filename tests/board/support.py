@@ -29,9 +29,9 @@ def get(base: str, path: str, token: str | None) -> tuple[int, bytes, dict[str, 
     req = urllib.request.Request(base + path, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=20) as resp:
-            return resp.status, resp.read(), dict(resp.headers)
+            return resp.status, resp.read(), {k.lower(): v for k, v in resp.headers.items()}
     except urllib.error.HTTPError as err:
-        return err.code, err.read(), dict(err.headers)
+        return err.code, err.read(), {k.lower(): v for k, v in err.headers.items()}
 
 
 async def get_json(base: str, path: str, token: str | None) -> tuple[int, Any]:
