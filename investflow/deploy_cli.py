@@ -77,6 +77,12 @@ SERVICE_ACCESS: dict[str, ServiceAccess] = {
         publishes=("notify.*",),
         why="PROJECT + REVIEW + SCORE → NOTIFY",
     ),
+    "board": ServiceAccess(
+        consumes=("PROJECT", "REVIEW", "SCORE", "NOTIFY"),
+        publishes=(),
+        why="PROJECT + REVIEW + SCORE + NOTIFY → the board's pages (挂图作战); reads rules.loaded.*",
+        follows_rules=True,
+    ),
 }
 
 
