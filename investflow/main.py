@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import dlq_cli
 
     dlq_cli.register(sub)
+    from services.board import cli as board_cli
+
+    board_cli.register(sub)
     return parser
 
 

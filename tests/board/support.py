@@ -48,4 +48,6 @@ async def eventually(check: Any, timeout: float = 30.0, describe: Any = None) ->
         if last:
             return last
         await asyncio.sleep(0.2)
-    raise AssertionError(f"not reached within {timeout}s; last: {describe() if describe else last!r}")
+    raise AssertionError(
+        f"not reached within {timeout}s; last: {describe() if describe else last!r}"
+    )

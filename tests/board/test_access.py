@@ -74,9 +74,23 @@ async def test_nothing_but_health_answers_without_a_token(board_system) -> None:
     base = board_system.board_url
     status, _, _ = get(base, "/health", None)
     assert status == 200
-    for path in ("/", "/projects", "/red", "/ranking", "/ranking.xlsx", "/weekly", "/ops",
-                 "/api/overview", "/api/projects", "/api/version", "/metrics", "/static/board.css",
-                 "/projects/TS01-x", "/docs", "/openapi.json"):
+    for path in (
+        "/",
+        "/projects",
+        "/red",
+        "/ranking",
+        "/ranking.xlsx",
+        "/weekly",
+        "/ops",
+        "/api/overview",
+        "/api/projects",
+        "/api/version",
+        "/metrics",
+        "/static/board.css",
+        "/projects/TS01-x",
+        "/docs",
+        "/openapi.json",
+    ):
         status, body, headers = get(base, path, None)
         assert status == 401, path
         if path.startswith("/api/"):
@@ -110,8 +124,24 @@ async def test_a_revoked_token_stops_working(board_system) -> None:
     await idle(js)
     token_id, tok = access.issue(KEY, "unit", "TS08", dt.date.today() + dt.timedelta(days=5))
     status, body = await get_json(base, "/api/projects", tok)
-    assert status == 200 and body["rows"] and all(r["attracting_unit"] == "TS08" for r in body["rows"])
+    assert (
+        status == 200 and body["rows"] and all(r["attracting_unit"] == "TS08" for r in body["rows"])
+    )
     board_system.revoked_file.write_text(token_id + "\n")
     status, body = await get_json(base, "/api/projects", tok)
     assert status == 401 and "吊销" in body["errors"][0]["problem"]
     board_system.revoked_file.write_text("")
+
+
+def test_the_cli_issues_a_token_the_board_accepts(capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from investflow.main import main
+
+    monkeypatch.setenv("BOARD_TOKEN_SECRET", SECRET)
+    assert main(["board", "token", "unit", "TS02", "--days", "3"]) == 0
+    tok = capsys.readouterr().out.strip().splitlines()[-1]
+    viewer = access.Verifier(KEY).verify(tok)
+    assert (viewer.role, viewer.code) == ("unit", "TS02")
+    assert main(["board", "token", "unit", "NOPE"]) == 1
+    assert "NOPE" in capsys.readouterr().err
+    monkeypatch.delenv("BOARD_TOKEN_SECRET")
+    assert main(["board", "token", "center"]) == 1

@@ -11,8 +11,8 @@ import io
 import os
 import shutil
 import time
-from decimal import Decimal
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -58,7 +58,9 @@ async def browser() -> AsyncIterator:
 
 
 async def _login(browser, base: str, secret: str):  # type: ignore[no-untyped-def]
-    context = await browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context = await browser.new_context(
+        viewport={"width": 1280, "height": 900}, accept_downloads=True
+    )
     page = await context.new_page()
     await page.goto(base + "/")
     assert await page.locator("input[name=token]").count() == 1  # no token: the login form
@@ -76,9 +78,33 @@ async def test_the_board_in_a_browser(board_system, browser) -> None:
     for kind in ("basic_info_form", "feasibility_report", "aerial_view", "investment_contract"):
         await report(js, "TS01", "document", {"project_id": p1, "type": kind, "ref": f"{kind}.pdf"})
     meeting = f"M{uid()}"
-    await report(js, "CENTER", "meeting", {"meeting_id": meeting, "on": "2022-09-01", "agenda": [p1, q1]})
-    await report(js, "CENTER", "decision", {"meeting_id": meeting, "minutes_ref": "纪要〔2022〕9号", "project_id": p1, "decision": "approved", "sponsor_leader": "L02"})
-    await report(js, "CENTER", "decision", {"meeting_id": meeting, "minutes_ref": "纪要〔2022〕9号", "project_id": q1, "decision": "approved", "sponsor_leader": "L01"})
+    await report(
+        js, "CENTER", "meeting", {"meeting_id": meeting, "on": "2022-09-01", "agenda": [p1, q1]}
+    )
+    await report(
+        js,
+        "CENTER",
+        "decision",
+        {
+            "meeting_id": meeting,
+            "minutes_ref": "纪要〔2022〕9号",
+            "project_id": p1,
+            "decision": "approved",
+            "sponsor_leader": "L02",
+        },
+    )
+    await report(
+        js,
+        "CENTER",
+        "decision",
+        {
+            "meeting_id": meeting,
+            "minutes_ref": "纪要〔2022〕9号",
+            "project_id": q1,
+            "decision": "approved",
+            "sponsor_leader": "L01",
+        },
+    )
     await idle(js)
 
     context, page = await _login(browser, base, CENTER)
@@ -112,7 +138,7 @@ async def test_the_board_in_a_browser(board_system, browser) -> None:
     await page.screenshot(path=str(ARTIFACTS / "project.png"), full_page=True)
 
     # The business clock moves on with other projects' reports; no visit to p1: yellow, red.
-    status, api = await get_json(base, f"/api/projects/{p1}", CENTER)
+    _, api = await get_json(base, f"/api/projects/{p1}", CENTER)
     clock = api["clock"]
     assert clock <= "2022-09-05", clock
     assert await page.locator("#light").get_attribute("data-light") == "green"
@@ -138,7 +164,7 @@ async def test_the_board_in_a_browser(board_system, browser) -> None:
     sheet = load_workbook(io.BytesIO(path.read_bytes())).active
     rows = [r for r in sheet.iter_rows(values_only=True)]
     assert rows[0][:4] == ("名次", "考核对象", "名称", "得分")
-    status, ranking = await get_json(base, "/api/ranking", CENTER)
+    _status, ranking = await get_json(base, "/api/ranking", CENTER)
     exported = {r[1]: (r[0], Decimal(str(r[3]))) for r in rows[1 : 1 + len(ranking["rows"])]}
     assert exported == {r["subject"]: (r["rank"], Decimal(r["points"])) for r in ranking["rows"]}
     await page.screenshot(path=str(ARTIFACTS / "ranking.png"), full_page=True)

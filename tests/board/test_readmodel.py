@@ -29,17 +29,73 @@ async def test_stages_signings_funds_and_scope(board_system) -> None:
     d = await new_lead(js, "TS04", reported_on="2022-03-02")
     e = await new_lead(js, "TS04", reported_on="2022-03-04")
     meeting = f"M{uid()}"
-    await report(js, "CENTER", "meeting", {"meeting_id": meeting, "on": "2022-03-10", "agenda": [a, d, e]})
+    await report(
+        js, "CENTER", "meeting", {"meeting_id": meeting, "on": "2022-03-10", "agenda": [a, d, e]}
+    )
     decision = {"meeting_id": meeting, "minutes_ref": "纪要〔2022〕1号"}
-    await report(js, "CENTER", "decision", decision | {"project_id": a, "decision": "approved", "sponsor_leader": "L05", "hq": {"commander": "L05", "members": ["TS03", "DRC"]}})
+    await report(
+        js,
+        "CENTER",
+        "decision",
+        decision
+        | {
+            "project_id": a,
+            "decision": "approved",
+            "sponsor_leader": "L05",
+            "hq": {"commander": "L05", "members": ["TS03", "DRC"]},
+        },
+    )
     await report(js, "CENTER", "decision", decision | {"project_id": d, "decision": "rejected"})
-    await report(js, "CENTER", "decision", decision | {"project_id": e, "decision": "approved", "sponsor_leader": "L04"})
+    await report(
+        js,
+        "CENTER",
+        "decision",
+        decision | {"project_id": e, "decision": "approved", "sponsor_leader": "L04"},
+    )
     await report(js, "TS03", "visit", {"project_id": a, "leader": "L05", "on": "2022-03-12"})
-    await report(js, "TS03", "milestone", {"project_id": a, "milestone": "signed", "on": "2022-03-20", "amount": "200000000"})
-    await report(js, "TS03", "milestone", {"project_id": a, "milestone": "started", "on": "2022-04-01"})
-    await report(js, "TS03", "funds", {"project_id": a, "funds_id": "F1", "amount": "30000000", "currency": "CNY", "arrived_on": "2022-04-10", "form": "cash", "voucher": {"kind": "bank_receipt", "ref": "BR-1"}})
-    await report(js, "TS03", "funds", {"project_id": a, "funds_id": "F2", "amount": "1250000.50", "currency": "CNY", "arrived_on": "2022-05-03", "form": "cash", "voucher": {"kind": "bank_receipt", "ref": "BR-2"}})
-    await report(js, "TS04", "milestone", {"project_id": e, "milestone": "signed", "on": "2022-03-15", "amount": "120000000"})
+    await report(
+        js,
+        "TS03",
+        "milestone",
+        {"project_id": a, "milestone": "signed", "on": "2022-03-20", "amount": "200000000"},
+    )
+    await report(
+        js, "TS03", "milestone", {"project_id": a, "milestone": "started", "on": "2022-04-01"}
+    )
+    await report(
+        js,
+        "TS03",
+        "funds",
+        {
+            "project_id": a,
+            "funds_id": "F1",
+            "amount": "30000000",
+            "currency": "CNY",
+            "arrived_on": "2022-04-10",
+            "form": "cash",
+            "voucher": {"kind": "bank_receipt", "ref": "BR-1"},
+        },
+    )
+    await report(
+        js,
+        "TS03",
+        "funds",
+        {
+            "project_id": a,
+            "funds_id": "F2",
+            "amount": "1250000.50",
+            "currency": "CNY",
+            "arrived_on": "2022-05-03",
+            "form": "cash",
+            "voucher": {"kind": "bank_receipt", "ref": "BR-2"},
+        },
+    )
+    await report(
+        js,
+        "TS04",
+        "milestone",
+        {"project_id": e, "milestone": "signed", "on": "2022-03-15", "amount": "120000000"},
+    )
     await idle(js)
 
     seen: list = []
@@ -47,16 +103,28 @@ async def test_stages_signings_funds_and_scope(board_system) -> None:
     async def ts03_overview():
         status, body = await get_json(base, "/api/overview", TS03)
         seen[:] = [status, body]
-        return body if status == 200 and body["projects"] == 3 and body["by_stage"]["funds"] == 1 else None
+        return (
+            body
+            if status == 200 and body["projects"] == 3 and body["by_stage"]["funds"] == 1
+            else None
+        )
 
     ov = await eventually(ts03_overview, describe=lambda: seen)
     # TS03 reported a (signed, started, funded), b (outside the catalogue) and c (small).
     assert ov["by_stage"] == {
-        "reported": 1, "review": 0, "approved": 0, "signed": 0, "started": 0,
-        "funds": 1, "completed": 0, "terminated": 1,
+        "reported": 1,
+        "review": 0,
+        "approved": 0,
+        "signed": 0,
+        "started": 0,
+        "funds": 1,
+        "completed": 0,
+        "terminated": 1,
     }
     assert [s["actual"] for s in ov["signings"]] == [1, 0, 0, 0]  # a: 200M on 2022-03-20
-    assert ov["funds_by_unit_month"] == {"TS03": {"2022-04": "30000000.00", "2022-05": "1250000.50"}}
+    assert ov["funds_by_unit_month"] == {
+        "TS03": {"2022-04": "30000000.00", "2022-05": "1250000.50"}
+    }
 
     status, ov4 = await get_json(base, "/api/overview", TS04)
     assert status == 200
@@ -81,7 +149,13 @@ async def test_stages_signings_funds_and_scope(board_system) -> None:
     status, page = await get_json(base, f"/api/projects/{a}", CENTER)
     assert status == 200
     subjects = [item["subject"] for item in page["timeline"]]
-    for s in ("project.lead", "project.decision", "project.visit", "project.funds", "review.screened"):
+    for s in (
+        "project.lead",
+        "project.decision",
+        "project.visit",
+        "project.funds",
+        "review.screened",
+    ):
         assert s in subjects, (s, subjects)
     screened = next(i for i in page["timeline"] if i["subject"] == "review.screened")
     assert screened["explanation"]["ruleset_id"] == "review"
@@ -107,7 +181,9 @@ async def test_ranking_points_are_the_credits_published(board_system) -> None:
     js, base = board_system.js, board_system.board_url
     await idle(js)
     credited = await read_subject(js, "SCORE", "score.credited")
-    reversed_ = {(r["project_id"], r["funds_id"]) for r in await read_subject(js, "SCORE", "score.reversed")}
+    reversed_ = {
+        (r["project_id"], r["funds_id"]) for r in await read_subject(js, "SCORE", "score.reversed")
+    }
     expected: dict[str, Decimal] = {}
     for c in credited:
         if (c["project_id"], c["funds_id"]) in reversed_ or c["year"] != 2022:
@@ -123,4 +199,6 @@ async def test_ranking_points_are_the_credits_published(board_system) -> None:
     assert ranks == sorted(ranks) and ranks[0] == 1
     status, own = await get_json(base, "/api/ranking", TS03)
     assert [r["subject"] for r in own["rows"]] == ["TS03"]  # its own rank only
-    assert own["rows"][0]["rank"] == next(r["rank"] for r in board["rows"] if r["subject"] == "TS03")
+    assert own["rows"][0]["rank"] == next(
+        r["rank"] for r in board["rows"] if r["subject"] == "TS03"
+    )

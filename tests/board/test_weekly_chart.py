@@ -21,7 +21,9 @@ REPORT = {
 }
 
 
-@pytest.mark.skipif(_cjk_font() is None, reason="no CJK font installed (apt-get install fonts-noto-cjk)")
+@pytest.mark.skipif(
+    _cjk_font() is None, reason="no CJK font installed (apt-get install fonts-noto-cjk)"
+)
 def test_chinese_labels_are_drawn_with_the_cjk_font() -> None:
     renderer = Renderer(load_directory(Settings.from_env().units_file))
     with warnings.catch_warnings(record=True) as caught:
