@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,12 +99,145 @@ def fill(engine: Any, lines: Iterator[dict[str, Any]], batch: int = 2000) -> tup
     return count, projects
 
 
+def _blank(model: Any, **values: Any) -> SimpleNamespace:
+    """A plain stand-in for a table row: the read model's folds duck-type, and a plain
+    attribute costs a microsecond where SQLModel's instrumented one costs twenty."""
+    fields = {k: f.default for k, f in model.model_fields.items()}
+    return SimpleNamespace(**(fields | values))
+
+
+def fill_fast(engine: Any, lines: Iterator[dict[str, Any]]) -> tuple[int, int]:
+    """The same folds as `ingest` (services.board.readmodel), in memory, then bulk inserts.
+
+    For a province-size year, where one transaction per run through the ORM would take the
+    better part of an hour on this machine. Each CNY funds record is also credited (points
+    = yuan / 10,000, to its attracting unit), so the ranking has rows to rank.
+    """
+    from sqlalchemy import insert
+
+    from services.board import readmodel as rm
+    from services.board.store import (
+        BoardEvent,
+        BoardFunds,
+        BoardMeeting,
+        BoardPoints,
+        BoardProject,
+        BoardState,
+    )
+
+    projects: dict[str, SimpleNamespace] = {}
+    funds: dict[tuple[str, str], SimpleNamespace] = {}
+    meetings: dict[str, dt.date] = {}
+    points: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    seq = {"PROJECT": 0, "REVIEW": 0, "SCORE": 0}
+    clock: dt.date | None = None
+    leads = 0
+
+    def flush_events() -> None:
+        with engine.begin() as conn:
+            conn.execute(insert(BoardEvent.__table__), events)  # type: ignore[attr-defined]
+        events.clear()
+
+    def add_event(subject: str, event: dict[str, Any], day: dt.date | None) -> None:
+        stream = subject.split(".")[0].upper()
+        seq[stream] += 1
+        events.append(
+            {
+                "stream": stream,
+                "seq": seq[stream],
+                "subject": subject,
+                "project_id": event.get("project_id"),
+                "day": day,
+                "body": json.dumps(event, ensure_ascii=False),
+            }
+        )
+        if len(events) >= 20000:
+            flush_events()
+
+    for subject, event in canonical(lines):
+        day = rm.business_day(subject, event)
+        if day is not None and (clock is None or day > clock):
+            clock = day
+        add_event(subject, event, day)
+        pid = event.get("project_id")
+        data = event.get("data") or {}
+        if subject == "project.meeting":
+            meetings[str(data["meeting_id"])] = rm.parse_day(data["on"])  # type: ignore[assignment]
+            continue
+        if not pid:
+            continue
+        p = projects.get(pid) or projects.setdefault(pid, _blank(BoardProject, project_id=pid))
+        if subject.startswith("project."):
+            leads += subject == "project.lead"
+            meeting_day = (
+                meetings.get(str(data.get("meeting_id"))) if subject == "project.decision" else None
+            )
+            rm.apply_project_event(p, subject, event, meeting_day)  # type: ignore[arg-type]
+            if subject == "project.funds":
+                f = _blank(BoardFunds, project_id=pid, funds_id=str(data["funds_id"]))
+                funds[(pid, f.funds_id)] = f
+                rm.apply_funds_arrived(f, event, p.attracting_unit)  # type: ignore[arg-type]
+                if f.currency == "CNY":
+                    amount = rm.money(f.amount)
+                    credit = {
+                        "project_id": pid,
+                        "funds_id": f.funds_id,
+                        "year": f.arrived_on.year,
+                        "quarter": (f.arrived_on.month - 1) // 3 + 1,
+                        "amount_rmb": str(amount),
+                        "multiplier": "1",
+                        "points": str((amount / 10000).quantize(rm.Decimal("0.01"))),
+                        "credited_to": [p.attracting_unit],
+                        "explanation": {},
+                    }
+                    add_event("score.credited", credit, None)
+                    rm.apply_score_event(f, "score.credited", credit)  # type: ignore[arg-type]
+                    points.append(
+                        {
+                            "project_id": pid,
+                            "funds_id": f.funds_id,
+                            "subject": p.attracting_unit,
+                            "points_fen": rm.to_fen(credit["points"]),
+                            "year": credit["year"],
+                            "quarter": credit["quarter"],
+                            "arrived_on": f.arrived_on,
+                            "active": True,
+                        }
+                    )
+        else:
+            rm.apply_review_event(p, subject, event)  # type: ignore[arg-type]
+    if events:
+        flush_events()
+    with engine.begin() as conn:
+        for table, rows in (
+            (BoardProject, [vars(p) for p in projects.values()]),
+            (BoardFunds, [vars(f) for f in funds.values()]),
+            (BoardPoints, points),
+            (
+                BoardMeeting,
+                [{"meeting_id": k, "on": v, "agenda": "[]"} for k, v in meetings.items()],
+            ),
+            (
+                BoardState,
+                [
+                    {"key": "clock", "value": clock.isoformat() if clock else ""},
+                    {"key": "version", "value": "1"},
+                ],
+            ),
+        ):
+            for start in range(0, len(rows), 20000):
+                conn.execute(insert(table.__table__), rows[start : start + 20000])  # type: ignore[attr-defined]
+    return sum(seq.values()), leads
+
+
 async def measure(app: Any, paths: list[str], requests: int) -> list[float]:
     import httpx
 
     transport = httpx.ASGITransport(app=app)
     out = []
     async with httpx.AsyncClient(transport=transport, base_url="http://board") as client:
+        await client.get(paths[0])  # the first request loads the directory and thresholds
         for i in range(requests):
             path = paths[i % len(paths)]
             started = time.perf_counter()
@@ -128,6 +262,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--seed", type=int, default=2022)
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="fold in memory and bulk insert (the same folds; for 100,000 leads) instead of ingest",
+    )
     args = parser.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="investflow-bench-board-")
@@ -152,7 +291,7 @@ def main() -> int:
         )
         source = Path(args.samples).name
     started = time.perf_counter()
-    events, leads = fill(board.engine(), lines)
+    events, leads = (fill_fast if args.fast else fill)(board.engine(), lines)
     filled_s = time.perf_counter() - started
     with unit_of_work(board.engine()) as session:
         from sqlmodel import select
@@ -174,7 +313,8 @@ def main() -> int:
         "api overview /api/overview": ["/api/overview"],
     }
     print(
-        f"board bench: {source}: {leads} leads, {events} events stored in {filled_s:.1f}s; "
+        f"board bench: {source}: {leads} leads, {events} events stored in {filled_s:.1f}s "
+        f"({'bulk' if args.fast else 'ingest'}); "
         f"{platform.machine()} {os.cpu_count()} cpu, {'PostgreSQL' if args.database_url else 'SQLite'}; "
         f"{args.requests} requests per page",
         flush=True,

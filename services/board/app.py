@@ -125,7 +125,7 @@ def _subscribe(subject: str, stream: str, description: str) -> None:
         stream=stream,
         durable=SERVICE,
         settings=settings,
-        title=f"{subject}:Consume",
+        title=f"board {subject}:Consume",
         description=description,
     )
 
