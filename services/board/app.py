@@ -177,6 +177,7 @@ class Context:
     def __init__(self) -> None:
         self._directory: Directory | None = None
         self._thresholds: Thresholds | None = None
+        self._params: Any = None
         self._stamp: tuple[float, ...] | None = None
 
     def _files(self) -> list[Path]:
@@ -188,9 +189,11 @@ class Context:
     def _fresh(self) -> None:
         stamp = tuple(p.stat().st_mtime if p.exists() else 0.0 for p in self._files())
         if stamp != self._stamp:
+            from services.notify.params import _rulesets, load_params
+
             self._directory = load_directory(settings.units_file)
             self._thresholds = Thresholds.load()
-            from services.notify.params import _rulesets
+            self._params = load_params()
 
             _rulesets.cache_clear()
             self._stamp = stamp
@@ -208,9 +211,10 @@ class Context:
         return self._thresholds
 
     def signing(self, day: dt.date) -> queries.Signing:
-        from services.notify.params import load_params, signing_targets
+        from services.notify.params import signing_targets
 
-        params = load_params()
+        self._fresh()
+        params = self._params
         return queries.Signing(
             targets=signing_targets(settings.rulesets_dir, day) or {},
             min_amount=params.signing_behind.min_amount,
