@@ -39,7 +39,7 @@ async def get_json(base: str, path: str, token: str | None) -> tuple[int, Any]:
     return status, json.loads(body) if body else None
 
 
-async def eventually(check: Any, timeout: float = 30.0, describe: Any = None) -> Any:
+async def eventually(check: Any, timeout: float = 90.0, describe: Any = None) -> Any:
     """Poll `check()` (async, returns a truthy value when done) until it holds."""
     deadline = time.monotonic() + timeout
     last: Any = None
