@@ -209,6 +209,9 @@ def fill_fast(engine: Any, lines: Iterator[dict[str, Any]]) -> tuple[int, int]:
             rm.apply_review_event(p, subject, event)  # type: ignore[arg-type]
     if events:
         flush_events()
+    thresholds = rm.Thresholds.load()
+    for p in projects.values():
+        rm.relight(p, thresholds)  # type: ignore[arg-type]
     with engine.begin() as conn:
         for table, rows in (
             (BoardProject, [vars(p) for p in projects.values()]),
@@ -228,7 +231,43 @@ def fill_fast(engine: Any, lines: Iterator[dict[str, Any]]) -> tuple[int, int]:
         ):
             for start in range(0, len(rows), 20000):
                 conn.execute(insert(table.__table__), rows[start : start + 20000])  # type: ignore[attr-defined]
+    from services.board.ingest import rebuild_months
+    from shared.db import unit_of_work
+
+    with unit_of_work(engine) as session:
+        rebuild_months(session)
     return sum(seq.values()), leads
+
+
+def upgrade(engine: Any) -> None:
+    """Bring a kept bench database to the current tables: new columns, indexes and tables,
+    then the derived values (lights' first days, monthly funds)."""
+    from sqlalchemy import inspect, text
+
+    from services.board import readmodel as rm
+    from services.board.ingest import rebuild_months, relight_all
+    from services.board.store import TABLES
+    from shared.db import create_tables, unit_of_work
+
+    create_tables(engine, TABLES)
+    inspector = inspect(engine)
+    with engine.begin() as conn:
+        for model in TABLES:
+            table = model.__table__  # type: ignore[attr-defined]
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have:
+                    conn.execute(
+                        text(
+                            f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(engine.dialect)}"
+                        )
+                    )
+    for model in TABLES:
+        for index in model.__table__.indexes:  # type: ignore[attr-defined]
+            index.create(engine, checkfirst=True)
+    with unit_of_work(engine) as session:
+        relight_all(session, rm.Thresholds.load())
+        rebuild_months(session)
 
 
 async def measure(app: Any, paths: list[str], requests: int) -> list[float]:
@@ -261,6 +300,7 @@ def main() -> int:
     parser.add_argument("--samples", default=str(ROOT / "samples" / "year-2022.jsonl"))
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--reuse", default=None, help="measure a board.db kept from an earlier run")
     parser.add_argument("--seed", type=int, default=2022)
     parser.add_argument(
         "--fast",
@@ -280,10 +320,16 @@ def main() -> int:
     from services.board.store import BoardProject
     from shared.db import unit_of_work
 
-    if args.leads:
+    if args.reuse:
+        os.environ["BOARD_DATABASE_URL"] = f"sqlite:///{args.reuse}"
+    lines: Iterator[dict[str, Any]] = iter(())
+    source = ""
+    if args.reuse:
+        pass
+    elif args.leads:
         from samples.generate import generate
 
-        lines: Iterator[dict[str, Any]] = generate(args.leads, 2022, args.seed)
+        lines = generate(args.leads, 2022, args.seed)
         source = f"{args.leads} generated leads"
     else:
         lines = (
@@ -291,7 +337,18 @@ def main() -> int:
         )
         source = Path(args.samples).name
     started = time.perf_counter()
-    events, leads = (fill_fast if args.fast else fill)(board.engine(), lines)
+    if args.reuse:
+        upgrade(board.engine())
+        with unit_of_work(board.engine()) as session:
+            from sqlmodel import func, select
+
+            from services.board.store import BoardEvent
+
+            events = int(session.exec(select(func.count()).select_from(BoardEvent)).one())
+            leads = int(session.exec(select(func.count()).select_from(BoardProject)).one())
+        source = f"{args.reuse} (kept)"
+    else:
+        events, leads = (fill_fast if args.fast else fill)(board.engine(), lines)
     filled_s = time.perf_counter() - started
     with unit_of_work(board.engine()) as session:
         from sqlmodel import select

@@ -104,9 +104,11 @@ async def store_run(msgs: list[Msg]) -> None:
     if not items:
         return
 
+    thresholds = await asyncio.to_thread(lambda: context.thresholds)
+
     def transaction() -> int:
         with unit_of_work(engine()) as session:
-            return ingest.ingest(session, items)
+            return ingest.ingest(session, items, thresholds)
 
     async with _write_lock:
         new = await asyncio.to_thread(retrying, transaction)
@@ -192,11 +194,21 @@ class Context:
             from services.notify.params import _rulesets, load_params
 
             self._directory = load_directory(settings.units_file)
-            self._thresholds = Thresholds.load()
+            previous, self._thresholds = self._thresholds, Thresholds.load()
+            if previous != self._thresholds:
+                self._relight(self._thresholds)
             self._params = load_params()
 
             _rulesets.cache_clear()
             self._stamp = stamp
+
+    @staticmethod
+    def _relight(t: Thresholds) -> None:
+        """Thresholds changed (or first load): every light's first yellow and red day again."""
+        with unit_of_work(engine()) as session:
+            n = ingest.relight_all(session, t)
+        if n:
+            log.warning("board: thresholds changed; %d lights recomputed", n)
 
     @property
     def directory(self) -> Directory:
@@ -243,6 +255,7 @@ def clock_now(session: Any) -> dt.date:
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     await asyncio.to_thread(engine)
+    await asyncio.to_thread(lambda: context.thresholds)  # loads them, relights if they changed
     await broker.start()
     assert broker.connection is not None
     await broker.connection.subscribe("rules.loaded.*", cb=on_rules_loaded)  # type: ignore[union-attr]

@@ -17,6 +17,7 @@ from . import readmodel as rm
 from .store import (
     BoardEvent,
     BoardFunds,
+    BoardFundsMonth,
     BoardMeeting,
     BoardNotification,
     BoardPoints,
@@ -60,6 +61,9 @@ class _Rows:
         )
         self.projects: dict[str, BoardProject] = {}
         self.funds: dict[tuple[str, str], BoardFunds] = {}
+        # Each funds row's (unit, month, fen) as loaded: the monthly sums move by the change.
+        self.before: dict[tuple[str, str], tuple[str, str, int]] = {}
+        self.meetings: dict[str, BoardMeeting] = {}  # met in this batch (not flushed yet)
         for chunk in range(0, len(ids), 500):
             part = ids[chunk : chunk + 500]
             for p in session.exec(
@@ -68,6 +72,7 @@ class _Rows:
                 self.projects[p.project_id] = p
             for f in session.exec(select(BoardFunds).where(col(BoardFunds.project_id).in_(part))):
                 self.funds[(f.project_id, f.funds_id)] = f
+                self.before[(f.project_id, f.funds_id)] = (f.unit, f.month, f.rmb_fen or 0)
 
 
 def _project(session: Session, project_id: str, rows: _Rows) -> BoardProject:
@@ -88,6 +93,56 @@ def _funds(session: Session, project_id: str, funds_id: str, rows: _Rows) -> Boa
     return f
 
 
+def _months(session: Session, rows: _Rows) -> None:
+    """Move board_funds_month by what this batch changed in each funds row."""
+    delta: dict[tuple[str, str], list[int]] = {}
+    for key, f in rows.funds.items():
+        old = rows.before.get(key, ("", "", 0))
+        new = (f.unit, f.month, f.rmb_fen or 0)
+        if old == new:
+            continue
+        for (unit, month, fen), sign in ((old, -1), (new, 1)):
+            if unit and month and fen:
+                d = delta.setdefault((unit, month), [0, 0])
+                d[0] += sign * fen
+                d[1] += sign
+        rows.before[key] = new
+    for (unit, month), (fen, n) in delta.items():
+        row = session.get(BoardFundsMonth, (unit, month)) or BoardFundsMonth(unit=unit, month=month)
+        row.rmb_fen += fen
+        row.records += n
+        session.add(row)
+
+
+def relight_all(session: Session, t: rm.Thresholds) -> int:
+    """Recompute every active project's first yellow and red days (a threshold changed)."""
+    n = 0
+    for p in session.exec(select(BoardProject).where(col(BoardProject.stage).not_in(rm.INACTIVE))):
+        before = (p.yellow_on, p.red_on)
+        rm.relight(p, t)
+        if (p.yellow_on, p.red_on) != before:
+            session.add(p)
+            n += 1
+    return n
+
+
+def rebuild_months(session: Session) -> None:
+    """board_funds_month from board_funds (a repair, and for tables filled in bulk)."""
+    from sqlalchemy import delete, func
+
+    session.exec(delete(BoardFundsMonth))  # type: ignore[call-overload]
+    for unit, month, fen, n in session.exec(
+        select(BoardFunds.unit, BoardFunds.month, func.sum(BoardFunds.rmb_fen), func.count())
+        .where(
+            col(BoardFunds.rmb_fen).is_not(None),
+            col(BoardFunds.unit) != "",
+            col(BoardFunds.month) != "",
+        )
+        .group_by(BoardFunds.unit, BoardFunds.month)
+    ).all():
+        session.add(BoardFundsMonth(unit=unit, month=month, rmb_fen=int(fen or 0), records=int(n)))
+
+
 def _set_state(session: Session, key: str, value: str) -> None:
     row = session.get(BoardState, key)
     if row is None:
@@ -97,8 +152,10 @@ def _set_state(session: Session, key: str, value: str) -> None:
         session.add(row)
 
 
-def ingest(session: Session, items: list[Item]) -> int:
-    """Store `items` in order; returns how many were new."""
+def ingest(session: Session, items: list[Item], t: rm.Thresholds | None = None) -> int:
+    """Store `items` in order; returns how many were new. `t`: the thresholds the lights'
+    first yellow and red days are computed with (default: the parameters file in force)."""
+    t = t or rm.Thresholds.load()
     if not items:
         return 0
     seen: set[tuple[str, int]] = set()
@@ -138,6 +195,9 @@ def ingest(session: Session, items: list[Item]) -> int:
         )
         with session.no_autoflush:
             _apply(session, item, clock, rows)
+    for p in rows.projects.values():
+        rm.relight(p, t)
+    _months(session, rows)
     if new:
         if clock is not None:
             _set_state(session, "clock", clock.isoformat())
@@ -152,11 +212,13 @@ def _apply(session: Session, item: Item, clock: dt.date | None, rows: _Rows) -> 
     pid = event.get("project_id")
     if subject == "project.meeting":
         data = event.get("data") or {}
-        meeting = session.get(BoardMeeting, str(data.get("meeting_id")))
+        meeting_id = str(data.get("meeting_id"))
+        meeting = rows.meetings.get(meeting_id) or session.get(BoardMeeting, meeting_id)
         on = rm.parse_day(data.get("on"))
         if on is not None:
             if meeting is None:
-                meeting = BoardMeeting(meeting_id=str(data.get("meeting_id")), on=on)
+                meeting = BoardMeeting(meeting_id=meeting_id, on=on)
+            rows.meetings[meeting_id] = meeting
             meeting.on = on
             meeting.agenda = json.dumps(data.get("agenda") or [])
             session.add(meeting)
@@ -167,6 +229,7 @@ def _apply(session: Session, item: Item, clock: dt.date | None, rows: _Rows) -> 
                     col(BoardProject.decided_on).is_(None),
                 )
             ).all():
+                p = rows.projects.setdefault(p.project_id, p)
                 p.decided_on = on
                 rm.derive(p)
                 session.add(p)
@@ -190,7 +253,9 @@ def _apply(session: Session, item: Item, clock: dt.date | None, rows: _Rows) -> 
     if family == "project":
         meeting_day = None
         if subject == "project.decision":
-            meeting = session.get(BoardMeeting, str((event.get("data") or {}).get("meeting_id")))
+            meeting_id = str((event.get("data") or {}).get("meeting_id"))
+            # A meeting earlier in this batch is not flushed yet (no_autoflush): look here first.
+            meeting = rows.meetings.get(meeting_id) or session.get(BoardMeeting, meeting_id)
             meeting_day = meeting.on if meeting else clock
         p = _project(session, pid, rows)
         rm.apply_project_event(p, subject, event, meeting_day)

@@ -13,7 +13,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, false, func, not_, or_
+from sqlalchemy import ColumnElement, and_, false, func, or_
 from sqlmodel import Session, col, select
 
 from .access import Viewer
@@ -29,6 +29,7 @@ from .readmodel import (
 from .store import (
     BoardEvent,
     BoardFunds,
+    BoardFundsMonth,
     BoardNotification,
     BoardPoints,
     BoardProject,
@@ -86,39 +87,17 @@ def may_see(viewer: Viewer, p: BoardProject) -> bool:
 
 
 def light_sql(t: Thresholds, clock: dt.date) -> dict[str, ColumnElement[bool]]:
-    """red / yellow / green as SQL conditions, the same reading as readmodel.light."""
-
-    def older(column: Any, days: int) -> ColumnElement[bool]:
-        return and_(column.is_not(None), column < clock - dt.timedelta(days=days))
-
-    signed_open = and_(col(P.signed_on).is_not(None), col(P.started_on).is_(None))
-    materials_open = and_(
-        col(P.materials_complete).is_not(None),
-        col(P.materials_complete) == false(),
-        col(P.materials_deadline).is_not(None),
-    )
-    red = or_(
-        older(col(P.visit_since), t.visit_red),
-        and_(signed_open, older(col(P.signed_on), t.signed_red)),
-        older(col(P.waiting_land_since), t.land_red),
-        older(col(P.lacking_funds_since), t.funds_red),
-        and_(materials_open, col(P.materials_deadline) < clock),
-    )
-    warned = or_(
-        older(col(P.visit_since), t.visit_yellow),
-        and_(signed_open, older(col(P.signed_on), t.signed_yellow)),
-        older(col(P.waiting_land_since), t.land_yellow),
-        older(col(P.lacking_funds_since), t.funds_yellow),
-        and_(
-            materials_open,
-            col(P.materials_deadline) <= clock + dt.timedelta(days=t.materials_within),
-        ),
-    )
+    """red / yellow / green as SQL conditions on the precomputed first yellow and red days
+    (readmodel.light_dates, kept by ingest): two indexed comparisons per light."""
+    del t  # the thresholds are in yellow_on / red_on already (ingest.relight_all on a change)
+    red_on, yellow_on = col(P.red_on), col(P.yellow_on)
     active = col(P.stage).not_in(INACTIVE)
+    red = and_(red_on.is_not(None), red_on <= clock)
+    warned = and_(yellow_on.is_not(None), yellow_on <= clock)
     return {
-        "red": and_(active, red),
-        "yellow": and_(active, not_(red), warned),
-        "green": and_(active, not_(warned)),
+        "red": red,
+        "yellow": and_(warned, or_(red_on.is_(None), red_on > clock)),
+        "green": and_(active, or_(yellow_on.is_(None), yellow_on > clock)),
     }
 
 
@@ -149,13 +128,14 @@ def overview(
     for stage, n in rows:
         by_stage[stage] = by_stage.get(stage, 0) + int(n)
     conds = light_sql(t, clock)
-    lights_row = session.exec(
-        _scoped(
-            select(*(func.sum(case((c, 1), else_=0)) for c in conds.values())).select_from(P),
-            viewer,
+    lights = {
+        k: int(
+            session.exec(_scoped(select(func.count()).select_from(P).where(conds[k]), viewer)).one()
         )
-    ).one()
-    lights = {k: int(v or 0) for k, v in zip(conds, lights_row, strict=True)}
+        for k in ("red", "yellow")
+    }
+    active = sum(n for s, n in by_stage.items() if s not in INACTIVE)
+    lights["green"] = active - lights["red"] - lights["yellow"]
 
     year = clock.year
     min_fen = signing.min_amount * 100
@@ -184,24 +164,35 @@ def overview(
         )
         signings.append({"quarter": q, "target": target, "actual": int(actual), "behind": behind})
 
-    funds_q = (
-        select(BoardFunds.unit, BoardFunds.month, func.sum(BoardFunds.rmb_fen), func.count())
-        .join(P, col(P.project_id) == col(BoardFunds.project_id))
-        .where(col(BoardFunds.month).startswith(str(year)))
-        .group_by(BoardFunds.unit, BoardFunds.month)
-    )
     funds: dict[str, dict[str, str]] = {}
-    for unit, month, fen, _ in session.exec(_scoped(funds_q, viewer)).all():
-        funds.setdefault(unit, {})[month] = str(from_fen(fen))
-    held = session.exec(
-        _scoped(
+    if viewer.role == "leader":
+        # A leader's projects span units: sum their funds rows (few: the sponsor's projects).
+        funds_q = _scoped(
+            select(BoardFunds.unit, BoardFunds.month, func.sum(BoardFunds.rmb_fen))
+            .join(P, col(P.project_id) == col(BoardFunds.project_id))
+            .where(col(BoardFunds.month).startswith(str(year)))
+            .group_by(BoardFunds.unit, BoardFunds.month),
+            viewer,
+        )
+        held_q = _scoped(
             select(func.count())
             .select_from(BoardFunds)
             .join(P, col(P.project_id) == col(BoardFunds.project_id))
             .where(col(BoardFunds.state) == "held"),
             viewer,
         )
-    ).one()
+    else:
+        funds_q = select(
+            BoardFundsMonth.unit, BoardFundsMonth.month, BoardFundsMonth.rmb_fen
+        ).where(col(BoardFundsMonth.month).startswith(str(year)), col(BoardFundsMonth.rmb_fen) != 0)
+        held_q = select(func.count()).select_from(BoardFunds).where(col(BoardFunds.state) == "held")
+        if viewer.role == "unit":
+            funds_q = funds_q.where(col(BoardFundsMonth.unit) == viewer.code)
+            held_q = held_q.where(col(BoardFunds.unit) == viewer.code)
+    for unit, month, fen in session.exec(funds_q).all():
+        if fen:
+            funds.setdefault(unit, {})[month] = str(from_fen(fen))
+    held = session.exec(held_q).one()
     return {
         "clock": clock.isoformat(),
         "year": year,

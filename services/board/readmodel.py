@@ -362,6 +362,40 @@ def _graded(
     return None
 
 
+def light_dates(p: BoardProject, t: Thresholds) -> tuple[dt.date | None, dt.date | None]:
+    """(first yellow day, first red day) of an active project: the day each reason passes
+    its threshold ("more than N days"), the earliest over the reasons; (None, None) if no
+    reason can ever turn it. `light` on any day agrees (tests/board/test_lights.py)."""
+    if p.stage in INACTIVE:
+        return None, None
+    day = dt.timedelta(days=1)
+    pairs: list[tuple[dt.date, dt.date]] = []
+    for since, yellow, red in (
+        (p.visit_since, t.visit_yellow, t.visit_red),
+        (p.signed_on if p.started_on is None else None, t.signed_yellow, t.signed_red),
+        (p.waiting_land_since, t.land_yellow, t.land_red),
+        (p.lacking_funds_since, t.funds_yellow, t.funds_red),
+    ):
+        if since is not None:
+            pairs.append(
+                (since + dt.timedelta(days=yellow) + day, since + dt.timedelta(days=red) + day)
+            )
+    if p.materials_complete is False and p.materials_deadline is not None:
+        pairs.append(
+            (
+                p.materials_deadline - dt.timedelta(days=t.materials_within),
+                p.materials_deadline + day,
+            )
+        )
+    if not pairs:
+        return None, None
+    return min(y for y, _ in pairs), min(r for _, r in pairs)
+
+
+def relight(p: BoardProject, t: Thresholds) -> None:
+    p.yellow_on, p.red_on = light_dates(p, t)
+
+
 def light(p: BoardProject, clock: dt.date, t: Thresholds) -> tuple[str | None, list[Reason]]:
     """(red|yellow|green, reasons) for an active project; (None, []) for a finished one."""
     if p.stage in INACTIVE:

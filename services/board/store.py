@@ -58,7 +58,7 @@ class BoardProject(SQLModel, table=True):
     responsible_leader: str | None = Field(default=None, max_length=32)
     hq_commander: str | None = Field(default=None, max_length=32)  # 项目指挥部
     hq_members: str = "[]"
-    signed_on: dt.date | None = None
+    signed_on: dt.date | None = Field(default=None, index=True)
     signed_amount: str | None = None
     signed_fen: int | None = None  # the same in fen, for SQL sums and thresholds
     started_on: dt.date | None = None
@@ -78,6 +78,10 @@ class BoardProject(SQLModel, table=True):
     materials_deadline: dt.date | None = None
     recognized: bool | None = None
     duplicate_of: str | None = Field(default=None, max_length=100)
+    # The first day the light turns yellow and red (readmodel.light_dates): the light on any
+    # day is two indexed comparisons. Recomputed when a threshold changes (ingest.relight).
+    yellow_on: dt.date | None = Field(default=None, index=True)
+    red_on: dt.date | None = Field(default=None, index=True)
     documents: str = "[]"  # JSON: document types filed
     events: int = 0
 
@@ -103,13 +107,26 @@ class BoardFunds(SQLModel, table=True):
     currency: str = Field(default="CNY", max_length=3)
     arrived_on: dt.date | None = None
     month: str = Field(default="", max_length=7)  # YYYY-MM of arrival
-    state: str = Field(default="arrived", max_length=16)  # arrived | credited | held | reversed
+    state: str = Field(
+        default="arrived", index=True, max_length=16
+    )  # arrived | credited | held | reversed
     amount_rmb: str | None = None  # yuan: the amount for CNY, scoring's conversion otherwise
     rmb_fen: int | None = None  # the same in fen (分), summed in SQL
     points: str | None = None
     multiplier: str | None = None
     hold_reason: str | None = None
     credited_to: str = "[]"
+
+
+class BoardFundsMonth(SQLModel, table=True):
+    """Funds in place per attracting unit and month, kept as the funds rows change."""
+
+    __tablename__ = "board_funds_month"
+
+    unit: str = Field(primary_key=True, max_length=32)
+    month: str = Field(primary_key=True, max_length=7)
+    rmb_fen: int = 0
+    records: int = 0
 
 
 class BoardPoints(SQLModel, table=True):
@@ -173,6 +190,7 @@ TABLES: tuple[type[SQLModel], ...] = (
     BoardProject,
     BoardMeeting,
     BoardFunds,
+    BoardFundsMonth,
     BoardPoints,
     BoardNotification,
     BoardRuleset,

@@ -40,6 +40,7 @@ def _projects() -> list[BoardProject]:
         if complete is not None:
             p.materials_complete, p.materials_deadline = complete, day(12)
         rm.derive(p)
+        rm.relight(p, T)
         out.append(p)
     return out
 
