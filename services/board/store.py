@@ -35,6 +35,7 @@ class BoardProject(SQLModel, table=True):
     __table_args__ = (
         Index("ix_board_project_unit_stage", "attracting_unit", "stage"),
         Index("ix_board_project_reported", "reported_on"),
+        Index("ix_board_project_signed", "signed_on", "signed_fen"),  # the quarter's signings
     )
 
     project_id: str = Field(primary_key=True, max_length=100)
