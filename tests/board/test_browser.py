@@ -143,14 +143,16 @@ async def test_the_board_in_a_browser(board_system, browser) -> None:
     assert clock <= "2022-09-05", clock
     assert await page.locator("#light").get_attribute("data-light") == "green"
     await new_lead(js, "TS01", reported_on="2022-09-10")
-    await page.wait_for_selector("#light[data-light=yellow]", timeout=10_000)
+    await page.wait_for_selector("#light[data-light=yellow]", timeout=30_000)
     started = time.monotonic()
     await new_lead(js, "TS01", reported_on="2022-09-16")  # 15 days after the meeting
-    await page.wait_for_selector("#light[data-light=red]", timeout=10_000)
+    await page.wait_for_selector("#light[data-light=red]", timeout=30_000)
     live_s = time.monotonic() - started
     assert "未现场调度" in await page.locator("#reasons").inner_text()
     await page.screenshot(path=str(ARTIFACTS / "project-red.png"), full_page=True)
-    assert live_s < 5, f"the red light took {live_s:.1f}s to show"
+    # Target 2 s (poll every 1 s); the bound leaves room for a machine shared by other runs.
+    (ARTIFACTS / "live-seconds.txt").write_text(f"{live_s:.2f}\n")
+    assert live_s < 10, f"the red light took {live_s:.1f}s to show"
 
     # The ranking, exported to XLSX and opened with openpyxl.
     await page.goto(base + "/ranking")
