@@ -134,7 +134,10 @@ class BoardPoints(SQLModel, table=True):
     """Points credited to one assessed subject (考核对象) for one funds record."""
 
     __tablename__ = "board_points"
-    __table_args__ = (Index("ix_board_points_year", "year", "subject"),)
+    # Covering the ranking's sums: no table lookups for 100,000s of credits.
+    __table_args__ = (
+        Index("ix_board_points_sum", "year", "active", "subject", "arrived_on", "points_fen"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     project_id: str = Field(index=True, max_length=100)
