@@ -258,7 +258,9 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     await asyncio.to_thread(lambda: context.thresholds)  # loads them, relights if they changed
     await broker.start()
     assert broker.connection is not None
-    await broker.connection.subscribe("rules.loaded.*", cb=on_rules_loaded)  # type: ignore[union-attr]
+    if os.environ.get("BOARD_RULES_LOADED", "1") != "0":
+        # Off in compose until the board's NATS user may subscribe rules.loaded.* (deploy_cli).
+        await broker.connection.subscribe("rules.loaded.*", cb=on_rules_loaded)  # type: ignore[union-attr]
     print(f"investflow: {SERVICE} ready", flush=True)
     try:
         yield
