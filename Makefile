@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint format lock asyncapi bench-rules clean
+.PHONY: demo test browser lint format lock asyncapi bench-rules clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"Python 3.11+ needed, found {sys.version.split()[0]}; run: make PYTHON=python3.11 ..."'
@@ -18,8 +18,14 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)  ## run the whole system on the sample year, print the outcome, stop
 	$(BIN)/investflow demo
 
-test: $(STAMP)  ## the test suite (real nats-server, SQLite, PostgreSQL when it answers)
+test: $(STAMP) browser  ## the test suite (real nats-server, SQLite, PostgreSQL when it answers)
 	$(BIN)/pytest -q
+
+# The board's browser tests drive Debian's chromium (never a downloaded browser); the CJK
+# font lets the pages and the weekly chart show Chinese.
+browser:
+	@test -x /usr/bin/chromium && fc-list 2>/dev/null | grep -qi "noto.*cjk" || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-noto-cjk; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

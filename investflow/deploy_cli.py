@@ -66,6 +66,7 @@ class ServiceAccess:
     publishes: tuple[str, ...]  # subjects (wildcards allowed)
     why: str = ""
     follows_rules: bool = False  # watches the published rulesets (shared/rules/published.py)
+    hears_rules_loaded: bool = False  # hears every rules service's rules.loaded.<service>
 
 
 # Checked against the services' own FastStream brokers by tests/deploy/test_nats_auth.py:
@@ -94,6 +95,12 @@ SERVICE_ACCESS: dict[str, ServiceAccess] = {
         consumes=("PROJECT", "REVIEW", "SCORE"),
         publishes=("notify.*",),
         why="PROJECT + REVIEW + SCORE → NOTIFY",
+    ),
+    "board": ServiceAccess(
+        consumes=("PROJECT", "REVIEW", "SCORE", "NOTIFY"),
+        publishes=(),
+        why="PROJECT + REVIEW + SCORE + NOTIFY → the board's pages (挂图作战); reads rules.loaded.*",
+        hears_rules_loaded=True,
     ),
 }
 
@@ -200,12 +207,21 @@ def service_identity(spec: ServiceSpec, units: Iterable[str] = ()) -> Identity:
         publish += [*RULES_READ, f"rules.loaded.{spec.name}"]
         # And it says what it runs when `rules publish` asks (rules.live.<service>).
         subscribe += [f"rules.loaded.{spec.name}", f"rules.live.{spec.name}"]
+    delivered: list[tuple[str, str]] = []
+    if access.hears_rules_loaded:
+        delivered = [
+            (f"rules.loaded.{other.name}", other.name)
+            for other in SERVICES
+            if other.rules or SERVICE_ACCESS[other.name].follows_rules
+        ]
+        subscribe.append("rules.loaded.*")
     return Identity(
         name=spec.name,
         role="service",
         description=f"service {spec.name}: {access.why}",
         publish=tuple(publish),
         subscribe=tuple(subscribe),
+        delivered=tuple(delivered),
         responds=bool(spec.rules or access.follows_rules),
     )
 

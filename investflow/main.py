@@ -17,15 +17,17 @@ from .nats_server import free_port
 DEFAULT_SAMPLES = REPO_ROOT / "samples" / "year-2022.jsonl"
 # The HTTP services besides intake (--http-port): each takes --<name>-port; by default a free
 # port, printed on start (a fixed one for a Prometheus scrape config: docs/operations.md).
-OTHER_HTTP_SERVICES = ("scoring", "review", "notify")
+OTHER_HTTP_SERVICES = ("scoring", "review", "notify", "board")
 
 
 def _print_ready(system) -> None:  # type: ignore[no-untyped-def]
     print(f"NATS: {system.nats_url}", flush=True)
     print(f"HTTP: {system.http_url}", flush=True)
     for name, url in system.http_urls.items():
-        if name != "intake":
+        if name not in ("intake", "board"):
             print(f"HTTP {name}: {url}", flush=True)
+    if "board" in system.http_urls:
+        print(f"BOARD: {system.http_urls['board']}/", flush=True)
 
 
 async def _up(args: argparse.Namespace) -> int:
@@ -51,9 +53,13 @@ async def _up(args: argparse.Namespace) -> int:
 
 # The sample year is 2022: notify judges deadlines by the latest event's date, not today's,
 # and records what it would send instead of mailing the placeholder addresses.
-DEMO_ENV = {"NOTIFY_CLOCK": "business", "NOTIFY_DRY_RUN": "1", "NOTIFY_TICK_S": "2"}
-# Review dates a replayed document by the year's business date, not today's receipt time.
-DEMO_ENV["REVIEW_CLOCK"] = "business"
+DEMO_ENV = {
+    "NOTIFY_CLOCK": "business",
+    "NOTIFY_DRY_RUN": "1",
+    "NOTIFY_TICK_S": "2",
+    "REVIEW_CLOCK": "business",  # review dates a replayed document by the business date
+    "BOARD_CLOCK": "business",  # the board's lights count days on the same business clock
+}
 
 
 async def _settle_notify(data: Path, settle_s: float = 600.0) -> dict[str, dict[str, int]]:
@@ -88,6 +94,21 @@ async def _print_service_summaries(
     print(render_for_demo(data_dir=data, year=2022), flush=True)
     print("\n" + render_counts(counts), flush=True)
     print(notify_consistency(stream_sent, counts), flush=True)
+
+
+async def _keep_running(system) -> None:  # type: ignore[no-untyped-def]
+    """`demo --keep`: leave the system up for a look at the board, until Ctrl-C."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(
+        f"\nThe system stays up (--keep). BOARD: {system.http_urls.get('board', '')}/\n"
+        "Ctrl-C stops it / 按 Ctrl-C 停止.",
+        flush=True,
+    )
+    await stop.wait()
+    print("stopping …", flush=True)
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -125,6 +146,8 @@ async def _demo(args: argparse.Namespace) -> int:
                 print(render(counts, await rejection_reasons(system.js)), flush=True)
                 print(await committee_summary(system.js), flush=True)
                 await _print_service_summaries(data, notify_counts, counts.get("notify.sent", 0))
+                if args.keep:
+                    await _keep_running(system)
         except StartupError as exc:
             print(f"investflow demo: {exc}", file=sys.stderr)
             return 1
@@ -210,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--timeout", type=float, default=600.0, help="seconds to wait for the services to drain"
     )
+    demo.add_argument(
+        "--keep", action="store_true", help="leave the system up after the summary (Ctrl-C stops)"
+    )
     demo.set_defaults(func=lambda a: asyncio.run(_demo(a)))
 
     nats_cmd = sub.add_parser("nats", help="NATS administration")
@@ -245,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import dlq_cli
 
     dlq_cli.register(sub)
+    from services.board import cli as board_cli
+
+    board_cli.register(sub)
     return parser
 
 

@@ -31,6 +31,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("review", "services.review", http=True, durable="review", rules=True),
     ServiceSpec("scoring", "services.scoring", http=True, durable="scoring", rules=True),
     ServiceSpec("notify", "services.notify", http=True, durable="notify"),
+    # The battle map (挂图作战): reads every stream into its own tables, serves the pages.
+    ServiceSpec("board", "services.board", http=True, durable="board"),
 )
 
 

@@ -232,12 +232,13 @@ def chart_png(report: dict[str, Any], renderer: Renderer, lang: str = "zh") -> b
     font = _cjk_font() if lang == "zh" else None
     label_lang = "zh" if font else "en"
     term = renderer.helpers(label_lang)["term"]
-    fig = Figure(figsize=(9.5, 3.8), dpi=100)
-    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     statuses = [s for s, n in report["by_status"].items() if n]
     counts = [report["by_status"][s] for s in statuses]
     rc = {"font.family": font} if font else {}
     with plt.rc_context(rc):
+        # Inside the context: axes take their tick labels' font when they are created.
+        fig = Figure(figsize=(9.5, 3.8), dpi=100)
+        left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
         left.barh([term("status", s) for s in statuses][::-1], counts[::-1], color="#b22222")
         for y, n in enumerate(counts[::-1]):
             left.text(n, y, f" {n}", va="center", fontsize=8)

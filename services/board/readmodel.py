@@ -1,0 +1,429 @@
+"""What the board knows, as plain functions of the events it consumed (no NATS, no SQL).
+
+`apply_*` fold one event into a project or funds row; `derive` recomputes what follows from
+the row (stage, open stalls, the visit clock); `light` says a project's red/yellow/green
+light (红黄绿灯) and why, from thresholds read out of the rulesets (`Thresholds.load`).
+
+Streams are consumed independently, so a `review.*` or `score.*` event may reach the board
+before the `project.*` event it follows: every apply creates what it needs and never
+overwrites what another stream said.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from .store import BoardFunds, BoardProject
+
+# The plan's stages (项目阶段), in the order a project moves through them.
+STAGES: tuple[tuple[str, str, str], ...] = (
+    ("reported", "已报送", "reported"),
+    ("review", "联审联批", "under review"),
+    ("approved", "已批准", "approved"),
+    ("signed", "已签约", "signed"),
+    ("started", "已开工", "started"),
+    ("funds", "到资", "funds arriving"),
+    ("completed", "竣工投产", "completed"),
+    ("terminated", "已终止", "terminated"),
+)
+STAGE_KEYS = tuple(s[0] for s in STAGES)
+STAGE_LABEL = {k: {"zh": zh, "en": en} for k, zh, en in STAGES}
+INACTIVE = ("completed", "terminated")
+
+LIGHTS = ("red", "yellow", "green")
+LIGHT_LABEL = {
+    "red": {"zh": "红灯", "en": "red"},
+    "yellow": {"zh": "黄灯", "en": "yellow"},
+    "green": {"zh": "绿灯", "en": "green"},
+}
+
+
+def loads(text: str | None, default: Any) -> Any:
+    try:
+        return json.loads(text) if text else default
+    except ValueError:
+        return default
+
+
+def money(raw: Any) -> Decimal:
+    try:
+        return Decimal(str(raw))
+    except (InvalidOperation, ValueError):
+        return Decimal(0)
+
+
+def to_fen(raw: Any) -> int:
+    return int((money(raw) * 100).to_integral_value())
+
+
+def from_fen(fen: int | None) -> Decimal:
+    return (Decimal(fen or 0) / 100).quantize(Decimal("0.01"))
+
+
+def parse_day(raw: Any) -> dt.date | None:
+    if isinstance(raw, dt.date):
+        return raw
+    try:
+        return dt.date.fromisoformat(str(raw)[:10]) if raw else None
+    except ValueError:
+        return None
+
+
+def business_day(subject: str, event: dict[str, Any]) -> dt.date | None:
+    """The date a project.* event states (reported, reached, arrived, visited, met)."""
+    if not subject.startswith("project."):
+        return None
+    data = event.get("data") or {}
+    for key in ("reported_on", "on", "arrived_on"):
+        day = parse_day(data.get(key))
+        if day is not None:
+            return day
+    return None
+
+
+def _later(a: dt.date | None, b: dt.date | None) -> dt.date | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def _earlier(a: dt.date | None, b: dt.date | None) -> dt.date | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+# --- folding events into rows ------------------------------------------------------------------
+
+
+def apply_project_event(
+    p: BoardProject, subject: str, event: dict[str, Any], meeting_day: dt.date | None
+) -> None:
+    """Fold a `project.<kind>` event into its project's row."""
+    kind = subject.split(".", 1)[1]
+    data = event.get("data") or {}
+    p.events += 1
+    if kind == "lead":
+        investor = data.get("investor") or {}
+        p.title = str(data.get("title", ""))
+        p.attracting_unit = str(data.get("attracting_unit") or event.get("unit") or "")
+        p.landing_area = str(data.get("landing_area", ""))
+        p.kind = str(data.get("kind", ""))
+        p.industry = str(data.get("industry", ""))
+        p.land = str(data.get("land", ""))
+        p.investor = str(investor.get("name", ""))
+        p.planned_investment = str(data.get("planned_investment", "0"))
+        p.reported_on = parse_day(data.get("reported_on"))
+        docs = loads(p.documents, [])
+        docs += [d.get("type") for d in data.get("documents") or [] if d.get("type")]
+        p.documents = json.dumps(sorted(set(docs)))
+    elif kind == "document":
+        docs = set(loads(p.documents, []))
+        docs.add(str(data.get("type")))
+        p.documents = json.dumps(sorted(docs))
+    elif kind == "milestone":
+        on = parse_day(data.get("on"))
+        milestone = data.get("milestone")
+        if milestone == "signed":
+            if p.signed_on is None or (on is not None and on < p.signed_on):
+                p.signed_on = on
+                amount = data.get("amount")
+                p.signed_amount = str(amount) if amount else None
+                p.signed_fen = to_fen(amount) if amount else None
+        elif milestone == "started":
+            p.started_on = _earlier(p.started_on, on)
+        elif milestone == "completed":
+            p.completed_on = _earlier(p.completed_on, on)
+        elif milestone == "land_assigned":
+            p.land_assigned_on = _later(p.land_assigned_on, on)
+        elif milestone == "waiting_for_land":
+            p.waiting_land_latest = _later(p.waiting_land_latest, on)
+        elif milestone == "lacking_funds":
+            p.lacking_funds_latest = _later(p.lacking_funds_latest, on)
+    elif kind == "funds":
+        on = parse_day(data.get("arrived_on"))
+        p.first_funds_on = _earlier(p.first_funds_on, on)
+        p.last_funds_on = _later(p.last_funds_on, on)
+    elif kind == "visit":
+        p.last_visit = _later(p.last_visit, parse_day(data.get("on")))
+    elif kind == "decision":
+        p.decision = str(data.get("decision"))
+        p.meeting_id = data.get("meeting_id")
+        p.decided_on = meeting_day
+        if p.decision == "approved":
+            p.sponsor_leader = data.get("sponsor_leader")
+        p.responsible_leader = data.get("responsible_leader") or p.responsible_leader
+        hq = data.get("hq") or {}
+        if hq:
+            p.hq_commander = hq.get("commander")
+            p.hq_members = json.dumps(hq.get("members") or [])
+    elif kind == "duplicate":
+        p.duplicate_of = event.get("duplicate_of")
+    derive(p)
+
+
+def apply_review_event(p: BoardProject, subject: str, event: dict[str, Any]) -> None:
+    kind = subject.split(".", 1)[1]
+    p.events += 1
+    if kind == "screened":
+        p.outcome = event.get("outcome")
+        p.track = event.get("track")
+        p.reasons = json.dumps(event.get("reasons") or [])
+    elif kind == "materials":
+        p.materials_complete = bool(event.get("complete"))
+        p.materials_missing = json.dumps(event.get("missing_materials") or [])
+        p.materials_deadline = parse_day(event.get("deadline"))
+    elif kind == "recognition":
+        p.recognized = bool(event.get("recognized"))
+    elif kind == "decided":
+        # The same decision as project.decision, as review recorded it (with the HQ).
+        p.decision = event.get("decision") or p.decision
+        if event.get("sponsor_leader"):
+            p.sponsor_leader = event["sponsor_leader"]
+        p.responsible_leader = event.get("responsible_leader") or p.responsible_leader
+        if event.get("hq_commander"):
+            p.hq_commander = event["hq_commander"]
+            p.hq_members = json.dumps(event.get("hq_members") or [])
+    derive(p)
+
+
+def apply_funds_arrived(f: BoardFunds, event: dict[str, Any], unit: str) -> None:
+    data = event.get("data") or {}
+    f.unit = unit
+    f.amount = str(data.get("amount", "0"))
+    f.currency = str(data.get("currency", "CNY"))
+    f.arrived_on = parse_day(data.get("arrived_on"))
+    f.month = f.arrived_on.isoformat()[:7] if f.arrived_on else ""
+    if f.currency == "CNY" and f.amount_rmb is None:
+        f.amount_rmb = f.amount
+        f.rmb_fen = to_fen(f.amount)
+
+
+def apply_score_event(f: BoardFunds, subject: str, event: dict[str, Any]) -> None:
+    kind = subject.split(".", 1)[1]
+    if kind == "credited":
+        f.state = "credited"
+        f.amount_rmb = str(event.get("amount_rmb"))
+        f.rmb_fen = to_fen(event.get("amount_rmb"))
+        f.points = str(event.get("points"))
+        f.multiplier = str(event.get("multiplier"))
+        f.credited_to = json.dumps(event.get("credited_to") or [])
+        f.hold_reason = None
+    elif kind == "held":
+        if f.state != "credited":
+            f.state = "held"
+        f.hold_reason = event.get("reason")
+    elif kind == "reversed":
+        f.state = "reversed"
+        f.hold_reason = event.get("reason")
+
+
+def stage_of(p: BoardProject) -> str:
+    """The furthest of the plan's stages the project has reached (已终止 trumps all)."""
+    if p.outcome == "terminated" or p.decision == "rejected":
+        return "terminated"
+    if p.completed_on:
+        return "completed"
+    if p.first_funds_on:
+        return "funds"
+    if p.started_on:
+        return "started"
+    if p.signed_on:
+        return "signed"
+    if p.decision == "approved":
+        return "approved"
+    if p.track == "major" and p.outcome == "accepted":
+        return "review"
+    return "reported"
+
+
+def derive(p: BoardProject) -> None:
+    """Stage, open stalls and the visit clock, from the row's own facts (notify's reading)."""
+    p.stage = stage_of(p)
+    land_end = _later(_later(p.land_assigned_on, p.started_on), p.completed_on)
+    wl = p.waiting_land_latest
+    p.waiting_land_since = wl if wl is not None and (land_end is None or land_end < wl) else None
+    lf = p.lacking_funds_latest
+    funds_end = _later(_later(p.started_on, p.completed_on), p.last_funds_on)
+    p.lacking_funds_since = (
+        lf if lf is not None and (funds_end is None or funds_end <= lf) else None
+    )
+    sponsored = p.decision == "approved" and p.stage not in INACTIVE and p.sponsor_leader
+    p.visit_since = _later(p.decided_on, p.last_visit) if sponsored and p.decided_on else None
+
+
+# --- lights ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Days after which a reason turns a light yellow or red, all read from the rulesets.
+
+    visit: notify's visit_overdue_days (yellow: the sponsor is reminded) and
+    visit_escalate_days (red: the Center is told). Stalls: after_days (yellow: the first
+    reminder) and after_days + repeat_days (red: still stalled at the second reminder).
+    Materials: materials_due_within_days before the agenda deadline (yellow), past it (red).
+    """
+
+    visit_yellow: int
+    visit_red: int
+    signed_yellow: int
+    signed_red: int
+    land_yellow: int
+    land_red: int
+    funds_yellow: int
+    funds_red: int
+    materials_within: int
+    source: str
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Thresholds:
+        from services.notify.params import DEFAULT_FILE, load_params
+
+        params = load_params(path)
+        s = params.stalled
+        return cls(
+            visit_yellow=params.visit_overdue_days,
+            visit_red=params.visit_escalate_days,
+            signed_yellow=s.signed_not_started.after_days,
+            signed_red=s.signed_not_started.after_days + s.signed_not_started.repeat_days,
+            land_yellow=s.waiting_for_land.after_days,
+            land_red=s.waiting_for_land.after_days + s.waiting_for_land.repeat_days,
+            funds_yellow=s.lacking_funds.after_days,
+            funds_red=s.lacking_funds.after_days + s.lacking_funds.repeat_days,
+            materials_within=params.materials_due_within_days,
+            source=str(path or DEFAULT_FILE),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str  # visit | signed_not_started | waiting_for_land | lacking_funds | materials[_late]
+    light: str  # red | yellow
+    days: int
+    threshold: int
+    since: dt.date | None
+
+    def text(self, lang: str) -> str:
+        words = REASON_WORDS[self.code][lang]
+        return words.format(days=self.days, threshold=self.threshold)
+
+
+REASON_WORDS = {
+    "visit": {
+        "zh": "包保县级领导{days}天未现场调度（阈值{threshold}天）",
+        "en": "no sponsor visit for {days} days (threshold {threshold})",
+    },
+    "signed_not_started": {
+        "zh": "签约{days}天未开工（阈值{threshold}天）",
+        "en": "signed {days} days ago, not started (threshold {threshold})",
+    },
+    "waiting_for_land": {
+        "zh": "等待土地指标{days}天（阈值{threshold}天）",
+        "en": "waiting for land for {days} days (threshold {threshold})",
+    },
+    "lacking_funds": {
+        "zh": "缺资金{days}天（阈值{threshold}天）",
+        "en": "lacking funds for {days} days (threshold {threshold})",
+    },
+    "materials_late": {
+        "zh": "评审会材料未齐，已过议题截止{days}天",
+        "en": "committee materials missing, {days} days past the agenda deadline",
+    },
+    "materials": {
+        "zh": "评审会材料未齐，距议题截止{days}天（提前{threshold}天提醒）",
+        "en": "committee materials missing, {days} days to the agenda deadline (alert {threshold} days before)",
+    },
+}
+
+
+def _graded(
+    code: str, since: dt.date | None, clock: dt.date, yellow: int, red: int
+) -> Reason | None:
+    if since is None:
+        return None
+    days = (clock - since).days
+    if days > red:
+        return Reason(code, "red", days, red, since)
+    if days > yellow:
+        return Reason(code, "yellow", days, yellow, since)
+    return None
+
+
+def light_dates(p: BoardProject, t: Thresholds) -> tuple[dt.date | None, dt.date | None]:
+    """(first yellow day, first red day) of an active project: the day each reason passes
+    its threshold ("more than N days"), the earliest over the reasons; (None, None) if no
+    reason can ever turn it. `light` on any day agrees (tests/board/test_lights.py)."""
+    if p.stage in INACTIVE:
+        return None, None
+    day = dt.timedelta(days=1)
+    pairs: list[tuple[dt.date, dt.date]] = []
+    for since, yellow, red in (
+        (p.visit_since, t.visit_yellow, t.visit_red),
+        (p.signed_on if p.started_on is None else None, t.signed_yellow, t.signed_red),
+        (p.waiting_land_since, t.land_yellow, t.land_red),
+        (p.lacking_funds_since, t.funds_yellow, t.funds_red),
+    ):
+        if since is not None:
+            pairs.append(
+                (since + dt.timedelta(days=yellow) + day, since + dt.timedelta(days=red) + day)
+            )
+    if p.materials_complete is False and p.materials_deadline is not None:
+        pairs.append(
+            (
+                p.materials_deadline - dt.timedelta(days=t.materials_within),
+                p.materials_deadline + day,
+            )
+        )
+    if not pairs:
+        return None, None
+    return min(y for y, _ in pairs), min(r for _, r in pairs)
+
+
+def relight(p: BoardProject, t: Thresholds) -> None:
+    p.yellow_on, p.red_on = light_dates(p, t)
+
+
+def light(p: BoardProject, clock: dt.date, t: Thresholds) -> tuple[str | None, list[Reason]]:
+    """(red|yellow|green, reasons) for an active project; (None, []) for a finished one."""
+    if p.stage in INACTIVE:
+        return None, []
+    reasons = [
+        r
+        for r in (
+            _graded("visit", p.visit_since, clock, t.visit_yellow, t.visit_red),
+            _graded(
+                "signed_not_started",
+                p.signed_on if p.started_on is None else None,
+                clock,
+                t.signed_yellow,
+                t.signed_red,
+            ),
+            _graded("waiting_for_land", p.waiting_land_since, clock, t.land_yellow, t.land_red),
+            _graded("lacking_funds", p.lacking_funds_since, clock, t.funds_yellow, t.funds_red),
+        )
+        if r is not None
+    ]
+    if p.materials_complete is False and p.materials_deadline is not None:
+        left = (p.materials_deadline - clock).days
+        if left < 0:
+            reasons.append(Reason("materials_late", "red", -left, t.materials_within, None))
+        elif left <= t.materials_within:
+            reasons.append(Reason("materials", "yellow", left, t.materials_within, None))
+    if any(r.light == "red" for r in reasons):
+        return "red", reasons
+    if reasons:
+        return "yellow", reasons
+    return "green", []
