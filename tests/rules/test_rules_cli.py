@@ -107,8 +107,10 @@ def test_validate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     )
     code, out = run(capsys, "validate", str(broken))
     assert code == 1
+    at = text.index("gte: {param: major_project_min_investment}")
+    line, col = text[:at].count("\n") + 1, at - text.rfind("\n", 0, at)
     assert (
-        f"ERROR  {broken}:130:38: rule major_project: when.all[1].gte: parameter `major_min` is not defined"
+        f"ERROR  {broken}:{line}:{col}: rule major_project: when.all[1].gte: parameter `major_min` is not defined"
         in out
     )
     assert out.strip().splitlines()[-1] == "0 valid, 1 invalid"
@@ -126,6 +128,7 @@ def test_explain_review_in_chinese_and_english(
             "land": "new_land",
             "reported_on": "2022-04-01",
             "investor": {"name": "某公司", "origin": "foreign"},
+            "environment": {"emissions_ok": True, "safety_ok": True, "energy_ok": True},
         },
         "documents": ["investment_proof"],
     }

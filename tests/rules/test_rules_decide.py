@@ -143,18 +143,32 @@ def test_materials_without_a_meeting_have_no_deadline(rules: RulesetRegistry) ->
     assert result.deadline is None and not result.complete
 
 
+# Below the major-project line: recognised without a committee approval (issue 13.2).
+STANDARD = "50000000.00"
+
+
 def test_recognition_lists_blockers_and_missing_proofs(rules: RulesetRegistry) -> None:
-    result = review.recognize(lead(land="existing_land"), PROOFS[:4], rules=rules)
+    result = review.recognize(
+        lead(land="existing_land", planned_investment=STANDARD), PROOFS[:4], rules=rules
+    )
     assert result.recognition_blockers == ["landing_proofs"]
     assert result.missing_proofs == ["funds_voucher", "progress_images", "premises_agreement"]
-    ok = review.recognize(lead(land="existing_land"), [*PROOFS, "premises_agreement"], rules=rules)
+    ok = review.recognize(
+        lead(land="existing_land", planned_investment=STANDARD),
+        [*PROOFS, "premises_agreement"],
+        rules=rules,
+    )
     assert (ok.recognized, ok.recognition_blockers, ok.missing_proofs) == (True, [], [])
     assert Recognition.model_validate(ok.to_event("P-1").model_dump()).recognized
 
 
 def test_a_terminated_project_is_never_recognised(rules: RulesetRegistry) -> None:
     env = {"emissions_ok": False, "safety_ok": True, "energy_ok": True}
-    result = review.recognize(lead(environment=env), [*PROOFS, "land_use_certificate"], rules=rules)
+    result = review.recognize(
+        lead(environment=env, planned_investment=STANDARD),
+        [*PROOFS, "land_use_certificate"],
+        rules=rules,
+    )
     assert (result.recognized, result.recognition_blockers) == (False, ["environment_failed"])
 
 

@@ -272,7 +272,7 @@ def test_evaluations_on_many_threads_share_one_engine() -> None:
             ({"kind": "headquarters"}, ("headquarters",)),
             ({"investor": {"origin": "inside_city"}}, ("inside_city",)),
             (
-                {"investor": {"origin": "foreign", "china_top_500": True}},
+                {"investor": {"origin": "foreign", "china_top_500": True, "china_rank": 12}},
                 ("foreign_funded", "top_enterprise"),
             ),
             ({"kind": "other"}, ()),

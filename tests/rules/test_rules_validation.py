@@ -38,13 +38,16 @@ def test_default_rulesets_are_valid() -> None:
 
 
 def test_spec_rule_ids_and_parameters_are_exactly_those_of_spec_section_6() -> None:
+    """SPEC §6's ids, plus those issue 13 (assessment integrity) added, each marked below."""
     assert [r["id"] for r in REVIEW["rules"]] == [
         "real_estate_excluded",
         "industry_out_of_scope",
         "environment_failed",
         "major_project",
         "committee_materials",
+        "committee_approval_missing",  # issue 13.2: a major project needs an approval
         "inside_county_source",
+        "environment_not_assessed",  # issue 13.5: unassessed is not recognised
         "landing_proofs",
     ]
     assert set(REVIEW["parameters"]) == {
@@ -53,6 +56,9 @@ def test_spec_rule_ids_and_parameters_are_exactly_those_of_spec_section_6() -> N
         "agenda_lead_days",
         "committee_materials",
         "landing_proofs",
+        "approval_requires",  # 13.4
+        "funds_voucher_from_funds_record",  # 13.6
+        "unassessed_waiver_below",  # 13.5
     }
     assert [r["id"] for r in SCORING["rules"]] == [
         "foreign_funded",
@@ -71,6 +77,15 @@ def test_spec_rule_ids_and_parameters_are_exactly_those_of_spec_section_6() -> N
         "urban_complex_min_floor_area_m2",
         "credit_roles",
         "signing_targets",
+        # issue 13.7, 13.8, 13.15: counts, targets, rates and the combination reading
+        "china_top_n",
+        "multiplier_combination",
+        "new_start_min_amount",
+        "new_start_target",
+        "rate_definitions",
+        "signing_excluded_origins",
+        "signing_min_amount",
+        "unit_signing_targets",
     }
     assert SCORING["parameters"]["signing_targets"]["value"] == {
         "Q1": 6,
@@ -214,7 +229,8 @@ def test_version_must_be_quoted_text() -> None:
     text = (ROOT / "rulesets" / "scoring-2022.1.yaml").read_text(encoding="utf-8")
     with pytest.raises(RulesetError) as info:
         load_text(text.replace('version: "2022.1"', "version: 2022.10"), "s.yaml")
-    assert "s.yaml:6:1: version: write the version in quotes" in str(info.value)
+    line = text[: text.index('version: "2022.1"')].count("\n") + 1
+    assert f"s.yaml:{line}:1: version: write the version in quotes" in str(info.value)
 
 
 def test_yaml_key_written_twice_is_an_error_with_its_line() -> None:
@@ -223,7 +239,8 @@ def test_yaml_key_written_twice_is_an_error_with_its_line() -> None:
     with pytest.raises(RulesetError) as info:
         load_text(doubled, "s.yaml")
     assert "key 'value' is written twice" in str(info.value)
-    assert "s.yaml:23:5: key" in str(info.value)
+    line = doubled[: doubled.index("    value: 4\n")].count("\n") + 1
+    assert f"s.yaml:{line}:5: key" in str(info.value)
 
 
 def test_on_and_no_stay_words_in_yaml() -> None:
