@@ -96,7 +96,7 @@ async def running_system(
     services: tuple[ServiceSpec, ...] = SERVICES,
     echo: bool = True,
     extra_env: dict[str, str] | None = None,
-    ready_timeout: float = 60.0,
+    ready_timeout: float = 120.0,
     replicas: dict[str, int] | None = None,
     http_ports: dict[str, int] | None = None,
 ) -> AsyncIterator[System]:

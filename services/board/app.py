@@ -183,10 +183,11 @@ class Context:
         self._stamp: tuple[float, ...] | None = None
 
     def _files(self) -> list[Path]:
-        from services.notify.params import DEFAULT_FILE
-
-        triggers = Path(os.environ.get("NOTIFY_TRIGGERS") or DEFAULT_FILE)
-        return [settings.units_file, triggers, *sorted(settings.rulesets_dir.glob("*.yaml"))]
+        # Notify's thresholds are the notify ruleset in rulesets/ (or $NOTIFY_TRIGGERS).
+        override = (
+            [Path(os.environ["NOTIFY_TRIGGERS"])] if os.environ.get("NOTIFY_TRIGGERS") else []
+        )
+        return [settings.units_file, *override, *sorted(settings.rulesets_dir.glob("*.yaml"))]
 
     def _fresh(self) -> None:
         stamp = tuple(p.stat().st_mtime if p.exists() else 0.0 for p in self._files())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -287,7 +288,7 @@ class Thresholds:
 
     @classmethod
     def load(cls, path: Path | None = None) -> Thresholds:
-        from services.notify.params import DEFAULT_FILE, load_params
+        from services.notify.params import load_params
 
         params = load_params(path)
         s = params.stalled
@@ -301,7 +302,7 @@ class Thresholds:
             funds_yellow=s.lacking_funds.after_days,
             funds_red=s.lacking_funds.after_days + s.lacking_funds.repeat_days,
             materials_within=params.materials_due_within_days,
-            source=str(path or DEFAULT_FILE),
+            source=str(path or os.environ.get("NOTIFY_TRIGGERS") or "rulesets/notify-*.yaml"),
         )
 
     def as_json(self) -> dict[str, Any]:

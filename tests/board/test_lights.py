@@ -70,11 +70,12 @@ def test_sql_and_python_lights_agree(tmp_path: Path) -> None:
 
 
 def test_thresholds_come_from_the_parameters_file(tmp_path: Path) -> None:
-    from services.notify.params import DEFAULT_FILE
+    from shared.settings import REPO_ROOT
 
-    text = DEFAULT_FILE.read_text(encoding="utf-8")
-    changed = tmp_path / "triggers.yaml"
-    changed.write_text(text.replace("  value: 14\n", "  value: 21\n", 1), encoding="utf-8")
+    text = (REPO_ROOT / "rulesets" / "notify-2022.1.yaml").read_text(encoding="utf-8")
+    changed = tmp_path / "notify.yaml"
+    assert "    value: 14\n" in text  # visit_escalate_days
+    changed.write_text(text.replace("    value: 14\n", "    value: 21\n", 1), encoding="utf-8")
     t = rm.Thresholds.load(changed)
     assert (T.visit_red, t.visit_red) == (14, 21)
     p = BoardProject(project_id="TS01-X", decision="approved", sponsor_leader="L01", decided_on=D0)
