@@ -153,30 +153,15 @@ class TokenUnit:
         return unit
 
 
-class UnitToken:
+class UnitToken(TokenUnit):
     """Dependency: the bearer token must belong to the unit in the path."""
 
-    def __init__(self, engine: Callable[[], Engine], enabled: bool) -> None:
-        self.engine = engine
-        self.enabled = enabled
-
-    async def __call__(
+    async def __call__(  # type: ignore[override]
         self,
         request: Request,
         credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
     ) -> None:
-        if not self.enabled:
-            return
-        if credentials is None:
-            raise AuthError(401, "bearer token required / 须提供单位令牌")
-
-        def lookup() -> str | None:
-            with unit_of_work(self.engine()) as session:
-                return token_unit(session, credentials.credentials)
-
-        unit = await asyncio.to_thread(lookup)
-        if unit is None:
-            raise AuthError(401, "unknown or revoked token / 令牌无效或已吊销")
+        unit = await super().__call__(credentials)
         path_unit: Any = request.path_params.get("unit")
-        if unit != path_unit:
+        if unit is not None and unit != path_unit:
             raise AuthError(403, f"this token reports for {unit} only / 令牌仅限本单位使用")
