@@ -226,6 +226,7 @@ class Stack:
             "INTAKE_PORT": free_port(),
             "REVIEW_PORT": free_port(),
             "NOTIFY_PORT": free_port(),
+            "BOARD_PORT": free_port(),
         }
         self.env_file = work / "investflow.env"
         env = {

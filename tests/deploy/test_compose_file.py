@@ -188,7 +188,7 @@ def _compose_reason() -> str | None:
 
 COMPOSE_REASON = _compose_reason()
 HOSTNET_PORTS = (
-    "NATS_PORT", "NATS_MONITOR_PORT", "POSTGRES_PORT", "INTAKE_PORT", "REVIEW_PORT", "NOTIFY_PORT",
+    "NATS_PORT", "NATS_MONITOR_PORT", "POSTGRES_PORT", "INTAKE_PORT", "REVIEW_PORT", "NOTIFY_PORT", "BOARD_PORT",
 )  # fmt: skip
 
 
