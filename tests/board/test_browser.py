@@ -91,6 +91,9 @@ async def test_the_board_in_a_browser(board_system, browser) -> None:
             "project_id": p1,
             "decision": "approved",
             "sponsor_leader": "L02",
+            # What the review ruleset's approval_requires asks an approval to name (issue 13.4).
+            "responsible_leader": "L02",
+            "hq": {"commander": "L02", "members": ["TS01", "DEVZONE"]},
         },
     )
     await report(
@@ -103,6 +106,9 @@ async def test_the_board_in_a_browser(board_system, browser) -> None:
             "project_id": q1,
             "decision": "approved",
             "sponsor_leader": "L01",
+            # What the review ruleset's approval_requires asks an approval to name (issue 13.4).
+            "responsible_leader": "L01",
+            "hq": {"commander": "L01", "members": ["TS02", "DEVZONE"]},
         },
     )
     await idle(js)
