@@ -92,7 +92,14 @@ def x4_tests(tmp: Path) -> Path:
 
 async def credited(system: Any, unit: str, arrived_on: str) -> dict[str, Any]:
     """A recognised little giant's funds of 1,000,000 yuan, as scoring credits them."""
-    data = lead(unit, documents=[{"type": t, "ref": f"{t}-1"} for t in PROOFS])
+    # A standard-track project with its environment assessed: recognised without a committee
+    # (the review rules of issue 13), so its funds are credited.
+    data = lead(
+        unit,
+        planned_investment="50000000",
+        environment={"emissions_ok": True, "safety_ok": True, "energy_ok": True},
+        documents=[{"type": t, "ref": f"{t}-1"} for t in PROOFS],
+    )
     data["investor"]["little_giant"] = True
     pid = f"{unit}-{data['lead_id']}"
     await publish(system.js, f"intake.{unit}.lead", data)
