@@ -916,11 +916,11 @@ async def _history(args: argparse.Namespace, out: TextIO) -> int:
             raise LifecycleError(
                 "no rulesets bucket on this server: nothing was published / 无发布记录"
             )
-        try:
-            keys = sorted(k for k in await kv.keys() if "." not in k)
-        except Exception:
-            keys = []
-        ids = [args.ruleset_id] if args.ruleset_id else keys
+        # Every ruleset id the contract knows, not kv.keys(): that listing can come back
+        # short (nats-io/nats.py#842); history() of an id never published is empty.
+        from shared.rules.model import RULESET_IDS
+
+        ids = [args.ruleset_id] if args.ruleset_id else list(RULESET_IDS)
         rows: list[dict[str, Any]] = []
         for ruleset_id in ids:
             for rev, p, problem in await history(kv, ruleset_id):

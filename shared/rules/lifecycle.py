@@ -283,21 +283,45 @@ async def latest(kv: Any, ruleset_id: str) -> Any:
         return None
 
 
-async def history(kv: Any, ruleset_id: str) -> list[tuple[int, Publication | None, str]]:
+async def history(
+    kv: Any, ruleset_id: str, timeout: float = 10.0
+) -> list[tuple[int, Publication | None, str]]:
     """Every stored publication of the key, oldest first: (revision, publication or None,
     the problem when the stored value is not a publication)."""
+    from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+    # KeyValue.history() can end before the replay does and report no entries at all
+    # (nats-io/nats.py#842, seen here under load). The latest revision read first tells us
+    # where the replay ends, so the watch is read up to it, never to the library's marker.
     try:
-        entries = await kv.history(ruleset_id)
-    except Exception:  # no such key
+        last = (await kv.get(ruleset_id)).revision
+    except KeyDeletedError as exc:
+        last = exc.entry.revision if exc.entry is not None else None
+    except KeyNotFoundError:
         return []
     out = []
-    for entry in entries:
-        if entry.value is None or entry.operation is not None:
-            continue
-        try:
-            out.append((entry.revision, Publication.from_bytes(ruleset_id, entry.value), ""))
-        except RulesetError as exc:
-            out.append((entry.revision, None, str(exc)))
+    watcher = await kv.watch(ruleset_id, include_history=True)
+    try:
+        async with asyncio.timeout(timeout):
+            async for entry in watcher:
+                if entry is None:  # the library's marker: not trusted, see above
+                    continue
+                if entry.value and entry.operation is None:
+                    try:
+                        out.append(
+                            (entry.revision, Publication.from_bytes(ruleset_id, entry.value), "")
+                        )
+                    except RulesetError as exc:
+                        out.append((entry.revision, None, str(exc)))
+                if entry.revision >= (last or 0) and (last is not None or entry.delta == 0):
+                    break
+    except TimeoutError as exc:
+        raise LifecycleError(
+            f"the history of {ruleset_id} did not arrive within {timeout:.0f} s"
+            f" / {timeout:.0f} 秒内未读到 {ruleset_id} 的发布历史"
+        ) from exc
+    finally:
+        await watcher.stop()
     return out
 
 

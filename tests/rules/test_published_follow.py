@@ -110,3 +110,59 @@ def test_two_versions_in_force_on_one_day_inside_a_publication_are_refused() -> 
     body["versions"].append({"file": "b.yaml", "version": "2022.2", "text": other})
     with RulesetRegistry() as registry, pytest.raises(RulesetError, match="overlaps"):
         published.apply_entry(registry, "scoring", 3, json.dumps(body).encode())
+
+
+class EarlyMarker:
+    """A real bucket whose watchers first yield the replay-done marker before any entry:
+    what nats-py's watch does when the replay is still in flight (nats-io/nats.py#842)."""
+
+    def __init__(self, kv: object) -> None:
+        self.kv = kv
+
+    async def get(self, key: str) -> object:
+        return await self.kv.get(key)  # type: ignore[attr-defined]
+
+    async def history(self, key: str) -> list[object]:
+        """KeyValue.history(), as nats-py writes it: it stops at the first marker."""
+        from nats.js.errors import NoKeysError
+
+        watcher = await self.watch(key, include_history=True)
+        entries = []
+        async for entry in watcher:
+            if not entry:
+                break
+            entries.append(entry)
+        await watcher.stop()
+        if not entries:
+            raise NoKeysError
+        return entries
+
+    async def watch(self, key: str, **kw: object) -> object:
+        watcher = await self.kv.watch(key, **kw)  # type: ignore[attr-defined]
+        await watcher._updates.put(None)  # test-only: the race, made certain
+        queued = []
+        while not watcher._updates.empty():
+            queued.append(watcher._updates.get_nowait())
+        for item in [None, *queued]:
+            watcher._updates.put_nowait(item)
+        return watcher
+
+
+async def test_history_reads_every_publication_even_when_the_replay_marker_comes_early(
+    nats_url: str,
+) -> None:
+    import nats
+
+    from shared.rules.lifecycle import history
+
+    nc = await nats.connect(nats_url)
+    try:
+        kv = await published.bucket(nc.jetstream())
+        await kv.put("scoring", publication())
+        await kv.put("scoring", publication())
+        rows = await history(EarlyMarker(kv), "scoring")
+        assert [rev for rev, p, _ in rows] == [1, 2]
+        assert all(p is not None and p.versions[0]["version"] == "2022.1" for _, p, _ in rows)
+        assert await history(kv, "review") == []  # never published: empty, at once
+    finally:
+        await nc.close()

@@ -92,6 +92,9 @@ async def test_usd_funds_with_their_rate_are_credited_once(scoring_system: Any) 
     await recognise(js, pid)
     await idle(js)  # recognised before the funds arrive: no 'not yet recognised' hold
     await publish(js, "intake.CENTER.rates", {"on": "2022-03-15", "rates": {"USD": "6.3360"}})
+    # The Center's and the unit's inboxes are read side by side: without this wait the funds
+    # may arrive first and be held for the rate (the next test covers that path).
+    await idle(js)
     await publish(
         js, "intake.TS01.funds", funds_payload(pid, "F1", "2500000.50", "USD", "2022-03-15")
     )
