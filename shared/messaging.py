@@ -91,6 +91,15 @@ def transient(exc: BaseException) -> bool:
     )
 
 
+def log_failure(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """One line for what retrying cures (NATS or the database slow or away: the operator
+    needs to know it happened, not where in the library); the traceback for anything else."""
+    if transient(exc):
+        logger.warning("%s: %s: %s", what, type(exc).__name__, exc)
+    else:
+        logger.error("%s", what, exc_info=exc)
+
+
 def backoff_s(delivered: int) -> float:
     """1 s, 2 s, 4 s, ... capped at 30 s."""
     return float(min(30, 2 ** max(0, delivered - 1)))

@@ -114,7 +114,11 @@ async def test_two_replicas_take_turns_in_stream_order(nats_url: str, subject: s
 
         return work
 
-    settings = settings_for(nats_url, batch_size=16)
+    # ack_wait 30 s, the deployed default: at 5 s a replica starved of CPU (a loaded CI
+    # machine) let a message it had queued but not yet taken expire, and the other replica
+    # got it too. Delivery is at least once by design (each service's inbox table keeps the
+    # effect once); what this test checks is the order, so it gives the replicas that time.
+    settings = settings_for(nats_url, batch_size=16, ack_wait_s=30)
     calls: list[str] = []
     brokers = [
         await replica(settings, name, work_for(name), calls, subject=subject) for name in ("a", "b")
@@ -278,3 +282,22 @@ async def test_a_consumer_whose_filter_was_changed_is_put_back_on_start(nats_url
     assert len(repaired) == 1 and "project.none" in repaired[0] and again == []
     assert info.config.filter_subject == "project.>"
     assert (info.num_pending or 0) >= 1
+
+
+def test_a_transient_failure_is_logged_in_one_line_anything_else_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The demo under load printed a notify traceback for a NATS request that timed out and
+    was retried: the operator reads one line for that, and a traceback only for a bug."""
+    import logging
+
+    from shared.messaging import log_failure
+
+    logger = logging.getLogger("investflow.test")
+    with caplog.at_level(logging.WARNING, logger="investflow.test"):
+        log_failure(logger, "notify: delivery pass failed", nats.errors.TimeoutError())
+        log_failure(logger, "notify: delivery pass failed", KeyError("project_id"))
+    slow, bug = caplog.records
+    assert slow.levelname == "WARNING" and slow.exc_info is None
+    assert "TimeoutError" in slow.getMessage()
+    assert bug.levelname == "ERROR" and bug.exc_info is not None

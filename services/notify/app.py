@@ -28,7 +28,13 @@ from shared.contract.events import check_event
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import load_directory
 from shared.http_ops import start_ops_server
-from shared.messaging import configure_logging, consume_in_order, durable_subscriber, make_broker
+from shared.messaging import (
+    configure_logging,
+    consume_in_order,
+    durable_subscriber,
+    log_failure,
+    make_broker,
+)
 from shared.settings import REPO_ROOT, Settings
 
 from . import contacts, store
@@ -177,8 +183,8 @@ async def run_scheduler(every_s: float) -> None:
         try:
             if await asyncio.to_thread(sched.tick):
                 dispatcher().wake.set()
-        except Exception:
-            log.exception("notify: scheduler tick failed; trying again next tick")
+        except Exception as exc:
+            log_failure(log, "notify: scheduler tick failed; trying again next tick", exc)
         await asyncio.sleep(every_s)
 
 

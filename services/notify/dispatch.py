@@ -28,6 +28,7 @@ from sqlmodel import Session, select
 from shared import subjects
 from shared.contract import NotifyOutcome
 from shared.db import unit_of_work
+from shared.messaging import log_failure
 
 from . import store
 from .channels import Channel, Outgoing
@@ -309,8 +310,8 @@ class Dispatcher:
         while True:
             try:
                 await self.deliver_due()
-            except Exception:
-                log.exception("notify: delivery pass failed; retrying")
+            except Exception as exc:
+                log_failure(log, "notify: delivery pass failed; retrying", exc)
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=poll_s)

@@ -28,6 +28,10 @@ LEADS = 200 if os.environ.get("INVESTFLOW_SLOW") else 50
 FUNDS_PER_LEAD = 9
 ENV = {
     "INVESTFLOW_ACK_WAIT": "5",
+    # The deployed window (600 s): an outcome announced just before a kill -9 is announced
+    # again after the restart under the same Nats-Msg-Id, and the window must outlast the
+    # restart to fold it. The suite's 2 s default is shorter than a restart under load.
+    "INVESTFLOW_DUPLICATE_WINDOW": "600",
     "NOTIFY_CLOCK": "business",
     "NOTIFY_DRY_RUN": "1",
     "NOTIFY_TICK_S": "3600",
