@@ -160,9 +160,12 @@ TWO_OF_EVERY_SERVICE = {"intake": 2, "review": 2, "scoring": 2, "notify": 2}
         pytest.param(
             "sqlite",
             TWO_OF_EVERY_SERVICE,
-            # Known defect since units have inboxes of their own (issue 11): with two intake
-            # replicas, 2 of 448 funds records were refused as "unknown project" although
-            # their lead came first in the same inbox. Open; see the session's closing note.
+            # Known defect (issue 12): with two intake replicas on one unit's inbox, a funds
+            # record is now and then taken by one replica before the other has stored the
+            # lead ahead of it, and is refused as "unknown project" (1 of 450 here). Checking
+            # for the lead again at refusal finds nothing yet: the hand-over between replicas
+            # (_Turns in shared/messaging.py) let it overtake, as test_two_replicas_take_turns
+            # also shows under load. Per-project partitions (issue 12) replace that hand-over.
             marks=pytest.mark.xfail(
                 reason="two intake replicas over per-unit inboxes", strict=False
             ),
