@@ -231,11 +231,12 @@ def fill_fast(engine: Any, lines: Iterator[dict[str, Any]]) -> tuple[int, int]:
         ):
             for start in range(0, len(rows), 20000):
                 conn.execute(insert(table.__table__), rows[start : start + 20000])  # type: ignore[attr-defined]
-    from services.board.ingest import rebuild_months
+    from services.board.ingest import rebuild_months, rebuild_tallies
     from shared.db import unit_of_work
 
     with unit_of_work(engine) as session:
         rebuild_months(session)
+        rebuild_tallies(session, thresholds)
     return sum(seq.values()), leads
 
 
@@ -266,7 +267,7 @@ def upgrade(engine: Any) -> None:
         for index in model.__table__.indexes:  # type: ignore[attr-defined]
             index.create(engine, checkfirst=True)
     with unit_of_work(engine) as session:
-        relight_all(session, rm.Thresholds.load())
+        relight_all(session, rm.Thresholds.load())  # and the overview's counts, if not kept
         rebuild_months(session)
 
 

@@ -130,6 +130,32 @@ class BoardFundsMonth(SQLModel, table=True):
     records: int = 0
 
 
+class BoardCount(SQLModel, table=True):
+    """Counts per attracting unit kept as rows change (ingest): `stage.<stage>` (projects at
+    that stage) and `funds.held` (funds records held). The overview sums these few hundred
+    rows instead of counting 100,000 projects per request (docs/performance.md)."""
+
+    __tablename__ = "board_count"
+
+    unit: str = Field(primary_key=True, max_length=32)
+    key: str = Field(primary_key=True, max_length=32)
+    n: int = 0
+
+
+class BoardDayCount(SQLModel, table=True):
+    """Projects per attracting unit and day: `yellow` / `red` (the day its light turns, i.e.
+    yellow_on / red_on) and `signed` (signed that day for at least the signing threshold).
+    A light count on any clock is a sum over days <= clock."""
+
+    __tablename__ = "board_day_count"
+    __table_args__ = (Index("ix_board_day_count_kind_day", "kind", "day", "n"),)
+
+    unit: str = Field(primary_key=True, max_length=32)
+    kind: str = Field(primary_key=True, max_length=8)
+    day: dt.date = Field(primary_key=True)
+    n: int = 0
+
+
 class BoardPoints(SQLModel, table=True):
     """Points credited to one assessed subject (考核对象) for one funds record."""
 
@@ -195,6 +221,8 @@ TABLES: tuple[type[SQLModel], ...] = (
     BoardMeeting,
     BoardFunds,
     BoardFundsMonth,
+    BoardCount,
+    BoardDayCount,
     BoardPoints,
     BoardNotification,
     BoardRuleset,
