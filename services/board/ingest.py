@@ -13,6 +13,9 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from shared import subjects
+from shared.contract.events import NotInContract, check_event
+
 from . import readmodel as rm
 from .store import (
     BoardCount,
@@ -24,6 +27,8 @@ from .store import (
     BoardNotification,
     BoardPoints,
     BoardProject,
+    BoardRates,
+    BoardRatesYear,
     BoardRuleset,
     BoardState,
 )
@@ -50,6 +55,12 @@ def parse(stream: str, seq: int, subject: str, data: bytes) -> Item:
         raise BadEvent(f"$: not JSON ({exc}) / 不是合法的JSON") from exc
     if not isinstance(event, dict):
         raise BadEvent("$: expected a JSON object / 须为JSON对象")
+    if subject == subjects.SCORE_RATES:
+        # County-wide figures replace what the board holds: only a whole, valid one may.
+        try:
+            check_event(subject, data)
+        except NotInContract as exc:
+            raise BadEvent(f"{exc} / 不符合 score.rates 事件约定") from exc
     return Item(stream, seq, subject, event, raw)
 
 
@@ -358,8 +369,11 @@ def _apply(session: Session, item: Item, clock: dt.date | None, rows: _Rows) -> 
             )
         )
         return
+    if subject == subjects.SCORE_RATES:
+        apply_rates(session, event)
+        return
     if not isinstance(pid, str) or not pid:
-        return  # rates and other county-wide facts: timeline table only
+        return  # exchange rates and other county-wide facts: timeline table only
     if family == "project":
         meeting_day = None
         if subject == "project.decision":
@@ -415,6 +429,48 @@ def _apply(session: Session, item: Item, clock: dt.date | None, rows: _Rows) -> 
                         arrived_on=f.arrived_on,
                     )
                 )
+
+
+def apply_rates(session: Session, event: dict[str, Any]) -> None:
+    """score.rates (validated by `parse`): county and unit figures replace the year's,
+    project figures are upserted, dropped projects removed. An older revision, or a part
+    of this one already applied (a copy published again after a restart), changes nothing."""
+    session.flush()  # an earlier part in this batch: its rows are to be found, not added again
+    year, revision, part = int(event["year"]), int(event["revision"]), int(event["part"])
+    state = session.get(BoardRatesYear, year) or BoardRatesYear(year=year)
+    parts = rm.loads(state.parts, [])
+    if revision < state.revision or (revision == state.revision and part in parts):
+        return
+    if revision > state.revision:
+        state.revision, parts = revision, []
+    state.parts = json.dumps(sorted([*parts, part]))
+    state.projects = int(event.get("projects") or 0)
+    state.definitions = json.dumps(event.get("definitions") or {}, ensure_ascii=False)
+    state.explanation = json.dumps(event.get("explanation") or {}, ensure_ascii=False)
+    session.add(state)
+
+    def put(scope: str, code: str, figures: Any) -> None:
+        row = session.get(BoardRates, (year, scope, code)) or BoardRates(
+            year=year, scope=scope, code=code, figures=""
+        )
+        row.figures = json.dumps(figures, sort_keys=True)
+        session.add(row)
+
+    put("county", "", event["county"])
+    units = event.get("by_unit") or {}
+    for old in session.exec(
+        select(BoardRates).where(col(BoardRates.year) == year, col(BoardRates.scope) == "unit")
+    ).all():
+        if old.code not in units:
+            session.delete(old)
+    for code, figures in units.items():
+        put("unit", str(code), figures)
+    for code, figures in (event.get("by_project") or {}).items():
+        put("project", str(code), figures)
+    for code in event.get("dropped") or []:
+        row = session.get(BoardRates, (year, "project", str(code)))
+        if row is not None:
+            session.delete(row)
 
 
 def record_ruleset(session: Session, service: str, status: dict[str, Any]) -> None:

@@ -35,6 +35,8 @@ from .store import (
     BoardNotification,
     BoardPoints,
     BoardProject,
+    BoardRates,
+    BoardRatesYear,
     BoardRuleset,
     BoardState,
 )
@@ -271,9 +273,56 @@ def _overview(
         "min_signing": signing.min_amount,
         "funds_by_unit_month": funds,
         "funds_held": int(held),
-        # 履约率/落地率/资金到位率: scoring does not publish them yet (the assessment issue).
-        "rates": None,
+        "rates": rates(session, viewer, year),
     }
+
+
+def rates(session: Session, viewer: Viewer, year: int) -> dict[str, Any] | None:
+    """履约率、落地率、资金到位率 of `year` as scoring last published them (score.rates), or of
+    the latest year before it (January, before a signing); None before any. The county's
+    for everyone, every unit's for the Center and admin, a unit its own."""
+    state = session.exec(
+        select(BoardRatesYear)
+        .where(col(BoardRatesYear.year) <= year)
+        .order_by(col(BoardRatesYear.year).desc())
+        .limit(1)
+    ).first()
+    if state is None:
+        return None
+    year = state.year
+    query = select(BoardRates).where(
+        col(BoardRates.year) == year, col(BoardRates.scope).in_(("county", "unit"))
+    )
+    if not viewer.sees_all:
+        unit = viewer.code if viewer.role == "unit" else ""
+        query = query.where(or_(col(BoardRates.scope) == "county", col(BoardRates.code) == unit))
+    county: dict[str, Any] | None = None
+    by_unit: dict[str, Any] = {}
+    for row in session.exec(query.order_by(col(BoardRates.code))).all():
+        if row.scope == "county":
+            county = loads(row.figures, {})
+        else:
+            by_unit[row.code] = loads(row.figures, {})
+    explanation = loads(state.explanation, {})
+    return {
+        "year": year,
+        "revision": state.revision,
+        "ruleset": f"{explanation.get('ruleset_id')}@{explanation.get('version')}",
+        "definitions": loads(state.definitions, {}),
+        "explanation": explanation,
+        "county": county,
+        "by_unit": by_unit,
+    }
+
+
+def project_rates(session: Session, project_id: str) -> dict[str, Any]:
+    """year → the project's figures, for every year scoring counted it in."""
+    rows = session.exec(
+        select(BoardRates).where(
+            col(BoardRates.scope) == "project", col(BoardRates.code) == project_id
+        )
+    ).all()
+    return {str(r.year): loads(r.figures, {}) for r in sorted(rows, key=lambda r: r.year)}
 
 
 # --- project list and page ----------------------------------------------------------------------
@@ -399,6 +448,7 @@ def project_page(
             "duplicate_of": p.duplicate_of,
         },
         "timeline": timeline,
+        "rates": project_rates(session, p.project_id),
         "funds": [
             {
                 "funds_id": f.funds_id,
@@ -548,6 +598,13 @@ def money_str(value: Decimal | str | None) -> str:
     if value is None:
         return "—"
     return f"{Decimal(str(value)):,.2f}"
+
+
+def pct_str(value: Decimal | str | None) -> str:
+    """A published ratio ("0.5000") as a percentage ("50.0%"); — where it is undefined."""
+    if value is None:
+        return "—"
+    return f"{Decimal(str(value)) * 100:.1f}%"
 
 
 def dumps(value: Any) -> str:

@@ -176,6 +176,33 @@ class BoardPoints(SQLModel, table=True):
     active: bool = True  # False once score.reversed took the credit back
 
 
+class BoardRatesYear(SQLModel, table=True):
+    """score.rates of one assessment year as last applied: its revision, the parts of it
+    seen (a revision may come in several messages), what the rates count and by which
+    ruleset version."""
+
+    __tablename__ = "board_rates_year"
+
+    year: int = Field(primary_key=True)
+    revision: int = 0
+    parts: str = "[]"  # JSON: the parts of `revision` applied
+    projects: int = 0  # projects counted, as scoring says
+    definitions: str = "{}"  # JSON: RateDefinitions
+    explanation: str = "{}"  # JSON: ruleset id and version, parameters
+
+
+class BoardRates(SQLModel, table=True):
+    """履约率、落地率、资金到位率 (scoring's figures, from score.rates): `scope` county (code
+    ""), unit (an attracting unit) or project."""
+
+    __tablename__ = "board_rates"
+
+    year: int = Field(primary_key=True)
+    scope: str = Field(primary_key=True, max_length=8)
+    code: str = Field(primary_key=True, max_length=100)
+    figures: str  # JSON: RateFigures as published
+
+
 class BoardNotification(SQLModel, table=True):
     """notify.sent / notify.failed: what was sent to whom, and what could not be."""
 
@@ -224,6 +251,8 @@ TABLES: tuple[type[SQLModel], ...] = (
     BoardCount,
     BoardDayCount,
     BoardPoints,
+    BoardRatesYear,
+    BoardRates,
     BoardNotification,
     BoardRuleset,
     BoardState,
