@@ -153,7 +153,10 @@ _subscribe(
     "Screening, materials, decisions and recognition, each with its explanation",
 )
 _subscribe(
-    "score.*", "SCORE", "Credits, holds and reversals: the ranking (红黑榜) and funds in place"
+    "score.*",
+    "SCORE",
+    "Credits, holds and reversals: the ranking (红黑榜) and funds in place; score.rates: "
+    "履约率、落地率、资金到位率",
 )
 _subscribe("notify.*", "NOTIFY", "Notifications sent and failed, per project")
 
