@@ -1,5 +1,6 @@
 """The board's rates (履约率、落地率、资金到位率) are scoring's, from score.rates: the same as
-GET /v1/scoreboard, and what the events sent make them. Unit TS06 is this module's.
+GET /v1/scoreboard, and what the events sent make them; score.rates folded in order, copies
+and older revisions changing nothing. Unit TS06 is this module's.
 """
 
 from __future__ import annotations
@@ -7,8 +8,17 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import pytest
+from sqlmodel import Session
+
+from services.board import ingest, queries
+from services.board.access import OPEN, Viewer
+from services.board.store import TABLES
+from shared.db import create_tables, make_engine, unit_of_work
 from tests.helpers import idle, read_subject
 
 from .conftest import token
@@ -121,3 +131,99 @@ async def test_board_rates_are_the_scoreboards(board_system) -> None:
     assert events and all(e["explanation"]["ruleset_id"] == "scoring" for e in events)
     latest = max(e["revision"] for e in events if e["year"] == 2022)
     assert latest == rates["revision"]
+
+
+def _figures(signed: int, performed: int) -> dict[str, Any]:
+    rate = f"{Decimal(performed) / Decimal(signed):.4f}" if signed else None
+    return {
+        "signed": signed,
+        "performed": performed,
+        "landed": performed,
+        "contracted_rmb": f"{signed * 100_000_000}.00",
+        "funds_rmb": "0.00",
+        "funds_unconverted": 0,
+        "performance_rate": rate,
+        "landing_rate": rate,
+        "funds_rate": "0.0000" if signed else None,
+    }
+
+
+def _rates_event(revision: int, part: int, parts: int, **kw: Any) -> dict[str, Any]:
+    return {
+        "year": 2022,
+        "revision": revision,
+        "part": part,
+        "parts": parts,
+        "county": kw.get("county", _figures(2, 1)),
+        "by_unit": kw.get("by_unit", {"TS01": _figures(2, 1)}),
+        "by_project": kw.get("by_project", {}),
+        "dropped": kw.get("dropped", []),
+        "projects": 2,
+        "definitions": {
+            "performance": ["started"],
+            "landing": ["registered", "started"],
+            "description": {"zh": "三率口径", "en": "the three rates"},
+            "reference": None,
+        },
+        "explanation": {
+            "ruleset_id": "scoring",
+            "version": "2022.1",
+            "matched": [],
+            "parameters": {},
+            "deciding_rule": None,
+        },
+    }
+
+
+def test_rates_events_fold_in_order_and_copies_change_nothing(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'board.db'}")
+    create_tables(engine, TABLES)
+    seq = iter(range(1, 100))
+
+    def send(*events: dict[str, Any]) -> None:
+        items = [
+            ingest.parse("SCORE", next(seq), "score.rates", json.dumps(e).encode()) for e in events
+        ]
+        with unit_of_work(engine) as session:
+            ingest.ingest(session, items)
+
+    def held() -> dict[str, Any]:
+        with Session(engine) as session:
+            return {
+                "overview": queries.rates(session, OPEN, 2022),
+                "TS01": queries.rates(session, Viewer("unit", "TS01"), 2022),
+                "p1": queries.project_rates(session, "TS01-P1"),
+                "p2": queries.project_rates(session, "TS01-P2"),
+            }
+
+    send(_rates_event(1, 1, 1, by_project={"TS01-P1": _figures(1, 1), "TS01-P2": _figures(1, 0)}))
+    one = held()
+    assert one["overview"]["revision"] == 1 and one["overview"]["ruleset"] == "scoring@2022.1"
+    assert one["p1"] == {"2022": _figures(1, 1)}
+    # Revision 2 in two parts, in one run, part 1 twice (published again after a restart):
+    # P2 dropped, TS02 appears, TS01 and the county change.
+    later = {"county": _figures(3, 2), "by_unit": {"TS01": _figures(1, 1), "TS02": _figures(2, 1)}}
+    send(
+        _rates_event(2, 1, 2, dropped=["TS01-P2"], **later),
+        _rates_event(2, 1, 2, dropped=["TS01-P2"], **later),
+        _rates_event(2, 2, 2, by_project={"TS02-P3": _figures(1, 1)}, **later),
+    )
+    # ... and revision 1 again: older, changes nothing.
+    send(_rates_event(1, 1, 1, by_project={"TS01-P2": _figures(1, 0)}))
+    two = held()
+    assert two["overview"]["revision"] == 2
+    assert two["overview"]["county"] == _figures(3, 2)
+    assert two["overview"]["by_unit"] == later["by_unit"]
+    assert two["TS01"]["by_unit"] == {"TS01": _figures(1, 1)}  # its own unit only
+    assert two["p1"] == {"2022": _figures(1, 1)} and two["p2"] == {}
+    with Session(engine) as session:
+        assert queries.project_rates(session, "TS02-P3") == {"2022": _figures(1, 1)}
+        # January of the next year, before any signing: the last year's rates still show.
+        assert queries.rates(session, OPEN, 2023)["year"] == 2022
+
+
+def test_a_rates_event_out_of_contract_is_refused_naming_the_field() -> None:
+    bad = _rates_event(1, 1, 1)
+    del bad["county"]["signed"]
+    with pytest.raises(ingest.BadEvent, match=r"county\.signed"):
+        ingest.parse("SCORE", 1, "score.rates", json.dumps(bad).encode())
