@@ -228,15 +228,20 @@ async def rates_publisher() -> None:
     year's facts per message would cost more than the messages (assessment_rates.py)."""
     await _publish_pending_rates()
     _rates_stale.set()  # a restart: whatever changed while it was down
+    took = 0.0
     while True:
         await _rates_stale.wait()
-        await asyncio.sleep(RATES_INTERVAL_S)  # one computation for a busy moment's changes
+        # One computation for a busy moment's changes; at least twice as long as the last
+        # one took, so a province-size year spends at most a third of the time on it.
+        await asyncio.sleep(max(RATES_INTERVAL_S, 2 * took))
         _rates_stale.clear()
+        started = time.monotonic()
         try:
             await publish_rates()
         except Exception:  # the next tick tries again; the facts are stored, nothing is lost
             log.exception("scoring: publishing the rates failed")
             _rates_stale.set()
+        took = time.monotonic() - started
 
 
 project_events = durable_subscriber(
