@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -61,7 +61,8 @@ class BoardProject(SQLModel, table=True):
     hq_members: str = "[]"
     signed_on: dt.date | None = Field(default=None, index=True)
     signed_amount: str | None = None
-    signed_fen: int | None = None  # the same in fen, for SQL sums and thresholds
+    # The same in fen, for SQL sums and thresholds; 64-bit: 100 million yuan is 10^10 fen.
+    signed_fen: int | None = Field(default=None, sa_column=Column(BigInteger))
     started_on: dt.date | None = None
     completed_on: dt.date | None = None
     land_assigned_on: dt.date | None = None
@@ -112,7 +113,7 @@ class BoardFunds(SQLModel, table=True):
         default="arrived", index=True, max_length=16
     )  # arrived | credited | held | reversed
     amount_rmb: str | None = None  # yuan: the amount for CNY, scoring's conversion otherwise
-    rmb_fen: int | None = None  # the same in fen (分), summed in SQL
+    rmb_fen: int | None = Field(default=None, sa_column=Column(BigInteger))  # fen (分), summed
     points: str | None = None
     multiplier: str | None = None
     hold_reason: str | None = None
@@ -126,7 +127,7 @@ class BoardFundsMonth(SQLModel, table=True):
 
     unit: str = Field(primary_key=True, max_length=32)
     month: str = Field(primary_key=True, max_length=7)
-    rmb_fen: int = 0
+    rmb_fen: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     records: int = 0
 
 
@@ -169,7 +170,8 @@ class BoardPoints(SQLModel, table=True):
     project_id: str = Field(index=True, max_length=100)
     funds_id: str = Field(max_length=64)
     subject: str = Field(max_length=32)
-    points_fen: int  # points × 100: scoring's points have two decimals
+    # points × 100: scoring's points have two decimals
+    points_fen: int = Field(sa_column=Column(BigInteger, nullable=False))
     year: int
     quarter: int
     arrived_on: dt.date | None = None

@@ -9,7 +9,6 @@ import asyncio
 import json
 import urllib.request
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -175,8 +174,8 @@ def _rates_event(revision: int, part: int, parts: int, **kw: Any) -> dict[str, A
     }
 
 
-def test_rates_events_fold_in_order_and_copies_change_nothing(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'board.db'}")
+def test_rates_events_fold_in_order_and_copies_change_nothing(database_url: str) -> None:
+    engine = make_engine(database_url)
     create_tables(engine, TABLES)
     seq = iter(range(1, 100))
 
