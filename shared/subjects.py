@@ -28,5 +28,6 @@ REVIEW_REFUSED = "review.refused"  # a committee decision not taken, and why
 SCORE_CREDITED = "score.credited"
 SCORE_HELD = "score.held"
 SCORE_REVERSED = "score.reversed"
+SCORE_RATES = "score.rates"  # 履约率、落地率、资金到位率 of an assessment year, when they change
 NOTIFY_SENT = "notify.sent"
 NOTIFY_FAILED = "notify.failed"

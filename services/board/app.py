@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -53,6 +54,9 @@ broker = make_broker(
 )
 _engine: Engine | None = None
 _write_lock = asyncio.Lock()  # one writer: streams arrive concurrently, rows are shared
+# ... and a thread-side one: a threshold change rebuilds the counts ingest moves by deltas
+# (ingest.relight_all), from whichever thread noticed it; never at the same time as a run.
+_tables_lock = threading.Lock()
 
 MESSAGES = Counter(
     "investflow_board_messages_total",
@@ -107,7 +111,7 @@ async def store_run(msgs: list[Msg]) -> None:
     thresholds = await asyncio.to_thread(lambda: context.thresholds)
 
     def transaction() -> int:
-        with unit_of_work(engine()) as session:
+        with _tables_lock, unit_of_work(engine()) as session:
             return ingest.ingest(session, items, thresholds)
 
     async with _write_lock:
@@ -149,7 +153,10 @@ _subscribe(
     "Screening, materials, decisions and recognition, each with its explanation",
 )
 _subscribe(
-    "score.*", "SCORE", "Credits, holds and reversals: the ranking (红黑榜) and funds in place"
+    "score.*",
+    "SCORE",
+    "Credits, holds and reversals: the ranking (红黑榜) and funds in place; score.rates: "
+    "履约率、落地率、资金到位率",
 )
 _subscribe("notify.*", "NOTIFY", "Notifications sent and failed, per project")
 
@@ -205,8 +212,9 @@ class Context:
 
     @staticmethod
     def _relight(t: Thresholds) -> None:
-        """Thresholds changed (or first load): every light's first yellow and red day again."""
-        with unit_of_work(engine()) as session:
+        """Thresholds changed (or first load): every light's first yellow and red day again,
+        and the overview's counts if they were kept with other thresholds."""
+        with _tables_lock, unit_of_work(engine()) as session:
             n = ingest.relight_all(session, t)
         if n:
             log.warning("board: thresholds changed; %d lights recomputed", n)

@@ -13,8 +13,13 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from shared import subjects
+from shared.contract.events import NotInContract, check_event
+
 from . import readmodel as rm
 from .store import (
+    BoardCount,
+    BoardDayCount,
     BoardEvent,
     BoardFunds,
     BoardFundsMonth,
@@ -22,6 +27,8 @@ from .store import (
     BoardNotification,
     BoardPoints,
     BoardProject,
+    BoardRates,
+    BoardRatesYear,
     BoardRuleset,
     BoardState,
 )
@@ -48,6 +55,12 @@ def parse(stream: str, seq: int, subject: str, data: bytes) -> Item:
         raise BadEvent(f"$: not JSON ({exc}) / 不是合法的JSON") from exc
     if not isinstance(event, dict):
         raise BadEvent("$: expected a JSON object / 须为JSON对象")
+    if subject == subjects.SCORE_RATES:
+        # County-wide figures replace what the board holds: only a whole, valid one may.
+        try:
+            check_event(subject, data)
+        except NotInContract as exc:
+            raise BadEvent(f"{exc} / 不符合 score.rates 事件约定") from exc
     return Item(stream, seq, subject, event, raw)
 
 
@@ -55,24 +68,38 @@ class _Rows:
     """The batch's project and funds rows, loaded in one query each: one SELECT per event
     (with its autoflush) made the sample year take 30 s to store."""
 
-    def __init__(self, session: Session, items: list[Item]) -> None:
+    def __init__(self, session: Session, items: list[Item], t: rm.Thresholds) -> None:
         ids = sorted(
             {i.event.get("project_id") for i in items if isinstance(i.event.get("project_id"), str)}
         )
+        self.t = t
         self.projects: dict[str, BoardProject] = {}
+        # Each project's tally key as loaded (none: new): the counts move by the change.
+        self.tallied: dict[str, rm.TallyKey] = {}
         self.funds: dict[tuple[str, str], BoardFunds] = {}
-        # Each funds row's (unit, month, fen) as loaded: the monthly sums move by the change.
-        self.before: dict[tuple[str, str], tuple[str, str, int]] = {}
+        # Each funds row's (unit, month, fen, held) as loaded: the sums move by the change.
+        self.before: dict[tuple[str, str], tuple[str, str, int, bool]] = {}
         self.meetings: dict[str, BoardMeeting] = {}  # met in this batch (not flushed yet)
         for chunk in range(0, len(ids), 500):
             part = ids[chunk : chunk + 500]
             for p in session.exec(
                 select(BoardProject).where(col(BoardProject.project_id).in_(part))
             ):
-                self.projects[p.project_id] = p
+                self.track(p)
             for f in session.exec(select(BoardFunds).where(col(BoardFunds.project_id).in_(part))):
                 self.funds[(f.project_id, f.funds_id)] = f
-                self.before[(f.project_id, f.funds_id)] = (f.unit, f.month, f.rmb_fen or 0)
+                self.before[(f.project_id, f.funds_id)] = _funds_key(f)
+
+    def track(self, p: BoardProject) -> BoardProject:
+        """`p` as stored, before this batch changes it; the batch's own row if it has one."""
+        mine = self.projects.setdefault(p.project_id, p)
+        if mine is p and p.project_id not in self.tallied:
+            self.tallied[p.project_id] = rm.tally_key(p, self.t)
+        return mine
+
+
+def _funds_key(f: BoardFunds) -> tuple[str, str, int, bool]:
+    return (f.unit, f.month, f.rmb_fen or 0, f.state == "held")
 
 
 def _project(session: Session, project_id: str, rows: _Rows) -> BoardProject:
@@ -96,26 +123,78 @@ def _funds(session: Session, project_id: str, funds_id: str, rows: _Rows) -> Boa
 def _months(session: Session, rows: _Rows) -> None:
     """Move board_funds_month by what this batch changed in each funds row."""
     delta: dict[tuple[str, str], list[int]] = {}
+    held: dict[str, int] = {}
     for key, f in rows.funds.items():
-        old = rows.before.get(key, ("", "", 0))
-        new = (f.unit, f.month, f.rmb_fen or 0)
+        old = rows.before.get(key, ("", "", 0, False))
+        new = _funds_key(f)
         if old == new:
             continue
-        for (unit, month, fen), sign in ((old, -1), (new, 1)):
+        for (unit, month, fen, is_held), sign in ((old, -1), (new, 1)):
             if unit and month and fen:
                 d = delta.setdefault((unit, month), [0, 0])
                 d[0] += sign * fen
                 d[1] += sign
+            if is_held:
+                held[unit] = held.get(unit, 0) + sign
         rows.before[key] = new
     for (unit, month), (fen, n) in delta.items():
         row = session.get(BoardFundsMonth, (unit, month)) or BoardFundsMonth(unit=unit, month=month)
         row.rmb_fen += fen
         row.records += n
         session.add(row)
+    _add_counts(session, {(unit, HELD): n for unit, n in held.items()}, {})
+
+
+HELD = "funds.held"
+
+
+def _stage_key(stage: str) -> str:
+    return f"stage.{stage}"
+
+
+def _tallies(session: Session, rows: _Rows) -> None:
+    """Move board_count / board_day_count by what this batch changed in each project."""
+    counts: dict[tuple[str, str], int] = {}
+    days: dict[tuple[str, str, dt.date], int] = {}
+    for pid, p in rows.projects.items():
+        old = rows.tallied.get(pid)
+        new = rm.tally_key(p, rows.t)
+        if old == new:
+            continue
+        for key, sign in ((old, -1), (new, 1)):
+            if key is None:
+                continue
+            unit, stage, yellow_on, red_on, signed_on = key
+            c = (unit, _stage_key(stage))
+            counts[c] = counts.get(c, 0) + sign
+            for kind, day in (("yellow", yellow_on), ("red", red_on), ("signed", signed_on)):
+                if day is not None:
+                    days[(unit, kind, day)] = days.get((unit, kind, day), 0) + sign
+        rows.tallied[pid] = new
+    _add_counts(session, counts, days)
+
+
+def _add_counts(
+    session: Session,
+    counts: dict[tuple[str, str], int],
+    days: dict[tuple[str, str, dt.date], int],
+) -> None:
+    for (unit, key), n in counts.items():
+        if n:
+            row = session.get(BoardCount, (unit, key)) or BoardCount(unit=unit, key=key)
+            row.n += n
+            session.add(row)
+    for (unit, kind, day), n in days.items():
+        if n:
+            d = session.get(BoardDayCount, (unit, kind, day))
+            d = d or BoardDayCount(unit=unit, kind=kind, day=day)
+            d.n += n
+            session.add(d)
 
 
 def relight_all(session: Session, t: rm.Thresholds) -> int:
-    """Recompute every active project's first yellow and red days (a threshold changed)."""
+    """Recompute every active project's first yellow and red days (a threshold changed),
+    then the counts the overview reads (they depend on those days and the signing threshold)."""
     n = 0
     for p in session.exec(select(BoardProject).where(col(BoardProject.stage).not_in(rm.INACTIVE))):
         before = (p.yellow_on, p.red_on)
@@ -123,7 +202,48 @@ def relight_all(session: Session, t: rm.Thresholds) -> int:
         if (p.yellow_on, p.red_on) != before:
             session.add(p)
             n += 1
+    basis = _basis(t)
+    if n or (session.get(BoardState, "tally_basis") or BoardState(key="")).value != basis:
+        session.flush()
+        rebuild_tallies(session, t)
     return n
+
+
+def _basis(t: rm.Thresholds) -> str:
+    """What the counts were built with: other thresholds (or a board without them) rebuild."""
+    return json.dumps({k: v for k, v in t.as_json().items() if k != "source"}, sort_keys=True)
+
+
+def rebuild_tallies(session: Session, t: rm.Thresholds) -> None:
+    """board_count and board_day_count from board_project and board_funds, in SQL (a
+    threshold changed, a board from before the counts, tables filled in bulk)."""
+    from sqlalchemy import delete, func
+
+    P = BoardProject
+    session.exec(delete(BoardCount))  # type: ignore[call-overload]
+    session.exec(delete(BoardDayCount))  # type: ignore[call-overload]
+    for unit, stage, n in session.exec(
+        select(P.attracting_unit, P.stage, func.count()).group_by(P.attracting_unit, P.stage)
+    ).all():
+        session.add(BoardCount(unit=unit, key=_stage_key(stage), n=int(n)))
+    for unit, n in session.exec(
+        select(BoardFunds.unit, func.count())
+        .where(col(BoardFunds.state) == "held")
+        .group_by(BoardFunds.unit)
+    ).all():
+        session.add(BoardCount(unit=unit, key=HELD, n=int(n)))
+    signed = col(P.signed_fen) >= t.signing_min * 100
+    for kind, column, where in (
+        ("yellow", col(P.yellow_on), None),
+        ("red", col(P.red_on), None),
+        ("signed", col(P.signed_on), signed),
+    ):
+        query = select(P.attracting_unit, column, func.count()).where(column.is_not(None))
+        if where is not None:
+            query = query.where(where)
+        for unit, day, n in session.exec(query.group_by(P.attracting_unit, column)).all():
+            session.add(BoardDayCount(unit=unit, kind=kind, day=day, n=int(n)))
+    _set_state(session, "tally_basis", _basis(t))
 
 
 def rebuild_months(session: Session) -> None:
@@ -171,7 +291,7 @@ def ingest(session: Session, items: list[Item], t: rm.Thresholds | None = None) 
                 )
             ).all()
         }
-    rows = _Rows(session, items)
+    rows = _Rows(session, items, t)
     clock = rm.parse_day((session.get(BoardState, "clock") or BoardState(key="")).value)
     new = 0
     for item in items:
@@ -198,6 +318,7 @@ def ingest(session: Session, items: list[Item], t: rm.Thresholds | None = None) 
     for p in rows.projects.values():
         rm.relight(p, t)
     _months(session, rows)
+    _tallies(session, rows)
     if new:
         if clock is not None:
             _set_state(session, "clock", clock.isoformat())
@@ -229,7 +350,7 @@ def _apply(session: Session, item: Item, clock: dt.date | None, rows: _Rows) -> 
                     col(BoardProject.decided_on).is_(None),
                 )
             ).all():
-                p = rows.projects.setdefault(p.project_id, p)
+                p = rows.track(p)
                 p.decided_on = on
                 rm.derive(p)
                 session.add(p)
@@ -248,8 +369,11 @@ def _apply(session: Session, item: Item, clock: dt.date | None, rows: _Rows) -> 
             )
         )
         return
+    if subject == subjects.SCORE_RATES:
+        apply_rates(session, event)
+        return
     if not isinstance(pid, str) or not pid:
-        return  # rates and other county-wide facts: timeline table only
+        return  # exchange rates and other county-wide facts: timeline table only
     if family == "project":
         meeting_day = None
         if subject == "project.decision":
@@ -305,6 +429,48 @@ def _apply(session: Session, item: Item, clock: dt.date | None, rows: _Rows) -> 
                         arrived_on=f.arrived_on,
                     )
                 )
+
+
+def apply_rates(session: Session, event: dict[str, Any]) -> None:
+    """score.rates (validated by `parse`): county and unit figures replace the year's,
+    project figures are upserted, dropped projects removed. An older revision, or a part
+    of this one already applied (a copy published again after a restart), changes nothing."""
+    session.flush()  # an earlier part in this batch: its rows are to be found, not added again
+    year, revision, part = int(event["year"]), int(event["revision"]), int(event["part"])
+    state = session.get(BoardRatesYear, year) or BoardRatesYear(year=year)
+    parts = rm.loads(state.parts, [])
+    if revision < state.revision or (revision == state.revision and part in parts):
+        return
+    if revision > state.revision:
+        state.revision, parts = revision, []
+    state.parts = json.dumps(sorted([*parts, part]))
+    state.projects = int(event.get("projects") or 0)
+    state.definitions = json.dumps(event.get("definitions") or {}, ensure_ascii=False)
+    state.explanation = json.dumps(event.get("explanation") or {}, ensure_ascii=False)
+    session.add(state)
+
+    def put(scope: str, code: str, figures: Any) -> None:
+        row = session.get(BoardRates, (year, scope, code)) or BoardRates(
+            year=year, scope=scope, code=code, figures=""
+        )
+        row.figures = json.dumps(figures, sort_keys=True)
+        session.add(row)
+
+    put("county", "", event["county"])
+    units = event.get("by_unit") or {}
+    for old in session.exec(
+        select(BoardRates).where(col(BoardRates.year) == year, col(BoardRates.scope) == "unit")
+    ).all():
+        if old.code not in units:
+            session.delete(old)
+    for code, figures in units.items():
+        put("unit", str(code), figures)
+    for code, figures in (event.get("by_project") or {}).items():
+        put("project", str(code), figures)
+    for code in event.get("dropped") or []:
+        row = session.get(BoardRates, (year, "project", str(code)))
+        if row is not None:
+            session.delete(row)
 
 
 def record_ruleset(session: Session, service: str, status: dict[str, Any]) -> None:

@@ -27,12 +27,16 @@ from .readmodel import (
     parse_day,
 )
 from .store import (
+    BoardCount,
+    BoardDayCount,
     BoardEvent,
     BoardFunds,
     BoardFundsMonth,
     BoardNotification,
     BoardPoints,
     BoardProject,
+    BoardRates,
+    BoardRatesYear,
     BoardRuleset,
     BoardState,
 )
@@ -123,36 +127,95 @@ class Signing:
 def overview(
     session: Session, viewer: Viewer, clock: dt.date, t: Thresholds, signing: Signing
 ) -> dict[str, Any]:
+    """The overview. The Center, admin and units read the counts ingest keeps per unit
+    (board_count, board_day_count: a few hundred rows); a leader's projects span units and
+    are counted from board_project, scoped by sponsor (few rows, an index)."""
+    if viewer.sees_all or viewer.role == "unit":
+        unit = None if viewer.sees_all else viewer.code
+        by_stage, red, warned, signed_days = _counted(session, unit, clock)
+    else:
+        by_stage, red, warned, signed_days = _counted_scoped(session, viewer, clock, signing)
+    active = sum(n for s, n in by_stage.items() if s not in INACTIVE)
+    lights = {"red": red, "yellow": warned - red, "green": active - warned}
+    return _overview(session, viewer, clock, signing, by_stage, lights, signed_days)
+
+
+def _counted(
+    session: Session, unit: str | None, clock: dt.date
+) -> tuple[dict[str, int], int, int, list[tuple[dt.date, int]]]:
+    """(projects by stage, red, turned yellow, the year's counted signings per day) from
+    the counts ingest keeps: `unit`'s, or every unit's."""
+    by_stage = dict.fromkeys(STAGE_KEYS, 0)
+    counts = select(BoardCount.key, func.sum(BoardCount.n)).where(
+        col(BoardCount.key).startswith("stage.")
+    )
+    days = select(BoardDayCount.kind, func.sum(BoardDayCount.n)).where(
+        col(BoardDayCount.kind).in_(("yellow", "red")), col(BoardDayCount.day) <= clock
+    )
+    signed = select(BoardDayCount.day, func.sum(BoardDayCount.n)).where(
+        col(BoardDayCount.kind) == "signed",
+        col(BoardDayCount.day) >= dt.date(clock.year, 1, 1),
+        col(BoardDayCount.day) <= clock,
+    )
+    if unit is not None:
+        counts = counts.where(col(BoardCount.unit) == unit)
+        days = days.where(col(BoardDayCount.unit) == unit)
+        signed = signed.where(col(BoardDayCount.unit) == unit)
+    for key, n in session.exec(counts.group_by(BoardCount.key)).all():
+        stage = key.removeprefix("stage.")
+        by_stage[stage] = by_stage.get(stage, 0) + int(n or 0)
+    turned = {k: int(n or 0) for k, n in session.exec(days.group_by(BoardDayCount.kind)).all()}
+    per_day = [
+        (day, int(n or 0)) for day, n in session.exec(signed.group_by(BoardDayCount.day)).all()
+    ]
+    return by_stage, turned.get("red", 0), turned.get("yellow", 0), per_day
+
+
+def _counted_scoped(
+    session: Session, viewer: Viewer, clock: dt.date, signing: Signing
+) -> tuple[dict[str, int], int, int, list[tuple[dt.date, int]]]:
+    """The same counts from board_project, for a scope the kept counts do not have."""
     by_stage = dict.fromkeys(STAGE_KEYS, 0)
     rows = session.exec(_scoped(select(P.stage, func.count()).group_by(P.stage), viewer)).all()
     for stage, n in rows:
         by_stage[stage] = by_stage.get(stage, 0) + int(n)
 
-    # Two index-only counts: every red project has turned yellow first (yellow_on <= red_on).
+    # Every red project has turned yellow first (yellow_on <= red_on).
     def turned(column: Any) -> int:
         query = select(func.count()).select_from(P).where(column.is_not(None), column <= clock)
         return int(session.exec(_scoped(query, viewer)).one())
 
-    red, warned = turned(col(P.red_on)), turned(col(P.yellow_on))
-    active = sum(n for s, n in by_stage.items() if s not in INACTIVE)
-    lights = {"red": red, "yellow": warned - red, "green": active - warned}
-
-    year = clock.year
-    min_fen = signing.min_amount * 100
-    # One range over the year's signings (index on signed_on, signed_fen), bucketed here.
     signed_days = session.exec(
         _scoped(
             select(P.signed_on).where(
-                col(P.signed_on) >= dt.date(year, 1, 1),
+                col(P.signed_on) >= dt.date(clock.year, 1, 1),
                 col(P.signed_on) <= clock,
-                col(P.signed_fen) >= min_fen,
+                col(P.signed_fen) >= signing.min_amount * 100,
             ),
             viewer,
         )
     ).all()
+    return (
+        by_stage,
+        turned(col(P.red_on)),
+        turned(col(P.yellow_on)),
+        [(day, 1) for day in signed_days if day is not None],
+    )
+
+
+def _overview(
+    session: Session,
+    viewer: Viewer,
+    clock: dt.date,
+    signing: Signing,
+    by_stage: dict[str, int],
+    lights: dict[str, int],
+    signed_days: list[tuple[dt.date, int]],
+) -> dict[str, Any]:
+    year = clock.year
     per_quarter = dict.fromkeys(range(1, 5), 0)
-    for day in signed_days:
-        per_quarter[(day.month - 1) // 3 + 1] += 1
+    for day, n in signed_days:
+        per_quarter[(day.month - 1) // 3 + 1] += n
     signings = []
     for q in range(1, 5):
         start, end = quarter_bounds(year, q)
@@ -170,7 +233,7 @@ def overview(
         signings.append({"quarter": q, "target": target, "actual": int(actual), "behind": behind})
 
     funds: dict[str, dict[str, str]] = {}
-    if viewer.role == "leader":
+    if not (viewer.sees_all or viewer.role == "unit"):
         # A leader's projects span units: sum their funds rows (few: the sponsor's projects).
         funds_q = _scoped(
             select(BoardFunds.unit, BoardFunds.month, func.sum(BoardFunds.rmb_fen))
@@ -190,10 +253,12 @@ def overview(
         funds_q = select(
             BoardFundsMonth.unit, BoardFundsMonth.month, BoardFundsMonth.rmb_fen
         ).where(col(BoardFundsMonth.month).startswith(str(year)), col(BoardFundsMonth.rmb_fen) != 0)
-        held_q = select(func.count()).select_from(BoardFunds).where(col(BoardFunds.state) == "held")
+        held_q = select(func.coalesce(func.sum(BoardCount.n), 0)).where(
+            col(BoardCount.key) == "funds.held"
+        )
         if viewer.role == "unit":
             funds_q = funds_q.where(col(BoardFundsMonth.unit) == viewer.code)
-            held_q = held_q.where(col(BoardFunds.unit) == viewer.code)
+            held_q = held_q.where(col(BoardCount.unit) == viewer.code)
     for unit, month, fen in session.exec(funds_q).all():
         if fen:
             funds.setdefault(unit, {})[month] = str(from_fen(fen))
@@ -208,9 +273,56 @@ def overview(
         "min_signing": signing.min_amount,
         "funds_by_unit_month": funds,
         "funds_held": int(held),
-        # 履约率/落地率/资金到位率: scoring does not publish them yet (the assessment issue).
-        "rates": None,
+        "rates": rates(session, viewer, year),
     }
+
+
+def rates(session: Session, viewer: Viewer, year: int) -> dict[str, Any] | None:
+    """履约率、落地率、资金到位率 of `year` as scoring last published them (score.rates), or of
+    the latest year before it (January, before a signing); None before any. The county's
+    for everyone, every unit's for the Center and admin, a unit its own."""
+    state = session.exec(
+        select(BoardRatesYear)
+        .where(col(BoardRatesYear.year) <= year)
+        .order_by(col(BoardRatesYear.year).desc())
+        .limit(1)
+    ).first()
+    if state is None:
+        return None
+    year = state.year
+    query = select(BoardRates).where(
+        col(BoardRates.year) == year, col(BoardRates.scope).in_(("county", "unit"))
+    )
+    if not viewer.sees_all:
+        unit = viewer.code if viewer.role == "unit" else ""
+        query = query.where(or_(col(BoardRates.scope) == "county", col(BoardRates.code) == unit))
+    county: dict[str, Any] | None = None
+    by_unit: dict[str, Any] = {}
+    for row in session.exec(query.order_by(col(BoardRates.code))).all():
+        if row.scope == "county":
+            county = loads(row.figures, {})
+        else:
+            by_unit[row.code] = loads(row.figures, {})
+    explanation = loads(state.explanation, {})
+    return {
+        "year": year,
+        "revision": state.revision,
+        "ruleset": f"{explanation.get('ruleset_id')}@{explanation.get('version')}",
+        "definitions": loads(state.definitions, {}),
+        "explanation": explanation,
+        "county": county,
+        "by_unit": by_unit,
+    }
+
+
+def project_rates(session: Session, project_id: str) -> dict[str, Any]:
+    """year → the project's figures, for every year scoring counted it in."""
+    rows = session.exec(
+        select(BoardRates).where(
+            col(BoardRates.scope) == "project", col(BoardRates.code) == project_id
+        )
+    ).all()
+    return {str(r.year): loads(r.figures, {}) for r in sorted(rows, key=lambda r: r.year)}
 
 
 # --- project list and page ----------------------------------------------------------------------
@@ -336,6 +448,7 @@ def project_page(
             "duplicate_of": p.duplicate_of,
         },
         "timeline": timeline,
+        "rates": project_rates(session, p.project_id),
         "funds": [
             {
                 "funds_id": f.funds_id,
@@ -485,6 +598,13 @@ def money_str(value: Decimal | str | None) -> str:
     if value is None:
         return "—"
     return f"{Decimal(str(value)):,.2f}"
+
+
+def pct_str(value: Decimal | str | None) -> str:
+    """A published ratio ("0.5000") as a percentage ("50.0%"); — where it is undefined."""
+    if value is None:
+        return "—"
+    return f"{Decimal(str(value)) * 100:.1f}%"
 
 
 def dumps(value: Any) -> str:

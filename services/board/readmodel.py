@@ -285,6 +285,9 @@ class Thresholds:
     funds_red: int
     materials_within: int
     source: str
+    # 签约过亿元项目: the smallest signed amount (yuan) a signing counts with (notify's
+    # signing_behind.min_amount); the overview's day counts of signings are kept with it.
+    signing_min: int = 100_000_000
 
     @classmethod
     def load(cls, path: Path | None = None) -> Thresholds:
@@ -302,6 +305,7 @@ class Thresholds:
             funds_yellow=s.lacking_funds.after_days,
             funds_red=s.lacking_funds.after_days + s.lacking_funds.repeat_days,
             materials_within=params.materials_due_within_days,
+            signing_min=params.signing_behind.min_amount,
             source=str(path or os.environ.get("NOTIFY_TRIGGERS") or "rulesets/notify-*.yaml"),
         )
 
@@ -395,6 +399,17 @@ def light_dates(p: BoardProject, t: Thresholds) -> tuple[dt.date | None, dt.date
 
 def relight(p: BoardProject, t: Thresholds) -> None:
     p.yellow_on, p.red_on = light_dates(p, t)
+
+
+# (unit, stage, yellow_on, red_on, counted signing day): what a project adds to the counts
+TallyKey = tuple[str, str, dt.date | None, dt.date | None, dt.date | None]
+
+
+def tally_key(p: BoardProject, t: Thresholds) -> TallyKey:
+    """What one project adds to board_count / board_day_count (ingest moves them by the
+    change of this key, so the overview never counts board_project)."""
+    big = p.signed_fen is not None and p.signed_fen >= t.signing_min * 100
+    return (p.attracting_unit, p.stage, p.yellow_on, p.red_on, p.signed_on if big else None)
 
 
 def light(p: BoardProject, clock: dt.date, t: Thresholds) -> tuple[str | None, list[Reason]]:

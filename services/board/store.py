@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -61,7 +61,8 @@ class BoardProject(SQLModel, table=True):
     hq_members: str = "[]"
     signed_on: dt.date | None = Field(default=None, index=True)
     signed_amount: str | None = None
-    signed_fen: int | None = None  # the same in fen, for SQL sums and thresholds
+    # The same in fen, for SQL sums and thresholds; 64-bit: 100 million yuan is 10^10 fen.
+    signed_fen: int | None = Field(default=None, sa_column=Column(BigInteger))
     started_on: dt.date | None = None
     completed_on: dt.date | None = None
     land_assigned_on: dt.date | None = None
@@ -112,7 +113,7 @@ class BoardFunds(SQLModel, table=True):
         default="arrived", index=True, max_length=16
     )  # arrived | credited | held | reversed
     amount_rmb: str | None = None  # yuan: the amount for CNY, scoring's conversion otherwise
-    rmb_fen: int | None = None  # the same in fen (分), summed in SQL
+    rmb_fen: int | None = Field(default=None, sa_column=Column(BigInteger))  # fen (分), summed
     points: str | None = None
     multiplier: str | None = None
     hold_reason: str | None = None
@@ -126,8 +127,34 @@ class BoardFundsMonth(SQLModel, table=True):
 
     unit: str = Field(primary_key=True, max_length=32)
     month: str = Field(primary_key=True, max_length=7)
-    rmb_fen: int = 0
+    rmb_fen: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     records: int = 0
+
+
+class BoardCount(SQLModel, table=True):
+    """Counts per attracting unit kept as rows change (ingest): `stage.<stage>` (projects at
+    that stage) and `funds.held` (funds records held). The overview sums these few hundred
+    rows instead of counting 100,000 projects per request (docs/performance.md)."""
+
+    __tablename__ = "board_count"
+
+    unit: str = Field(primary_key=True, max_length=32)
+    key: str = Field(primary_key=True, max_length=32)
+    n: int = 0
+
+
+class BoardDayCount(SQLModel, table=True):
+    """Projects per attracting unit and day: `yellow` / `red` (the day its light turns, i.e.
+    yellow_on / red_on) and `signed` (signed that day for at least the signing threshold).
+    A light count on any clock is a sum over days <= clock."""
+
+    __tablename__ = "board_day_count"
+    __table_args__ = (Index("ix_board_day_count_kind_day", "kind", "day", "n"),)
+
+    unit: str = Field(primary_key=True, max_length=32)
+    kind: str = Field(primary_key=True, max_length=8)
+    day: dt.date = Field(primary_key=True)
+    n: int = 0
 
 
 class BoardPoints(SQLModel, table=True):
@@ -143,11 +170,39 @@ class BoardPoints(SQLModel, table=True):
     project_id: str = Field(index=True, max_length=100)
     funds_id: str = Field(max_length=64)
     subject: str = Field(max_length=32)
-    points_fen: int  # points × 100: scoring's points have two decimals
+    # points × 100: scoring's points have two decimals
+    points_fen: int = Field(sa_column=Column(BigInteger, nullable=False))
     year: int
     quarter: int
     arrived_on: dt.date | None = None
     active: bool = True  # False once score.reversed took the credit back
+
+
+class BoardRatesYear(SQLModel, table=True):
+    """score.rates of one assessment year as last applied: its revision, the parts of it
+    seen (a revision may come in several messages), what the rates count and by which
+    ruleset version."""
+
+    __tablename__ = "board_rates_year"
+
+    year: int = Field(primary_key=True)
+    revision: int = 0
+    parts: str = "[]"  # JSON: the parts of `revision` applied
+    projects: int = 0  # projects counted, as scoring says
+    definitions: str = "{}"  # JSON: RateDefinitions
+    explanation: str = "{}"  # JSON: ruleset id and version, parameters
+
+
+class BoardRates(SQLModel, table=True):
+    """履约率、落地率、资金到位率 (scoring's figures, from score.rates): `scope` county (code
+    ""), unit (an attracting unit) or project."""
+
+    __tablename__ = "board_rates"
+
+    year: int = Field(primary_key=True)
+    scope: str = Field(primary_key=True, max_length=8)
+    code: str = Field(primary_key=True, max_length=100)
+    figures: str  # JSON: RateFigures as published
 
 
 class BoardNotification(SQLModel, table=True):
@@ -195,7 +250,11 @@ TABLES: tuple[type[SQLModel], ...] = (
     BoardMeeting,
     BoardFunds,
     BoardFundsMonth,
+    BoardCount,
+    BoardDayCount,
     BoardPoints,
+    BoardRatesYear,
+    BoardRates,
     BoardNotification,
     BoardRuleset,
     BoardState,

@@ -50,9 +50,18 @@ WORDS: dict[str, dict[str, str]] = {
     "funds_held": {"zh": "暂缓计分的到位资金笔数", "en": "funds records held"},
     "rates": {"zh": "履约率 / 落地率 / 资金到位率", "en": "Performance / landing / funds rates"},
     "rates_none": {
-        "zh": "考核计分尚未发布这些比率。",
-        "en": "Scoring does not publish these rates yet.",
+        "zh": "考核计分尚未发布本年度的比率（尚无签约项目）。",
+        "en": "Scoring has not published this year's rates yet (no signed projects).",
     },
+    "rates_signed": {"zh": "签约项目", "en": "signed"},
+    "rates_funds": {"zh": "到位资金（折人民币）", "en": "funds in place (RMB)"},
+    "rates_contracted": {"zh": "签约金额", "en": "contracted"},
+    "rates_source": {"zh": "考核计分发布，规则集", "en": "published by scoring, ruleset"},
+    "rates_not_counted": {
+        "zh": "未计入比率（本年度未签约）。",
+        "en": "Not counted in the rates (not signed in an assessment year).",
+    },
+    "county": {"zh": "全县", "en": "county"},
     "behind": {"zh": "落后于本季度目标", "en": "behind the quarter's target"},
     "clock": {"zh": "截至", "en": "as of"},
     "unit": {"zh": "招商单位", "en": "Unit"},
@@ -132,6 +141,7 @@ def _render(request: Request, template: str, status: int = 200, **values: Any) -
         path=request.url.path,
         query_with=query_with,
         money=queries.money_str,
+        pct=queries.pct_str,
         dumps=queries.dumps,
         **values,
     )

@@ -13,9 +13,11 @@ ledger's unique key lets one win, and the other's retried transaction finds the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -29,9 +31,11 @@ from nats.aio.msg import Msg
 from prometheus_client import Counter
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import select
 
 from shared import outbox, subjects
 from shared.contract import (
+    AssessmentRates,
     Credited,
     Held,
     Reversed,
@@ -51,7 +55,7 @@ from shared.rules import RulesetRegistry, published
 from shared.rules.ruletest import gate_on_rule_tests
 from shared.settings import Settings
 
-from . import scoreboard, store
+from . import assessment_rates, scoreboard, store
 from .inputs import BadInput, inbox_key, parse
 from .record import Applied, apply, resettle_waiting_for_rules
 
@@ -104,6 +108,14 @@ broker.publisher(
     title=f"{subjects.SCORE_HELD}:Publish",
     description="a funds record held (not recognised yet, no exchange rate for its day, ...), with the reason; "
     "emitted again only when the reason changes",
+)
+broker.publisher(
+    subjects.SCORE_RATES,
+    schema=AssessmentRates,
+    title=f"{subjects.SCORE_RATES}:Publish",
+    description="履约率、落地率、资金到位率 of an assessment year per project, attracting unit and "
+    "county (the scoreboard's figures), with their definitions and the scoring ruleset version; "
+    "emitted when a figure changes (projects: the changed ones), at most once a second",
 )
 broker.publisher(
     subjects.SCORE_REVERSED,
@@ -172,6 +184,64 @@ async def process_run(msgs: list[Msg]) -> None:
         for row in result.outbox:
             EMITTED.labels(subject=row.subject).inc()
         MESSAGES.labels(subject=subject, outcome=result.outcome).inc()
+    _rates_stale.set()
+
+
+# --- score.rates: the assessment's rates, when they change --------------------------------------
+
+RATES_INTERVAL_S = float(os.environ.get("SCORING_RATES_INTERVAL", "1"))
+_rates_stale = asyncio.Event()  # set after every run of messages; the publisher clears it
+
+
+async def _publish_pending_rates() -> None:
+    """score.rates rows committed but not published (a crash in between): out first, in
+    order. A copy that did get out is dropped by its Nats-Msg-Id, or by the board's revision."""
+
+    def pending() -> list[store.Outbox]:
+        with unit_of_work(engine()) as session:
+            rows = session.exec(
+                select(store.Outbox).where(
+                    store.Outbox.subject == subjects.SCORE_RATES,
+                    store.Outbox.published_at.is_(None),  # type: ignore[union-attr]
+                )
+            ).all()
+        order = lambda r: [int(x) for x in r.msg_id.rsplit(":", 3)[1:]]  # noqa: E731
+        return sorted(rows, key=order)
+
+    await outbox.publish(broker, engine(), store.Outbox, await asyncio.to_thread(pending))  # type: ignore[arg-type]
+
+
+async def publish_rates() -> list[store.Outbox]:
+    def transaction() -> list[store.Outbox]:
+        with unit_of_work(engine()) as session:
+            return assessment_rates.settle(session, rules())
+
+    rows = await asyncio.to_thread(retrying, transaction)
+    await outbox.publish(broker, engine(), store.Outbox, rows)  # type: ignore[arg-type]
+    for row in rows:
+        EMITTED.labels(subject=row.subject).inc()
+    return rows
+
+
+async def rates_publisher() -> None:
+    """Recompute the rates when facts changed, at most once per RATES_INTERVAL_S: reading a
+    year's facts per message would cost more than the messages (assessment_rates.py)."""
+    await _publish_pending_rates()
+    _rates_stale.set()  # a restart: whatever changed while it was down
+    took = 0.0
+    while True:
+        await _rates_stale.wait()
+        # One computation for a busy moment's changes; at least twice as long as the last
+        # one took, so a province-size year spends at most a third of the time on it.
+        await asyncio.sleep(max(RATES_INTERVAL_S, 2 * took))
+        _rates_stale.clear()
+        started = time.monotonic()
+        try:
+            await publish_rates()
+        except Exception:  # the next tick tries again; the facts are stored, nothing is lost
+            log.exception("scoring: publishing the rates failed")
+            _rates_stale.set()
+        took = time.monotonic() - started
 
 
 project_events = durable_subscriber(
@@ -231,6 +301,7 @@ async def on_rules_loaded(msg: Msg) -> None:
 
         applied = await asyncio.to_thread(retrying, transaction)
         await outbox.publish(broker, engine(), store.Outbox, applied.outbox)  # type: ignore[arg-type]
+        _rates_stale.set()  # another ruleset version: other definitions, other credits
     except Exception:  # the next publication, or the next event of each project, tries again
         log.exception("scoring: settling records held for a ruleset failed")
 
@@ -249,10 +320,14 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     await broker.connection.subscribe(  # type: ignore[union-attr]
         published.loaded_subject(SERVICE), cb=on_rules_loaded
     )
+    rates_task = asyncio.create_task(rates_publisher())
     print(f"investflow: {SERVICE} ready", flush=True)
     try:
         yield
     finally:
+        rates_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await rates_task
         await broker.stop()
         await stop_following()
         await outbox.flush_marks()

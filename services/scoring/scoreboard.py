@@ -263,6 +263,28 @@ def assessed_subjects(directory: Directory | None) -> list[str]:
     return units + list(directory.leaders)
 
 
+def read_assessment(
+    session: Session, year: int, quarter: int | None, rules: Rules | None
+) -> Assessment:
+    """The assessment of `year` (or one quarter) from scoring's tables: what the scoreboard
+    shows and score.rates publishes (assessment_rates.py), one reading for both."""
+    rates = {
+        (r.on, r.currency): r.rate
+        for r in session.exec(select(store.Rate)).all()
+        if r.rate is not None
+    }
+    return assess(
+        year,
+        session.exec(select(store.Project)).all(),
+        session.exec(select(store.Signing)).all(),
+        session.exec(select(store.Milestone)).all(),
+        session.exec(select(store.FundsRecord)).all(),
+        rates,
+        rules,
+        quarter,
+    )
+
+
 def build(
     engine: Engine,
     year: int,
@@ -274,21 +296,7 @@ def build(
     with Session(engine) as session:
         totals = subject_totals(session, year, quarter)
         held = held_summary(session, year, quarter)
-        rates = {
-            (r.on, r.currency): r.rate
-            for r in session.exec(select(store.Rate)).all()
-            if r.rate is not None
-        }
-        a = assess(
-            year,
-            session.exec(select(store.Project)).all(),
-            session.exec(select(store.Signing)).all(),
-            session.exec(select(store.Milestone)).all(),
-            session.exec(select(store.FundsRecord)).all(),
-            rates,
-            rules,
-            quarter,
-        )
+        a = read_assessment(session, year, quarter, rules)
     # Zero rows too: a subject with nothing credited is listed, with what it has held.
     zero = (Decimal(0), Decimal(0), 0)
     for code in [*assessed_subjects(directory), *a.held]:

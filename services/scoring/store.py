@@ -176,6 +176,28 @@ class Milestone(SQLModel, table=True):
     on: dt.date
 
 
+class RatesYear(SQLModel, table=True):
+    """The last score.rates revision published for an assessment year, and what it said
+    county- and unit-wide (a digest): the next revision goes out only if that changes."""
+
+    __tablename__ = "scoring_rates_year"
+
+    year: int = Field(primary_key=True)
+    revision: int = 0
+    digest: str = Field(default="", max_length=64)
+
+
+class RatesProject(SQLModel, table=True):
+    """A project's figures as last published in score.rates: the next revision carries
+    only the projects whose figures differ."""
+
+    __tablename__ = "scoring_rates_project"
+
+    year: int = Field(primary_key=True)
+    project_id: str = Field(primary_key=True, max_length=100)
+    figures: str  # RateFigures, JSON
+
+
 class Outbox(OutboxRow, table=True):
     """Events to emit, written in the same transaction as the ledger rows they announce;
     `source` is the inbox key of the message that caused them."""
@@ -183,7 +205,19 @@ class Outbox(OutboxRow, table=True):
     __tablename__ = "scoring_outbox"
 
 
-TABLES = (Inbox, Project, FundsRecord, Rate, Entry, CreditLine, Signing, Milestone, Outbox)
+TABLES = (
+    Inbox,
+    Project,
+    FundsRecord,
+    Rate,
+    Entry,
+    CreditLine,
+    Signing,
+    Milestone,
+    RatesYear,
+    RatesProject,
+    Outbox,
+)
 
 
 # Statements every message runs, built once. Inserts of new rows (inbox, funds record,

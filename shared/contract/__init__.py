@@ -33,6 +33,7 @@ from .inbound import (
     Voucher,
 )
 from .outbound import (
+    AssessmentRates,
     Credited,
     Decided,
     DecisionTaken,
@@ -48,6 +49,8 @@ from .outbound import (
     MeetingScheduled,
     MilestoneReached,
     NotifyOutcome,
+    RateDefinitions,
+    RateFigures,
     RatesPublished,
     Recognition,
     Refused,

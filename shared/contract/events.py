@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from .. import subjects
 from . import CANONICAL_MODELS
 from .outbound import (
+    AssessmentRates,
     Credited,
     Decided,
     DuplicateClaim,
@@ -32,6 +33,7 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     subjects.SCORE_CREDITED: Credited,
     subjects.SCORE_HELD: Held,
     subjects.SCORE_REVERSED: Reversed,
+    subjects.SCORE_RATES: AssessmentRates,
 }
 
 

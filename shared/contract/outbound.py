@@ -208,6 +208,55 @@ class Reversed(Event):
     reason: str
 
 
+class RateFigures(Event):
+    """履约率、落地率、资金到位率 of one scope (a project, an attracting unit, the county), with
+    the counts they divide; a rate is None where its denominator is zero."""
+
+    signed: int = Field(description="projects in scope signed in the year (the denominator)")
+    performed: int = Field(description="... that reached a `performance` milestone by year's end")
+    landed: int = Field(description="... that reached a `landing` milestone by year's end")
+    contracted_rmb: Decimal = Field(description="their signed (contract) amounts, yuan")
+    funds_rmb: Decimal = Field(description="their funds in place by the year's end, in RMB")
+    funds_unconverted: int = Field(
+        description="funds records left out of funds_rmb: no exchange rate for their day"
+    )
+    performance_rate: Decimal | None = Field(description="履约率 = performed / signed")
+    landing_rate: Decimal | None = Field(description="落地率 = landed / signed")
+    funds_rate: Decimal | None = Field(description="资金到位率 = funds_rmb / contracted_rmb")
+
+
+class RateDefinitions(Event):
+    """What the three rates count, as the scoring ruleset in force says (`rate_definitions`)."""
+
+    performance: list[str] = Field(description="milestones that count as performed (履约)")
+    landing: list[str] = Field(description="milestones that count as landed (落地)")
+    description: dict[str, str] = Field(description="the ruleset's wording: {zh, en}")
+    reference: str | None = Field(description="the plan's clause it implements")
+
+
+class AssessmentRates(Event):
+    """`score.rates`: the assessment year's rates (实施方案·三（三）), emitted when they change.
+
+    `county` and `by_unit` are whole each time; `by_project` holds the projects whose
+    figures changed since the previous revision and `dropped` those no longer counted, so
+    a consumer that applies the revisions in order holds every project's figures. A
+    revision too large for one message goes out in `parts` messages, each with the whole
+    county and unit figures.
+    """
+
+    year: int
+    revision: int = Field(description="1, 2, ...: one more each time the year's rates change")
+    part: int = Field(description="1..parts")
+    parts: int
+    county: RateFigures
+    by_unit: dict[str, RateFigures] = Field(description="attracting unit (招商单位) → figures")
+    by_project: dict[str, RateFigures] = Field(description="project → figures (changed ones)")
+    dropped: list[str] = Field(description="projects no longer counted in the year")
+    projects: int = Field(description="projects counted in the year after this revision")
+    definitions: RateDefinitions
+    explanation: Explanation
+
+
 class NotifyOutcome(Event):
     project_id: str | None
     cause: str

@@ -21,7 +21,7 @@ from shared.settings import REPO_ROOT
 from tests.helpers import idle, uid
 
 from .conftest import token
-from .support import get_json, new_lead, report
+from .support import eventually, get_json, new_lead, report
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -111,14 +111,33 @@ async def test_the_board_in_a_browser(board_system, browser) -> None:
             "hq": {"commander": "L01", "members": ["TS02", "DEVZONE"]},
         },
     )
+    # q1 signs (TS02's, not watched for lights): the year has rates to publish.
+    await report(
+        js,
+        "TS02",
+        "milestone",
+        {"project_id": q1, "milestone": "signed", "on": "2022-09-02", "amount": "150000000"},
+    )
     await idle(js)
 
+    async def rates_published() -> bool:
+        _, ov = await get_json(base, "/api/overview", CENTER)
+        return bool(ov and ov.get("rates") and "TS02" in ov["rates"]["by_unit"])
+
+    await eventually(rates_published, timeout=30)  # scoring's score.rates, within a second or so
     context, page = await _login(browser, base, CENTER)
     await page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
     if os.environ.get("INVESTFLOW_BOARD_SCREENSHOT"):
         shutil.copy(ARTIFACTS / "overview.png", REPO_ROOT / "docs" / "board-overview.png")
     assert "项目阶段" in await page.content()
     assert await page.locator("#by-stage tr[data-stage=review]").count() == 1
+    # 履约率、落地率、资金到位率 as scoring published them, not "not published yet".
+    assert await page.locator("#rates-none").count() == 0
+    county = page.locator("#rates tr[data-scope=county]")
+    assert await county.count() == 1
+    assert (await county.locator("[data-rate=performance]").inner_text()).endswith("%")
+    assert await page.locator("#rates tr[data-unit=TS02]").count() == 1
+    assert (await page.locator("#rates").get_attribute("data-ruleset")) == "scoring@2022.1"
 
     # The project list, filtered by unit in the form.
     await page.click("nav >> text=项目")
