@@ -155,8 +155,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     hist.add_argument("ruleset_id", nargs="?", default=None, metavar="ID")
     hist.add_argument("--format", choices=["table", "json"], default="table")
     hist.set_defaults(func=cmd_history)
-    whatif = sub.add_parser(
-        "whatif",
+    add_whatif_parser(sub)
+
+    for p in (publish, rollback, hist):
+        p.add_argument(
+            "--url", default=None, help="NATS server (default: $NATS_URL, with its credentials)"
+        )
+    for p in (publish, rollback):
+        p.add_argument(
+            "--timeout",
+            "--wait",
+            dest="timeout",
+            type=float,
+            default=30.0,
+            help="seconds every rules-deciding service has to confirm it (default 30)",
+        )
+
+
+def add_whatif_parser(
+    subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]
+    name: str = "whatif",
+) -> argparse.ArgumentParser:
+    """The what-if command, under `investflow rules` and at the top level (one command: the
+    top-level `investflow whatif` is this one, so the two can never give different numbers)."""
+    whatif = subparsers.add_parser(
+        name,
         help="replay a year's stored funds records through a proposal: subjects and records, "
         "old vs new; changes nothing",
         description="The proposal (one or more scoring ruleset files, and/or --set values) is "
@@ -186,20 +209,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     add_database_arguments(whatif)
     whatif.set_defaults(func=cmd_whatif)
-
-    for p in (publish, rollback, hist):
-        p.add_argument(
-            "--url", default=None, help="NATS server (default: $NATS_URL, with its credentials)"
-        )
-    for p in (publish, rollback):
-        p.add_argument(
-            "--timeout",
-            "--wait",
-            dest="timeout",
-            type=float,
-            default=30.0,
-            help="seconds every rules-deciding service has to confirm it (default 30)",
-        )
+    return whatif
 
 
 # --- validate ---------------------------------------------------------------------------------
@@ -1159,9 +1169,8 @@ def cmd_whatif(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if not files and not args.set:
         print("ERROR  give a proposal: FILE.yaml ... and/or --set NAME=VALUE", file=out)
         return 2
-    base = RulesetRegistry()
-    new = RulesetRegistry()
     engine = None
+    sides: Any = None
     try:
         try:
             overrides = _overrides(args.set)
@@ -1195,29 +1204,8 @@ def cmd_whatif(args: argparse.Namespace, out: TextIO | None = None) -> int:
             if isinstance(exc, LifecycleError):
                 print("  (to compare with files instead: --against rulesets/)", file=out)
             return 1
-        for ruleset, origin in baseline:
-            base.load(ruleset, origin)
-            new.load(ruleset, origin)
-        changes: list[str] = []
-        for ruleset, origin in proposal:
-            # The proposal replaces the version of its number and decides the days it covers.
-            new.remove("scoring", ruleset.version)
-            covered = [
-                v for v in base.versions("scoring") if v.effective.overlaps(ruleset.effective)
-            ]
-            new.load(ruleset, origin, supersede=True)
-            was = next((v for v in covered if v.version == ruleset.version), None) or (
-                covered[0] if covered else None
-            )
-            changes.append(f"{ruleset.key} in force {ruleset.effective} (from {origin})")
-            if was is not None:
-                changes += [f"  {line}" for line in whatif.describe_change(was, ruleset, {})]
-        proposed: Any = new
-        if overrides:
-            proposed = new.with_parameters("scoring", overrides, file="--set")
-            changes.append(
-                "  " + ", ".join(f"{k} = {v}" for k, v in overrides.items()) + " (--set)"
-            )
+        sides = whatif.proposal_rules(baseline, proposal, overrides)
+        base, proposed, changes = sides.base, sides.proposed, sides.changes
         label = " ".join(map(str, files)) + (" " if files and args.set else "") + " ".join(args.set)
         result = whatif.run(
             engine,
@@ -1242,7 +1230,7 @@ def cmd_whatif(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 print(_render_records(rows, "table"), file=out)
         return 0
     finally:
-        base.close()
-        new.close()
+        if sides is not None:
+            sides.close()
         if engine is not None:
             engine.dispose()
