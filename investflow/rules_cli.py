@@ -3,6 +3,7 @@
     investflow rules validate PATH...          ruleset files (and rule-test files) are well-formed
     investflow rules test PATH...              run rule tests; `N passed, M failed`; non-zero on failure
     investflow rules explain FILE.json         a decision, why, and what would change it
+    investflow rules explain --project ID      a real project's decisions, from their records
     investflow rules whatif --ruleset F --year Y   the year rescored under a proposal, old vs new
     investflow rules publish FILE              validate, test, and make it decide in the running services
     investflow rules rollback ID VERSION       make an earlier version decide again
@@ -82,13 +83,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     explain = sub.add_parser(
         "explain",
-        help="decide one project (JSON) and explain it, in Chinese and English",
+        help="explain a project's decisions (--project ID, from their records on a running "
+        "system) or decide one from JSON, in Chinese and English, with what would change them",
         description=(
-            "FILE.json holds a lead, or {project, documents?, meeting_on?} for review, or "
-            "{project, funds, rates?, sponsor_leader?} for scoring (the fields of a rule-test case)."
+            "--project ID: the decision records review and scoring stored with each decision "
+            "(read from the streams), replayed under the version each names, with what would "
+            "change the outcome. FILE.json holds a lead, or {project, documents?, meeting_on?} "
+            "for review, or {project, funds, rates?, sponsor_leader?} for scoring (the fields of "
+            "a rule-test case)."
         ),
     )
-    explain.add_argument("file", type=Path, metavar="FILE.json")
+    explain.add_argument("file", type=Path, nargs="?", default=None, metavar="FILE.json")
+    explain.add_argument(
+        "--project", default=None, metavar="ID", help="a project id, e.g. TS01-ZS2022-0042"
+    )
+    explain.add_argument(
+        "--url", default=None, help="NATS server, for --project (default: $NATS_URL)"
+    )
     explain.add_argument(
         "--on", type=_day, default=None, help="pick the ruleset version of this day"
     )
@@ -418,8 +429,9 @@ def _input(raw: Any) -> dict[str, Any]:
     return {"project": dict(raw)}
 
 
-def _print_rules(evaluation: Any, out: TextIO) -> None:
-    reports = report(evaluation)
+def _print_rules(evaluation: Any, out: TextIO, only: list[str] | None = None) -> None:
+    """Matched rules, and for each other rule what would make it match (`only`: those rules)."""
+    reports = [r for r in report(evaluation) if only is None or r.id in only]
     matched = [r for r in reports if r.matched]
     missed = [r for r in reports if not r.matched]
     print("\n命中的规则 Rules that matched:", file=out)
@@ -548,6 +560,25 @@ def _explain_scoring(
 
 def cmd_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    if (args.project is None) == (args.file is None):
+        print(
+            "ERROR  give FILE.json or --project ID (one of them) / 请给出文件或项目编号", file=out
+        )
+        return 2
+    if args.project is not None:
+        from shared.rules.lifecycle import LifecycleError
+
+        from .explain_project import explain_project
+
+        try:
+            return asyncio.run(
+                explain_project(
+                    args.url, args.project, args.rulesets or rulesets_dir(), _print_rules, out
+                )
+            )
+        except LifecycleError as exc:
+            print(f"ERROR  {exc}", file=out)
+            return 1
     try:
         raw = json.loads(args.file.read_text(encoding="utf-8"))
         data = dict(raw) if isinstance(raw, Mapping) and "situation" in raw else _input(raw)

@@ -312,3 +312,80 @@ async def test_a_service_that_does_not_answer_fails_the_publish(
     out = capsys.readouterr().out
     assert code == 1
     assert "no answer from ghost" in out and "nothing was published" in out
+
+
+async def test_explain_a_real_project_from_its_decision_records(
+    system: Any, tmp_path: Path
+) -> None:
+    """Issue 14.8: `rules explain --project ID` on a running system explains each decision
+    from the record stored with it — a document filed after the lead included — replays it
+    under the version it names, and says what would change it; no JSON file is written."""
+    data = lead(
+        "TS07",
+        planned_investment="50000000",
+        environment={"emissions_ok": True, "safety_ok": True, "energy_ok": True},
+        documents=[{"type": t, "ref": f"{t}-1"} for t in PROOFS if t != "progress_images"],
+    )
+    data["investor"]["little_giant"] = True
+    pid = f"TS07-{data['lead_id']}"
+    js = system.js
+    await publish(js, "intake.TS07.lead", data)
+    await idle(js)
+    # The missing proof is filed later: recognition changes, and its record lists it.
+    doc = {"project_id": pid, "type": "progress_images", "ref": "PI-7"}
+    await publish(js, "intake.TS07.document", doc)
+    funds = {
+        "project_id": pid,
+        "funds_id": "F7",
+        "amount": "1000000",
+        "currency": "CNY",
+        "arrived_on": "2022-03-15",
+        "form": "cash",
+        "voucher": {"kind": "bank_receipt", "ref": "BR-7"},
+    }
+    await publish(js, "intake.TS07.funds", funds)
+    await idle(js)
+    for _ in range(100):
+        if any(e["project_id"] == pid for e in await read_subject(js, "SCORE", "score.credited")):
+            break
+        await asyncio.sleep(0.3)
+
+    # No rulesets/ on the maintainer's side: the versions come from the running services.
+    empty = tmp_path / "no-rulesets"
+    empty.mkdir()
+    done = cli(
+        "explain", "--project", pid, "--url", system.nats_url,
+        env={"INVESTFLOW_RULESETS": str(empty)},
+    )  # fmt: skip
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "Traceback" not in out + done.stderr
+    sections = out.split("\n== ")[1:]
+    assert [s.split(" — ")[1].split(" ")[0] for s in sections] == [
+        "review.screened",
+        "review.recognition",
+        "score.credited",
+    ]
+    screened, recognition, scored = sections
+    assert "受理 accepted — 流程 track: standard" in screened
+    assert "规则集 Ruleset: review@2022.1" in screened
+    # The recognition record is the one after the document: filed later, and listed.
+    assert "予以认定 recognised" in recognition
+    assert "progress_images" in recognition.split("已提交文件 documents filed: ")[1].split("\n")[0]
+    assert "✓ 同一决定 the same decision and record" in recognition
+    assert "live in " in recognition
+    # Scoring: ×2 for a little giant, the parameters used, what would change it.
+    assert "1,000,000.00 元 RMB × 2 = 2,000,000.00 分 points" in scored
+    assert "决定规则 Deciding rule: little_giant" in scored
+    assert "credit_roles = " in scored
+    assert "✓ 与输入一致 matches the input" in scored
+    assert "✓ little_giant" in scored
+    assert "✗ foreign_funded" in scored and "needs: `investor.origin`" in scored
+    # What would change the points: a ×3 rule matching too; a ×0.5 one would not (highest).
+    assert "top_enterprise 也命中 if it matched too: ×2 → ×3（3,000,000.00 分 points）" in scored
+    assert "inside_city 也命中" not in scored
+
+    unknown = cli("explain", "--project", "TS07-NOPE", "--url", system.nats_url)
+    assert (
+        unknown.returncode == 1 and "no decision recorded for project TS07-NOPE" in unknown.stdout
+    )
