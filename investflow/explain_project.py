@@ -2,8 +2,8 @@
 
 Every review and scoring decision carries its record (shared/contract `Explanation`: ruleset id
 and version, matched rules, parameter values used, deciding rule, the input and its sha256).
-This reads the records from the streams the services publish them on (REVIEW, SCORE: the
-Center's way of reading what the system decided; no service's table is read), finds the
+This reads the records from the streams the services publish them on (REVIEW, SCORE), by
+sequence as the Center reads streams (no service's table is read, no consumer made), finds the
 ruleset version each names (what the services run, the publication history in the rulesets
 bucket, else the local rulesets/), replays the recorded input under it to check the record
 (same decision, same digest), and says, rule by rule, what would change the outcome — the
@@ -55,24 +55,26 @@ class Record:
 
 
 async def _read(js: Any, stream: str, subject: str, project_id: str) -> list[Record]:
-    """Every message on `subject` about `project_id`, in stream order."""
+    """Every message on `subject` about `project_id`, in stream order, read by sequence (the
+    Center's staff may read any stream so, but create no consumer on it: deploy_cli.py)."""
+    from nats.js.errors import NotFoundError
+
     info = await js.stream_info(stream, subjects_filter=subject)
     expected = sum((info.state.subjects or {}).values())
     out: list[Record] = []
-    if not expected:
-        return out
-    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True)
-    try:
-        for _ in range(expected):
-            msg = await sub.next_msg(timeout=10)
-            try:
-                event = json.loads(msg.data)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("project_id") == project_id:
-                out.append(Record(stream, msg.metadata.sequence.stream, subject, event))
-    finally:
-        await sub.unsubscribe()
+    seq = info.state.first_seq or 1
+    for _ in range(expected):
+        try:  # the next message on the subject from `seq` on (STREAM.MSG.GET next_by_subj)
+            msg = await js.get_msg(stream, seq=seq, subject=subject, next=True)
+        except NotFoundError:
+            break
+        seq = int(msg.seq or seq) + 1
+        try:
+            event = json.loads(msg.data or b"")
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("project_id") == project_id:
+            out.append(Record(stream, int(msg.seq or 0), subject, event))
     return out
 
 
