@@ -44,7 +44,10 @@ PROOFS = [
 async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
     from tests.conftest import system_on
 
-    async with system_on("sqlite", tmp_path_factory.mktemp("lifecycle")) as running:
+    # Notify on the business clock (the latest event's date), so its time triggers judge the
+    # days the test's events are dated on; it records instead of mailing.
+    env = {"NOTIFY_CLOCK": "business", "NOTIFY_TICK_S": "1", "NOTIFY_DRY_RUN": "1"}
+    async with system_on("sqlite", tmp_path_factory.mktemp("lifecycle"), extra_env=env) as running:
         yield running
 
 
@@ -166,7 +169,7 @@ async def test_publish_overlap_refused_both_files_live_rollback_and_history(
         "published scoring@2022.1 (2022-01-01..2022-06-30), scoring@2022.2 (2022-07-01..2022-12-31)"
         in both.stdout
     )
-    assert "live in / 已生效: review, scoring" in both.stdout
+    assert "live in / 已生效: notify, review, scoring" in both.stdout
 
     july = await credited(system, "TS02", "2022-07-15")
     assert july["explanation"]["version"] == "2022.2"
@@ -181,7 +184,7 @@ async def test_publish_overlap_refused_both_files_live_rollback_and_history(
     back = cli("rollback", "scoring", "--url", url, env={"INVESTFLOW_RULESETS": str(empty)})
     assert back.returncode == 0, back.stdout + back.stderr
     assert "scoring@2022.1 (2022-01-01..2022-12-31) decide again" in back.stdout
-    assert "live in / 已生效: review, scoring" in back.stdout
+    assert "live in / 已生效: notify, review, scoring" in back.stdout
     rolled = await credited(system, "TS04", "2022-07-15")
     assert rolled["explanation"]["version"] == "2022.1"
     assert Decimal(rolled["points"]) == Decimal("2000000")
@@ -241,7 +244,7 @@ async def test_a_bad_stored_value_is_refused_announced_and_skipped(system: Any) 
         for value in bad:
             revision = await kv.put("review", value)
             said = await _statuses(sub, "review", revision)
-            assert set(said) == {"review", "scoring"}
+            assert set(said) == {"notify", "review", "scoring"}
             assert all(s["loaded"] is False and s["error"] for s in said.values()), said
         # An invalid ruleset inside a well-formed publication: refused with its line.
         broken = (REPO_ROOT / "rulesets" / "review-2022.1.yaml").read_text(encoding="utf-8")
@@ -267,13 +270,13 @@ async def test_a_bad_stored_value_is_refused_announced_and_skipped(system: Any) 
         "publish", str(REPO_ROOT / "rulesets" / "review-2022.1.yaml"), "--url", system.nats_url
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "live in / 已生效: review, scoring" in ok.stdout
+    assert "live in / 已生效: notify, review, scoring" in ok.stdout
 
 
 async def _statuses(sub: Any, key: str, revision: int) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     deadline = asyncio.get_running_loop().time() + 30
-    while len(out) < 2 and asyncio.get_running_loop().time() < deadline:
+    while len(out) < 3 and asyncio.get_running_loop().time() < deadline:
         msg = await sub.next_msg(timeout=30)
         status = json.loads(msg.data)
         if status.get("key") == key and status.get("revision") == revision:
@@ -304,7 +307,9 @@ async def test_a_service_that_does_not_answer_fails_the_publish(
     from investflow.rules_cli import main
     from shared.rules import lifecycle
 
-    monkeypatch.setattr(lifecycle, "rules_services", lambda: ["review", "scoring", "ghost"])
+    monkeypatch.setattr(
+        lifecycle, "rules_services", lambda: ["notify", "review", "scoring", "ghost"]
+    )
     path = str(REPO_ROOT / "rulesets" / "scoring-2022.1.yaml")
     code = await asyncio.to_thread(
         main, ["rules", "publish", path, "--url", system.nats_url, "--timeout", "2"]
@@ -389,3 +394,77 @@ async def test_explain_a_real_project_from_its_decision_records(
     assert (
         unknown.returncode == 1 and "no decision recorded for project TS07-NOPE" in unknown.stdout
     )
+
+
+NOTIFY = (REPO_ROOT / "rulesets" / "notify-2022.1.yaml").read_text(encoding="utf-8")
+NOTIFY_YEAR = "effective: {from: 2022-01-01, to: 2022-12-31}"
+SIGNED_60 = "signed_not_started: {after_days: 60, repeat_days: 7}"
+
+
+async def test_a_published_notify_version_decides_in_notify_without_a_restart(
+    system: Any, tmp_path: Path
+) -> None:
+    """Issue 14 (notify follows published rulesets): a maintainer ends notify 2022.1 in
+    October and publishes 2022.2 (signed and not started: alert after 20 days, not 60) with
+    its rule tests; notify says it is live, and its next tick judges November with it."""
+    from sqlmodel import Session, col, select
+
+    from services.notify import store
+    from shared.db import make_engine
+
+    assert NOTIFY_YEAR in NOTIFY and SIGNED_60 in NOTIFY
+    (tmp_path / "notify-2022.1.yaml").write_text(
+        NOTIFY.replace(NOTIFY_YEAR, "effective: {from: 2022-01-01, to: 2022-10-31}"),
+        encoding="utf-8",
+    )
+    (tmp_path / "notify-2022.2.yaml").write_text(
+        NOTIFY.replace('version: "2022.1"', 'version: "2022.2"', 1)
+        .replace(NOTIFY_YEAR, "effective: {from: 2022-11-01, to: 2022-12-31}")
+        .replace(SIGNED_60, "signed_not_started: {after_days: 20, repeat_days: 7}"),
+        encoding="utf-8",
+    )
+    tests = tmp_path / "tests"
+    shutil.copytree(TESTS, tests)
+    with (tests / "notify-2022.yaml").open("a", encoding="utf-8") as fh:
+        fh.write(
+            "\n  - name: 2022.2 签约20天未开工不提醒 / 20 days — no alert yet\n"
+            "    on: 2022-12-01\n    situation: {signed_not_started_days: 20}\n"
+            "    expect: {alerts: []}\n"
+            "\n  - name: 2022.2 签约21天未开工提醒 / 21 days — alert\n"
+            "    on: 2022-12-01\n    situation: {signed_not_started_days: 21}\n"
+            "    expect: {alerts: [stalled_signed]}\n"
+        )
+    files = [str(tmp_path / "notify-2022.1.yaml"), str(tmp_path / "notify-2022.2.yaml")]
+    done = cli("publish", *files, "--tests", str(tests), "--url", system.nats_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "live in / 已生效: notify, review, scoring" in done.stdout
+
+    # Signed on 20 November, not started; the latest event is dated 20 December, so notify's
+    # day is 19 December: 29 days — past 2022.2's 20 (twice: day 21 and day 28), not 60.
+    data = lead("TS08")
+    pid = f"TS08-{data['lead_id']}"
+    js = system.js
+    await publish(js, "intake.TS08.lead", data)
+    signed = {"project_id": pid, "milestone": "signed", "on": "2022-11-20", "amount": "80000000"}
+    await publish(js, "intake.TS08.milestone", signed)
+    await idle(js)
+    await publish(js, "intake.TS08.lead", lead("TS08", reported_on="2022-12-20"))
+    await idle(js)
+    engine = make_engine(f"sqlite:///{system.data_dir / 'notify.db'}")
+    causes: set[str] = set()
+    try:
+        for _ in range(100):
+            with Session(engine) as session:
+                causes = set(
+                    session.exec(
+                        select(store.Notification.cause).where(
+                            col(store.Notification.cause).startswith(f"stalled_signed:{pid}:")
+                        )
+                    )
+                )
+            if len(causes) >= 2:
+                break
+            await asyncio.sleep(0.3)
+    finally:
+        engine.dispose()
+    assert causes == {f"stalled_signed:{pid}:2022-11-20:1", f"stalled_signed:{pid}:2022-11-20:2"}
