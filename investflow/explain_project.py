@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from shared.rules import RulesetError, RulesetRegistry
 from shared.rules.decision import input_sha256
 from shared.rules.explain import show
+from shared.rules.published import sha256
 
 # The decisions that carry a record, in the order a project meets them.
 DECISIONS: tuple[tuple[str, str], ...] = (
@@ -153,7 +154,7 @@ class Replayer:
             from shared.rules.load import load_text
 
             registry = RulesetRegistry()
-            registry.load(load_text(text, where), where)
+            registry.load(load_text(text, where), where, text=text)
             self._registries[text] = registry
         return self._registries[text]
 
@@ -275,7 +276,10 @@ def explain_record(
     print(f"\n== {title} — {record.subject} (stream {record.stream} #{record.seq}) ==", file=out)
     print(f"决定 Decision: {_outcome(record)}", file=out)
     key = (str(ex.get("ruleset_id")), str(ex.get("version")))
-    print(f"规则集 Ruleset: {key[0]}@{key[1]}", file=out)
+    text_digest = (
+        f"（文本 text sha256 {ex['ruleset_sha256'][:16]}）" if ex.get("ruleset_sha256") else ""
+    )
+    print(f"规则集 Ruleset: {key[0]}@{key[1]}{text_digest}", file=out)
     matched = ", ".join(ex.get("matched") or []) or "无 none"
     print(f"命中 Matched (recorded): {matched}", file=out)
     print(
@@ -313,18 +317,24 @@ def explain_record(
             file=out,
         )
         return False
-    replayed = None
+    # One version number can have been published with different texts (2022.1 whole-year,
+    # then ending in June): the text whose sha256 the record names is tried first.
+    recorded_text = ex.get("ruleset_sha256")
+    candidates = sorted(candidates, key=lambda c: sha256(c[0]) != recorded_text)
+    replayed, failures = None, []
     for text, where in candidates:
         try:
             explanation, evaluation = _replay(record, replayer.registry(text, where))
         except (RulesetError, LookupError, ValueError, KeyError) as exc:
-            print(f"  cannot replay with {key[0]}@{key[1]} from {where}: {exc}", file=out)
+            failures.append(f"  cannot replay with {key[0]}@{key[1]} from {where}: {exc}")
             continue
         same = explanation.model_dump(mode="json") == ex
-        replayed = (explanation, evaluation, where, same)
+        if replayed is None or same:
+            replayed = (explanation, evaluation, where, same)
         if same:
             break
     if replayed is None:
+        print("\n".join(failures), file=out)
         return False
     explanation, evaluation, where, same = replayed
     if same:

@@ -106,6 +106,11 @@ class Explanation(Event):
 
     ruleset_id: str
     version: str
+    ruleset_sha256: str | None = Field(
+        default=None,
+        description="sha256 of the version's YAML text as the service loaded it (`rules "
+        "history` lists the same digest per published file)",
+    )
     matched: list[str]
     parameters: dict[str, Any]
     deciding_rule: str | None

@@ -72,6 +72,7 @@ def explanation(
     return Explanation(
         ruleset_id=evaluation.ruleset_id,
         version=evaluation.version,
+        ruleset_sha256=evaluation.text_sha256,
         matched=[r for r in evaluation.matched if r in considered],
         parameters=parameters,
         deciding_rule=deciding_rule,

@@ -188,6 +188,14 @@ async def test_publish_overlap_refused_both_files_live_rollback_and_history(
     rolled = await credited(system, "TS04", "2022-07-15")
     assert rolled["explanation"]["version"] == "2022.1"
     assert Decimal(rolled["points"]) == Decimal("2000000")
+    # July's record was decided by 2022.2, which no service runs now: explain finds its text
+    # in the publication history (by the sha256 the record names) and replays it (14.8).
+    told = cli("explain", "--project", july["project_id"], "--url", url)
+    assert told.returncode == 0, told.stdout + told.stderr
+    credit = told.stdout.split("score.credited")[1]
+    assert "规则集 Ruleset: scoring@2022.2" in credit
+    assert re.search(r"重放 Replay \(kv:scoring@\d+\): ✓ 同一决定", credit), credit
+    assert "× 4 = 4,000,000.00 分 points" in credit
 
     # What-if against what is live (2022.1 again): ×4 from July changes exactly the July
     # records of little giants, 1,000,000 × 2 → × 4 each; June's record stays.

@@ -346,6 +346,9 @@ def test_each_decision_carries_its_record_the_input_its_digest_hashes(
     assert rec.input["project"]["planned_investment"] == "120000000"
     digest = hashlib.sha256(canonical_json(rec.input).encode()).hexdigest()
     assert digest == rec.input_sha256
+    # The version's text is named too: one version number may be published with two texts.
+    text = (ROOT / "rulesets" / "review-2022.1.yaml").read_bytes()
+    assert rec.ruleset_sha256 == hashlib.sha256(text).hexdigest()
     again = review.recognize(
         rec.input["project"],
         rec.input["documents"],
