@@ -99,11 +99,6 @@ class Scheduler:
             return self.fixed
         return params_in_force(self.rules, day)
 
-    @property
-    def params(self) -> Params:
-        """The thresholds of today's version (what the weekly report names)."""
-        return self.params_on(self.today() or dt.date.today())
-
     def targets(self, day: dt.date) -> dict[str, int] | None:
         if self.rules is not None:
             return targets_in_force(self.rules, day)
