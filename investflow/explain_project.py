@@ -328,6 +328,9 @@ def explain_record(
         except (RulesetError, LookupError, ValueError, KeyError) as exc:
             failures.append(f"  cannot replay with {key[0]}@{key[1]} from {where}: {exc}")
             continue
+        if e.get("committee_rejected"):
+            # The committee's decision, laid over the rules' result (review/cases.py).
+            explanation = explanation.model_copy(update={"deciding_rule": "committee_rejected"})
         same = explanation.model_dump(mode="json") == ex
         if replayed is None or same:
             replayed = (explanation, evaluation, where, same)
