@@ -242,9 +242,11 @@ def test_the_top_level_whatif_is_rules_whatif(database: str, tmp_path: Path) -> 
         assert args.func(args, out=out) == 0, out.getvalue()
         outputs.append(json.loads(out.getvalue()))
     top, rules = outputs
-    assert {k: v for k, v in top.items() if k != "replay_seconds"} == {
-        k: v for k, v in rules.items() if k != "replay_seconds"
-    }
+
+    def untimed(body: dict[str, Any]) -> dict[str, Any]:  # the replay's wall time differs
+        return {k: v for k, v in body.items() if not k.endswith("seconds")}
+
+    assert untimed(top) == untimed(rules)
     # Only the July-onward records of little giants change; March and June keep ×2.
     assert sorted((r["project_id"].split("-")[0], r["arrived_on"]) for r in top["records"]) == [
         ("TS01", "2022-08-01"),
