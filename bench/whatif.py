@@ -5,8 +5,8 @@
 
 Generates a year of facts straight into scoring's own tables (projects with their lead,
 sponsor leader and recognition; funds records; the Center's daily rates, a few days
-missing), not through NATS, then runs the what-if exactly as `investflow whatif` does:
-the rulesets in force vs `little_giant` at ×3, both replayed from the tables. Prints the
+missing), not through NATS, then runs the what-if as `investflow rules whatif --against
+rulesets/` does: rulesets/ vs `little_giant` at ×3, both replayed from the tables. Prints the
 generation time, then the replay's wall time and records/s (target: under 60 s for
 100,000 leads and 500,000 funds records on a 2-core machine). Numbers only: nothing here
 asserts timings. Default database: a temporary SQLite file (--keep PATH to keep it).
@@ -35,8 +35,8 @@ from services.scoring import store, whatif  # noqa: E402
 from services.scoring.scoreboard import default_directory  # noqa: E402
 from shared.contract import make_credit_code  # noqa: E402
 from shared.db import create_tables, make_engine  # noqa: E402
-from shared.rules import RulesetRegistry, rulesets_dir  # noqa: E402
-from shared.rules.ruletest import gate_on_rule_tests  # noqa: E402
+from shared.rules import load_paths, rulesets_dir  # noqa: E402
+from shared.rules.load import load_file  # noqa: E402
 
 UNITS = ["TS01", "TS02", "TS03", "TS04", "TS05", "TS06", "TS07", "TS08"]
 UNITS += ["DEVZONE", "CHEMPARK", "BIOPARK", "DRC", "COMMERCE", "MIIT", "NRB"]
@@ -236,24 +236,22 @@ def main() -> int:
             flush=True,
         )
 
-        directory = rulesets_dir()
-        base = RulesetRegistry.from_paths([directory], gate=gate_on_rule_tests(directory / "tests"))
+        baseline = [(r, o) for r, o in load_paths([rulesets_dir()]) if r.id == "scoring"]
         proposal = proposal_file(Path(tmp))
-        proposed, registry, _ = whatif.proposed_rules(proposal, directory)
+        sides = whatif.proposal_rules(baseline, [(load_file(proposal), str(proposal))])
         wall = time.perf_counter()
         result = whatif.run(
             engine,
             2022,
-            base,
-            proposed,
+            sides.base,
+            sides.proposed,
             proposal="little_giant ×3",
-            ruleset_changes=["rule little_giant: ×2 → ×3"],
+            ruleset_changes=sides.changes,
             directory=default_directory(),
             compare_stored=False,
         )
         wall = time.perf_counter() - wall
-        base.close()
-        registry.close()
+        sides.close()
         engine.dispose()
 
     print(whatif.render_table(result, only_changed=True))

@@ -95,6 +95,7 @@ SERVICE_ACCESS: dict[str, ServiceAccess] = {
         consumes=("PROJECT", "REVIEW", "SCORE"),
         publishes=("notify.*",),
         why="PROJECT + REVIEW + SCORE → NOTIFY",
+        follows_rules=True,  # its thresholds are the notify ruleset, published like the others
     ),
     "board": ServiceAccess(
         consumes=("PROJECT", "REVIEW", "SCORE", "NOTIFY"),

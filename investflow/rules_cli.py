@@ -3,6 +3,7 @@
     investflow rules validate PATH...          ruleset files (and rule-test files) are well-formed
     investflow rules test PATH...              run rule tests; `N passed, M failed`; non-zero on failure
     investflow rules explain FILE.json         a decision, why, and what would change it
+    investflow rules explain --project ID      a real project's decisions, from their records
     investflow rules whatif --ruleset F --year Y   the year rescored under a proposal, old vs new
     investflow rules publish FILE              validate, test, and make it decide in the running services
     investflow rules rollback ID VERSION       make an earlier version decide again
@@ -82,13 +83,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     explain = sub.add_parser(
         "explain",
-        help="decide one project (JSON) and explain it, in Chinese and English",
+        help="explain a project's decisions (--project ID, from their records on a running "
+        "system) or decide one from JSON, in Chinese and English, with what would change them",
         description=(
-            "FILE.json holds a lead, or {project, documents?, meeting_on?} for review, or "
-            "{project, funds, rates?, sponsor_leader?} for scoring (the fields of a rule-test case)."
+            "--project ID: the decision records review and scoring stored with each decision "
+            "(read from the streams), replayed under the version each names, with what would "
+            "change the outcome. FILE.json holds a lead, or {project, documents?, meeting_on?} "
+            "for review, or {project, funds, rates?, sponsor_leader?} for scoring (the fields of "
+            "a rule-test case)."
         ),
     )
-    explain.add_argument("file", type=Path, metavar="FILE.json")
+    explain.add_argument("file", type=Path, nargs="?", default=None, metavar="FILE.json")
+    explain.add_argument(
+        "--project", default=None, metavar="ID", help="a project id, e.g. TS01-ZS2022-0042"
+    )
+    explain.add_argument(
+        "--url", default=None, help="NATS server, for --project (default: $NATS_URL)"
+    )
     explain.add_argument(
         "--on", type=_day, default=None, help="pick the ruleset version of this day"
     )
@@ -155,8 +166,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     hist.add_argument("ruleset_id", nargs="?", default=None, metavar="ID")
     hist.add_argument("--format", choices=["table", "json"], default="table")
     hist.set_defaults(func=cmd_history)
-    whatif = sub.add_parser(
-        "whatif",
+    add_whatif_parser(sub)
+
+    for p in (publish, rollback, hist):
+        p.add_argument(
+            "--url", default=None, help="NATS server (default: $NATS_URL, with its credentials)"
+        )
+    for p in (publish, rollback):
+        p.add_argument(
+            "--timeout",
+            "--wait",
+            dest="timeout",
+            type=float,
+            default=30.0,
+            help="seconds every rules-deciding service has to confirm it (default 30)",
+        )
+
+
+def add_whatif_parser(
+    subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]
+    name: str = "whatif",
+) -> argparse.ArgumentParser:
+    """The what-if command, under `investflow rules` and at the top level (one command: the
+    top-level `investflow whatif` is this one, so the two can never give different numbers)."""
+    whatif = subparsers.add_parser(
+        name,
         help="replay a year's stored funds records through a proposal: subjects and records, "
         "old vs new; changes nothing",
         description="The proposal (one or more scoring ruleset files, and/or --set values) is "
@@ -186,20 +220,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     add_database_arguments(whatif)
     whatif.set_defaults(func=cmd_whatif)
-
-    for p in (publish, rollback, hist):
-        p.add_argument(
-            "--url", default=None, help="NATS server (default: $NATS_URL, with its credentials)"
-        )
-    for p in (publish, rollback):
-        p.add_argument(
-            "--timeout",
-            "--wait",
-            dest="timeout",
-            type=float,
-            default=30.0,
-            help="seconds every rules-deciding service has to confirm it (default 30)",
-        )
+    return whatif
 
 
 # --- validate ---------------------------------------------------------------------------------
@@ -408,8 +429,9 @@ def _input(raw: Any) -> dict[str, Any]:
     return {"project": dict(raw)}
 
 
-def _print_rules(evaluation: Any, out: TextIO) -> None:
-    reports = report(evaluation)
+def _print_rules(evaluation: Any, out: TextIO, only: list[str] | None = None) -> None:
+    """Matched rules, and for each other rule what would make it match (`only`: those rules)."""
+    reports = [r for r in report(evaluation) if only is None or r.id in only]
     matched = [r for r in reports if r.matched]
     missed = [r for r in reports if not r.matched]
     print("\n命中的规则 Rules that matched:", file=out)
@@ -538,6 +560,25 @@ def _explain_scoring(
 
 def cmd_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    if (args.project is None) == (args.file is None):
+        print(
+            "ERROR  give FILE.json or --project ID (one of them) / 请给出文件或项目编号", file=out
+        )
+        return 2
+    if args.project is not None:
+        from shared.rules.lifecycle import LifecycleError
+
+        from .explain_project import explain_project
+
+        try:
+            return asyncio.run(
+                explain_project(
+                    args.url, args.project, args.rulesets or rulesets_dir(), _print_rules, out
+                )
+            )
+        except LifecycleError as exc:
+            print(f"ERROR  {exc}", file=out)
+            return 1
     try:
         raw = json.loads(args.file.read_text(encoding="utf-8"))
         data = dict(raw) if isinstance(raw, Mapping) and "situation" in raw else _input(raw)
@@ -1159,9 +1200,8 @@ def cmd_whatif(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if not files and not args.set:
         print("ERROR  give a proposal: FILE.yaml ... and/or --set NAME=VALUE", file=out)
         return 2
-    base = RulesetRegistry()
-    new = RulesetRegistry()
     engine = None
+    sides: Any = None
     try:
         try:
             overrides = _overrides(args.set)
@@ -1195,29 +1235,8 @@ def cmd_whatif(args: argparse.Namespace, out: TextIO | None = None) -> int:
             if isinstance(exc, LifecycleError):
                 print("  (to compare with files instead: --against rulesets/)", file=out)
             return 1
-        for ruleset, origin in baseline:
-            base.load(ruleset, origin)
-            new.load(ruleset, origin)
-        changes: list[str] = []
-        for ruleset, origin in proposal:
-            # The proposal replaces the version of its number and decides the days it covers.
-            new.remove("scoring", ruleset.version)
-            covered = [
-                v for v in base.versions("scoring") if v.effective.overlaps(ruleset.effective)
-            ]
-            new.load(ruleset, origin, supersede=True)
-            was = next((v for v in covered if v.version == ruleset.version), None) or (
-                covered[0] if covered else None
-            )
-            changes.append(f"{ruleset.key} in force {ruleset.effective} (from {origin})")
-            if was is not None:
-                changes += [f"  {line}" for line in whatif.describe_change(was, ruleset, {})]
-        proposed: Any = new
-        if overrides:
-            proposed = new.with_parameters("scoring", overrides, file="--set")
-            changes.append(
-                "  " + ", ".join(f"{k} = {v}" for k, v in overrides.items()) + " (--set)"
-            )
+        sides = whatif.proposal_rules(baseline, proposal, overrides)
+        base, proposed, changes = sides.base, sides.proposed, sides.changes
         label = " ".join(map(str, files)) + (" " if files and args.set else "") + " ".join(args.set)
         result = whatif.run(
             engine,
@@ -1242,7 +1261,7 @@ def cmd_whatif(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 print(_render_records(rows, "table"), file=out)
         return 0
     finally:
-        base.close()
-        new.close()
+        if sides is not None:
+            sides.close()
         if engine is not None:
             engine.dispose()

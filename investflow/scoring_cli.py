@@ -2,11 +2,12 @@
 
     investflow scoreboard --year 2022 [--quarter Q2] [--format table|csv|json]
     investflow rates load FILE.csv [--url nats://...] [--dry-run]
-    investflow whatif --ruleset FILE.yaml --year 2022 [--set NAME=VALUE ...]
+    investflow whatif FILE.yaml --year 2022 [--against live|DIR] [--set NAME=VALUE ...]
 
-`scoreboard` and `whatif` read scoring's own database (this is scoring's admin tool), found
-as the service finds it: --database-url, else $SCORING_DATABASE_URL, else $DATABASE_URL, else
-scoring.db in --data (default $INVESTFLOW_DATA_DIR, else ./data). Neither writes anything.
+`whatif` is `investflow rules whatif` (investflow/rules_cli.py, docs/rules.md). `scoreboard`
+and `whatif` read scoring's own database (this is scoring's admin tool), found as the service
+finds it: --database-url, else $SCORING_DATABASE_URL, else $DATABASE_URL, else scoring.db in
+--data (default $INVESTFLOW_DATA_DIR, else ./data). Neither writes anything.
 `rates load` publishes the Center's rates events; the running system takes it from there.
 """
 
@@ -48,41 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     load.add_argument("--dry-run", action="store_true", help="check the file, publish nothing")
     load.set_defaults(func=cmd_rates_load)
 
-    register_whatif(subparsers)
+    # `investflow whatif` is `investflow rules whatif` (one command, one code path).
+    from .rules_cli import add_whatif_parser
 
-
-def register_whatif(
-    subparsers: argparse._SubParsersAction, name: str = "whatif"
-) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    """Add the what-if command under `subparsers` (top level, or `investflow rules`)."""
-    whatif = subparsers.add_parser(
-        name,
-        help="replay a year's stored facts through a proposed scoring ruleset: points and rank, "
-        "old vs new; changes nothing",
-        description="Replays the year's funds records of recognised projects through the rulesets "
-        "in force and through the proposal (a scoring ruleset file, and/or --set parameter values), "
-        "and prints each subject's points and rank, old vs new. Reads scoring's database; writes "
-        "nothing, publishes nothing.",
-    )
-    whatif.add_argument("--ruleset", type=Path, default=None, metavar="FILE.yaml")
-    whatif.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a scoring parameter value to try, e.g. foreign_multiplier=4 (repeatable)",
-    )
-    whatif.add_argument("--year", type=int, required=True)
-    whatif.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    whatif.add_argument(
-        "--changed-only", action="store_true", help="list only the subjects that change"
-    )
-    whatif.add_argument(
-        "--rulesets", type=Path, default=None, metavar="DIR", help="default: rulesets/"
-    )
-    add_database_arguments(whatif)
-    whatif.set_defaults(func=cmd_whatif)
-    return whatif
+    add_whatif_parser(subparsers)
 
 
 def add_database_arguments(parser: argparse.ArgumentParser) -> None:
@@ -241,68 +211,3 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
         except yaml.YAMLError as exc:
             raise CliError(f"--set {pair!r}: {exc}") from exc
     return out
-
-
-def cmd_whatif(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from services.scoring import whatif
-    from services.scoring.decide import RULESET
-    from shared.rules import RulesetError, RulesetRegistry, rulesets_dir
-    from shared.rules.ruletest import gate_on_rule_tests
-
-    out = out or sys.stdout
-    directory = args.rulesets or rulesets_dir()
-    try:
-        if args.ruleset is None and not args.set:
-            raise CliError("give a proposal: --ruleset FILE.yaml and/or --set NAME=VALUE")
-        overrides = _overrides(args.set)
-        engine = _engine(args)
-    except CliError as exc:
-        print(f"investflow whatif: {exc}", file=sys.stderr)
-        return 2
-    base: RulesetRegistry | None = None
-    proposed_registry: RulesetRegistry | None = None
-    try:
-        try:
-            base = RulesetRegistry.from_paths(
-                [directory], gate=gate_on_rule_tests(directory / "tests")
-            )
-            proposed, proposed_registry, proposal = whatif.proposed_rules(
-                args.ruleset, directory, overrides
-            )
-        except RulesetError as exc:
-            for p in exc.problems:
-                print(str(p), file=sys.stderr)
-            print("investflow whatif: the ruleset is not valid; nothing replayed", file=sys.stderr)
-            return 1
-        day = proposal.effective.from_ if proposal is not None else None
-        import datetime as dt
-
-        if day is None or day.year != args.year:
-            day = dt.date(args.year, 1, 1)
-        try:
-            old_version = base.in_force(RULESET, day)
-            new_version = proposal or old_version
-            changes = whatif.describe_change(old_version, new_version, overrides)
-        except LookupError:
-            changes = []
-        label = str(args.ruleset) if args.ruleset else ""
-        if overrides:
-            label = (label + " " if label else "") + " ".join(
-                f"{k}={v}" for k, v in overrides.items()
-            )
-        result = whatif.run(
-            engine,
-            args.year,
-            base,
-            proposed,
-            proposal=label,
-            ruleset_changes=changes,
-            directory=_directory(),
-        )
-        print(whatif.render(result, args.format, only_changed=args.changed_only), file=out)
-    finally:
-        engine.dispose()
-        for registry in (base, proposed_registry):
-            if registry is not None:
-                registry.close()
-    return 0

@@ -30,7 +30,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("intake", "services.intake", http=True, durable="intake"),
     ServiceSpec("review", "services.review", http=True, durable="review", rules=True),
     ServiceSpec("scoring", "services.scoring", http=True, durable="scoring", rules=True),
-    ServiceSpec("notify", "services.notify", http=True, durable="notify"),
+    ServiceSpec("notify", "services.notify", http=True, durable="notify", rules=True),
     # The battle map (挂图作战): reads every stream into its own tables, serves the pages.
     ServiceSpec("board", "services.board", http=True, durable="board"),
 )

@@ -35,6 +35,7 @@ from shared.messaging import (
     log_failure,
     make_broker,
 )
+from shared.rules import RulesetRegistry, default_registry, published
 from shared.settings import REPO_ROOT, Settings
 
 from . import contacts, store
@@ -50,7 +51,6 @@ log = logging.getLogger("investflow.notify")
 
 settings = Settings.from_env()
 directory = load_directory(settings.units_file)
-params = load_params()
 renderer = Renderer(directory)
 broker = make_broker(
     settings, SERVICE, "Notify: alerts sponsors and units, weekly progress reports (包保·定期公布)"
@@ -70,8 +70,26 @@ def engine() -> Engine:
     return _engine
 
 
+def rules() -> RulesetRegistry:
+    """The rulesets in force (notify's thresholds, and the review and scoring versions whose
+    titles and parameters messages name): rulesets/, then what is published (followed)."""
+    return default_registry()
+
+
+def fixed_params():  # type: ignore[no-untyped-def]
+    """NOTIFY_TRIGGERS names a notify ruleset file to use whatever is published (a test or a
+    drill); otherwise each day is judged with the version in force on it."""
+    return load_params() if os.environ.get("NOTIFY_TRIGGERS") else None
+
+
 def titles(ruleset_id: str, version: str | None) -> dict[str, dict[str, str]]:
-    return rule_titles(settings.rulesets_dir, ruleset_id, version)
+    found = {
+        rule.id: {"zh": rule.title.zh, "en": rule.title.en}
+        for ruleset in rules().versions(ruleset_id)
+        if not version or ruleset.version == version
+        for rule in ruleset.rules
+    }
+    return found or rule_titles(settings.rulesets_dir, ruleset_id, version)
 
 
 for _subject, _what in (
@@ -174,7 +192,9 @@ def seed_contacts() -> None:
 def scheduler() -> Scheduler:
     mode = os.environ.get("NOTIFY_CLOCK", "wall")
     clock = BusinessClock(engine()) if mode == "business" else WallClock()
-    return Scheduler(engine(), renderer, directory, params, settings.rulesets_dir, clock)
+    return Scheduler(
+        engine(), renderer, directory, fixed_params(), settings.rulesets_dir, clock, rules=rules()
+    )
 
 
 async def run_scheduler(every_s: float) -> None:
@@ -191,6 +211,10 @@ async def run_scheduler(every_s: float) -> None:
 @app.on_startup
 async def _startup() -> None:
     await asyncio.to_thread(engine)
+    await asyncio.to_thread(fixed_params)  # a bad NOTIFY_TRIGGERS file stops the start
+    await asyncio.to_thread(rules)
+    # Published notify versions load before the scheduler's first tick, and live after that.
+    _stops.append(await published.start_following(settings.nats_url, rules(), SERVICE))
     with contextlib.suppress(Exception):  # two replicas seeding at once: one wins
         await asyncio.to_thread(seed_contacts)
 

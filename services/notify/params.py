@@ -57,6 +57,39 @@ def load_params(path: Path | None = None, on: dt.date | None = None) -> Params:
         raise ParamsError(str(exc)) from exc
 
 
+# Validated settings per loaded version: a tick judges up to a month of days.
+_by_version: dict[int, tuple[Any, Params]] = {}
+
+
+def params_in_force(rules: Any, day: dt.date) -> Params:
+    """The thresholds of the notify version `rules` (the registry following the published
+    rulesets) has in force on `day`, else its newest (a wall-clock day past the last version,
+    as load_params does)."""
+    try:
+        ruleset = rules.in_force(RULESET, day)
+    except LookupError:
+        versions = rules.versions(RULESET)
+        if not versions:
+            raise ParamsError("no notify ruleset loaded / 未加载 notify 规则集") from None
+        ruleset = versions[-1]
+    cached = _by_version.get(id(ruleset))
+    if cached is None or cached[0] is not ruleset:
+        if len(_by_version) > 16:
+            _by_version.clear()
+        cached = (ruleset, notify_params(dict(ruleset.parameters)))
+        _by_version[id(ruleset)] = cached
+    return cached[1]
+
+
+def targets_in_force(rules: Any, day: dt.date) -> dict[str, int] | None:
+    """`signing_targets` of the notify version in force on `day` ({Q1: 6, ...}), or None."""
+    try:
+        param = rules.in_force(RULESET, day).parameters.get("signing_targets")
+    except LookupError:
+        return None
+    return {str(k): int(v) for k, v in param.value.items()} if param else None
+
+
 @lru_cache(maxsize=4)
 def _rulesets(rulesets_dir: str) -> tuple[Any, ...]:
     from shared.rules.load import load_paths

@@ -33,7 +33,7 @@ from . import facts, store
 from .contacts import recipients
 from .dispatch import utcnow
 from .model import Alert, Snapshot
-from .params import Params, signing_targets
+from .params import Params, params_in_force, signing_targets, targets_in_force
 from .plan import plan
 from .render import Renderer
 from .report import build_report, chart_png, render_html
@@ -64,34 +64,55 @@ class BusinessClock:
 
 
 class Scheduler:
+    """`params`: fixed thresholds (NOTIFY_TRIGGERS, tests), or None to judge each day with the
+    notify version `rules` has in force on it — the registry that follows the published
+    rulesets, so `investflow rules publish` of a notify version decides from the next tick."""
+
     def __init__(
         self,
         engine: Engine,
         renderer: Renderer,
         directory: Directory,
-        params: Params,
+        params: Params | None,
         rulesets_dir: Path,
         today: Callable[[], dt.date | None],
         *,
         now: Callable[[], dt.datetime] = utcnow,
         catch_up_days: int = 31,
+        rules: Any = None,
     ) -> None:
+        if params is None and rules is None:
+            raise ValueError("a Scheduler needs fixed params or a rules registry")
         self.engine = engine
         self.renderer = renderer
         self.directory = directory
-        self.params = params
+        self.fixed = params
+        self.rules = rules
         self.rulesets_dir = rulesets_dir
         self.today = today
         self.now = now
         self.catch_up_days = catch_up_days
         self._rulesets: list[Any] | None = None
 
+    def params_on(self, day: dt.date) -> Params:
+        if self.fixed is not None:
+            return self.fixed
+        return params_in_force(self.rules, day)
+
     def targets(self, day: dt.date) -> dict[str, int] | None:
+        if self.rules is not None:
+            return targets_in_force(self.rules, day)
         return signing_targets(self.rulesets_dir, day)
 
     def scoring_parameter(self, name: str, day: dt.date, default: Any) -> Any:
         """A parameter of the scoring ruleset in force on `day` (the one place policy numbers
         such as the signing threshold live), else `default`."""
+        if self.rules is not None:  # the published versions, as scoring decides with them
+            try:
+                param = self.rules.in_force("scoring", day).parameters.get(name)
+            except LookupError:
+                return default
+            return param.value if param is not None else default
         if self._rulesets is None:  # loaded once: validating them costs more than a report
             from shared.rules.load import load_paths
 
@@ -118,7 +139,7 @@ class Scheduler:
             alerts: list[Alert] = []
             day = first
             while day <= today:
-                alerts.extend(time_alerts(snapshot, day, self.params, self.targets))
+                alerts.extend(time_alerts(snapshot, day, self.params_on(day), self.targets))
                 day += dt.timedelta(days=1)
             new = plan(session, alerts, self.renderer, self.now())
             store.set_state(session, LAST_DAY, today.isoformat())
@@ -155,24 +176,23 @@ class Scheduler:
 
     def report_day(self, today: dt.date) -> dt.date:
         """The latest report weekday on or before `today`."""
-        back = (today.weekday() - self.params.weekly_report.weekday_index) % 7
+        back = (today.weekday() - self.params_on(today).weekly_report.weekday_index) % 7
         return today - dt.timedelta(days=back)
 
     def report(self, snapshot: Snapshot, on: dt.date, leader: str | None) -> dict[str, Any]:
+        params = self.params_on(on)
         return build_report(
             snapshot,
             on,
             self.directory,
             self.targets,
             leader=leader,
-            overdue_days=self.params.visit_overdue_days,
+            overdue_days=params.visit_overdue_days,
             min_signing=int(
-                self.scoring_parameter(
-                    "signing_min_amount", on, self.params.signing_behind.min_amount
-                )
+                self.scoring_parameter("signing_min_amount", on, params.signing_behind.min_amount)
             ),
             rate_definitions=self.scoring_parameter("rate_definitions", on, None),
-            fast_start_days=self.params.weekly_report.fast_start_days,
+            fast_start_days=params.weekly_report.fast_start_days,
         )
 
     def _weekly(
@@ -183,7 +203,7 @@ class Scheduler:
         if not any(p.reported_on <= as_of for p in snapshot.projects.values()):
             return 0
         audiences: dict[str, tuple[str, ...]] = {
-            COUNTY: tuple(self.params.weekly_report.county_wide_to)
+            COUNTY: tuple(self.params_on(on).weekly_report.county_wide_to)
         }
         for p in snapshot.projects.values():
             if p.sponsor_leader and p.sponsored(as_of):

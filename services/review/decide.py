@@ -33,10 +33,10 @@ from shared.rules import (
     default_registry,
     document_types,
     explanation,
-    input_sha256,
     project_dict,
     project_facts,
 )
+from shared.rules.decision import decision_input
 from shared.rules.facts import FactsError
 
 RULESET = "review"
@@ -100,6 +100,12 @@ class _Evaluated:
     evaluation: Evaluation
     digest: str
     meeting_on: dt.date | None
+    record: dict[str, Any]  # the input as the decision record keeps it (digest's source)
+
+    def explain(self, considered: list[str], deciding: str | None) -> Explanation:
+        return explanation(
+            self.evaluation, considered, deciding, self.digest, record_input=self.record
+        )
 
 
 def _evaluate(
@@ -126,7 +132,7 @@ def _evaluate(
     if meeting_on is not None:
         facts["meeting_on"] = meeting_on
     evaluation = (rules or default_registry()).evaluate(RULESET, facts, day)
-    digest = input_sha256(
+    record, digest = decision_input(
         {
             "project": data,
             "documents": sorted(facts["filed"]),
@@ -135,7 +141,7 @@ def _evaluate(
             "on": day,
         }
     )
-    return _Evaluated(evaluation, digest, meeting_on)
+    return _Evaluated(evaluation, digest, meeting_on, record)
 
 
 def _screening(e: _Evaluated) -> Screening:
@@ -143,16 +149,12 @@ def _screening(e: _Evaluated) -> Screening:
     considered = ev.rules_with("terminate", "route")
     reasons = ev.matched_with("terminate")
     if reasons:
-        return Screening(
-            Outcome.terminated, None, reasons, explanation(ev, considered, reasons[0], e.digest)
-        )
+        return Screening(Outcome.terminated, None, reasons, e.explain(considered, reasons[0]))
     routes = ev.matched_with("route")
     default = ev.resolved.ruleset.default_track  # type: ignore[union-attr]
     track = ev.outcome(routes[0]).track if routes else default
     deciding = routes[0] if routes else None
-    return Screening(
-        Outcome.accepted, Track(track), [], explanation(ev, considered, deciding, e.digest)
-    )
+    return Screening(Outcome.accepted, Track(track), [], e.explain(considered, deciding))
 
 
 def _materials(e: _Evaluated) -> Materials:
@@ -173,7 +175,7 @@ def _materials(e: _Evaluated) -> Materials:
         complete=not matched,
         missing_materials=list(missing),
         deadline=deadline,
-        explanation=explanation(ev, considered, matched[0] if matched else None, e.digest),
+        explanation=e.explain(considered, matched[0] if matched else None),
     )
 
 
@@ -190,7 +192,7 @@ def _recognition(e: _Evaluated) -> RecognitionResult:
         recognized=not blockers,
         recognition_blockers=blockers,
         missing_proofs=list(missing),
-        explanation=explanation(ev, considered, blockers[0] if blockers else None, e.digest),
+        explanation=e.explain(considered, blockers[0] if blockers else None),
     )
 
 

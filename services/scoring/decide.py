@@ -29,10 +29,10 @@ from shared.rules import (
     default_registry,
     explanation,
     funds_dict,
-    input_sha256,
     project_dict,
     project_facts,
 )
+from shared.rules.decision import decision_input
 from shared.rules.facts import FactsError, get_path
 
 RULESET = "scoring"
@@ -169,7 +169,7 @@ def score_checked(
 
     roles = [str(r) for r in source.parameter(RULESET, "credit_roles", day)]
     credited = list(dict.fromkeys(v for r in roles if (v := get_path(facts, r)) is not None))
-    digest = input_sha256(
+    record, digest = decision_input(
         {"project": p, "funds": f, "rate": rate, "sponsor_leader": sponsor_leader, "on": day}
     )
     extra = ["credit_roles"] + (["multiplier_combination"] if mode != HIGHEST else [])
@@ -190,6 +190,7 @@ def score_checked(
             deciding,
             digest,
             extra_parameters=extra,
+            record_input=record,
         ),
         evaluation=ev,
         combined=combined,

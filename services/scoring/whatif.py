@@ -24,16 +24,14 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from shared.directory import Directory
-from shared.rules import Rules, RulesetError, RulesetRegistry, load_paths
+from shared.rules import Rules, RulesetRegistry
 from shared.rules.facts import FactsError, get_path
-from shared.rules.load import load_file
 from shared.rules.model import AnyRuleset
 from shared.rules.resolve import ResolvedRuleset, leaves, resolve
 
@@ -281,47 +279,56 @@ def replay(facts: YearFacts, replayers: list[Replayer]) -> list[Totals]:
 # --- the proposal ------------------------------------------------------------------------------
 
 
-def proposed_rules(
-    file: Path | None,
-    rulesets_dir: Path,
-    overrides: Mapping[str, Any] | None = None,
-) -> tuple[Rules, RulesetRegistry, AnyRuleset | None]:
-    """The rulesets in `rulesets_dir` with the proposal in place of the versions it overlaps,
-    and parameter `overrides` on top. The proposal is validated (RulesetError), not gated on
-    the rule tests: a policy change is expected to change what some of them expect."""
-    registry = RulesetRegistry()
-    try:
-        proposal = load_file(file) if file is not None else None
-        if proposal is not None and proposal.id != RULESET:
-            from shared.rules.model import Problem
+@dataclass
+class Proposal:
+    """The two sides of a what-if: `base` (what is compared with) and `proposed` (base with
+    the proposal in place); `changes` says what differs in maintainers' terms. Close it."""
 
-            raise RulesetError(
-                [
-                    Problem(
-                        str(file),
-                        "",
-                        "id",
-                        f"a what-if needs a scoring ruleset, not {proposal.id!r}",
-                    )
-                ]
+    base: RulesetRegistry
+    new: RulesetRegistry
+    proposed: Rules
+    changes: list[str]
+
+    def close(self) -> None:
+        self.base.close()
+        self.new.close()
+
+
+def proposal_rules(
+    baseline: list[tuple[AnyRuleset, str]],
+    proposal: list[tuple[AnyRuleset, str]],
+    overrides: Mapping[str, Any] | None = None,
+) -> Proposal:
+    """`baseline` (the scoring versions live, or read from files) against the same with each
+    proposed version taking the place of the version of its number and deciding the days it
+    covers: days it does not cover keep their version, so a version from July changes only
+    July onward. `overrides` (--set) apply on top. The proposal is validated by the caller,
+    not gated on the rule tests: a policy change is expected to change what some expect."""
+    base, new = RulesetRegistry(), RulesetRegistry()
+    try:
+        for ruleset, origin in baseline:
+            base.load(ruleset, origin)
+            new.load(ruleset, origin)
+        changes: list[str] = []
+        for ruleset, origin in proposal:
+            new.remove(RULESET, ruleset.version)
+            covered = [v for v in base.versions(RULESET) if v.effective.overlaps(ruleset.effective)]
+            new.load(ruleset, origin, supersede=True)
+            was = next((v for v in covered if v.version == ruleset.version), None) or (
+                covered[0] if covered else None
             )
-        for ruleset, origin in load_paths([rulesets_dir]):
-            if (
-                proposal is not None
-                and ruleset.id == proposal.id
-                and ruleset.effective.overlaps(proposal.effective)
-            ):
-                continue
-            registry.load(ruleset, origin)
-        if proposal is not None:
-            registry.load(proposal, str(file))
+            changes.append(f"{ruleset.key} in force {ruleset.effective} (from {origin})")
+            if was is not None:
+                changes += [f"  {line}" for line in describe_change(was, ruleset, {})]
     except BaseException:
-        registry.close()
+        base.close()
+        new.close()
         raise
-    rules: Rules = registry
+    proposed: Rules = new
     if overrides:
-        rules = registry.with_parameters(RULESET, overrides, file="--set")
-    return rules, registry, proposal
+        proposed = new.with_parameters(RULESET, overrides, file="--set")
+        changes.append("  " + ", ".join(f"{k} = {v}" for k, v in overrides.items()) + " (--set)")
+    return Proposal(base, new, proposed, changes)
 
 
 def describe_change(old: AnyRuleset, new: AnyRuleset, overrides: Mapping[str, Any]) -> list[str]:

@@ -106,10 +106,22 @@ class Explanation(Event):
 
     ruleset_id: str
     version: str
+    ruleset_sha256: str | None = Field(
+        default=None,
+        description="sha256 of the version's YAML text as the service loaded it (`rules "
+        "history` lists the same digest per published file)",
+    )
     matched: list[str]
     parameters: dict[str, Any]
     deciding_rule: str | None
     input_sha256: str | None = None
+    input: dict[str, Any] | None = Field(
+        default=None,
+        description="the decision's input, exactly what `input_sha256` hashes (the project, "
+        "the documents filed, the meeting day, the funds record and rate, the sponsor leader, "
+        "the day the version was picked by): with the ruleset id and version, the decision "
+        "record `investflow rules explain --project` replays and explains",
+    )
 
 
 class Screened(Event):

@@ -1,5 +1,6 @@
-"""What every rule decision carries: the contract's `Explanation` and the digest of its input,
-so a decision can be replayed and checked against the same input later."""
+"""What every rule decision carries: the contract's `Explanation` — the decision record: ruleset
+id and version, matched rules, parameter values used, deciding rule, and the input itself with
+its digest — so a decision can be replayed, explained and checked against the same input later."""
 
 from __future__ import annotations
 
@@ -46,14 +47,23 @@ def input_sha256(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
 
 
+def decision_input(value: Any) -> tuple[dict[str, Any], str]:
+    """The input as the decision record stores it (JSON values, amounts as exact decimal
+    strings, nulls dropped) and its sha256; the stored form hashes to the same digest."""
+    text = canonical_json(value)
+    return json.loads(text), hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def explanation(
     evaluation: Evaluation,
     rule_ids: Iterable[str],
     deciding_rule: str | None,
     input_digest: str,
     extra_parameters: Iterable[str] = (),
+    record_input: Mapping[str, Any] | None = None,
 ) -> Explanation:
-    """The explanation of a decision that considered `rule_ids` of the evaluated version."""
+    """The explanation of a decision that considered `rule_ids` of the evaluated version;
+    with `record_input` (decision_input's form) it is the whole decision record."""
     considered = list(rule_ids)
     parameters = evaluation.parameters(considered)
     params = evaluation.resolved.ruleset.parameters
@@ -62,8 +72,10 @@ def explanation(
     return Explanation(
         ruleset_id=evaluation.ruleset_id,
         version=evaluation.version,
+        ruleset_sha256=evaluation.text_sha256,
         matched=[r for r in evaluation.matched if r in considered],
         parameters=parameters,
         deciding_rule=deciding_rule,
         input_sha256=input_digest,
+        input=dict(record_input) if record_input is not None else None,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import itertools
 import json
@@ -69,6 +70,9 @@ class Evaluation:
     facts: Mapping[str, Any]
     on: dt.date
     _leaf_truths: Callable[[], dict[Cmp, bool]] = field(repr=False, compare=False)
+    # sha256 of the version's YAML (None for a version built in memory, e.g. a what-if's
+    # --set variant): tells two texts published under one version number apart.
+    text_sha256: str | None = None
 
     def outcome(self, rule_id: str) -> Outcome:
         return self.resolved.by_id[rule_id].outcome
@@ -110,6 +114,10 @@ class _Version:
     variants: dict[str, _Version] = field(default_factory=dict)
     leaves: tuple[Handle, list[Cmp]] | None = None
     text: str | None = None  # the YAML it was read from: what `rules publish` builds on
+
+    @functools.cached_property
+    def text_sha256(self) -> str | None:  # read once `text` is set (after compiling)
+        return None if self.text is None else hashlib.sha256(self.text.encode()).hexdigest()
 
     @property
     def ruleset(self) -> AnyRuleset:
@@ -421,6 +429,7 @@ class RulesetRegistry:
                 facts=facts,
                 on=on,
                 _leaf_truths=lambda v=version: self._leaf_truths(v, engine_facts),
+                text_sha256=version.text_sha256,
             )
             seen = getattr(self._recording, "seen", None)
             if seen is not None:

@@ -438,14 +438,40 @@ async def test_published_rulesets_reach_the_services_through_the_center_user(
         revision = await kv.put("review.2022.1", text.encode())
         heard: dict[str, Any] = {}
         deadline = time.monotonic() + 20
-        while {"review", "scoring"} - set(heard) and time.monotonic() < deadline:
+        while {"notify", "review", "scoring"} - set(heard) and time.monotonic() < deadline:
             with contextlib.suppress(Exception):
                 msg = await sub.next_msg(timeout=1)
                 status = json.loads(msg.data)
                 if status.get("revision") == revision:
                     heard[msg.subject.rsplit(".", 1)[-1]] = status
         assert center.errors == []
-    assert {"review", "scoring"} <= set(heard), heard
+    assert {"notify", "review", "scoring"} <= set(heard), heard
+
+
+async def test_the_center_explains_a_project_from_its_decision_records(
+    deployment: Deployment,
+) -> None:
+    """Issue 14.8 under auth: `rules explain --project` as the Center's staff reads the
+    decision records from the streams by sequence and asks the services what they run —
+    within its permissions (the next test finds no violation)."""
+    d = deployment
+    async with connect(d.nats_url, d.seed("ops", "center"), "_INBOX_center") as center:
+        last = await center.nc.jetstream().get_msg("SCORE", subject="score.credited")
+        assert center.errors == []
+    pid = json.loads(last.data)["project_id"]
+    env = base_env(d.logs) | {
+        "NATS_NKEY_SEED_FILE": d.seed("ops", "center"),
+        "NATS_INBOX_PREFIX": "_INBOX_center",
+    }
+    done = run(
+        [sys.executable, "-m", "investflow.main", "rules", "explain", "--project", pid,
+         "--url", d.nats_url],
+        env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "score.credited" in done.stdout and "review.recognition" in done.stdout
+    assert "✓ 同一决定 the same decision and record" in done.stdout
+    assert "live in " in done.stdout  # the versions came from the running services
 
 
 async def test_so_far_nobody_was_refused_anything(deployment: Deployment) -> None:
@@ -661,4 +687,4 @@ async def test_rules_publish_as_the_center_under_auth_goes_live(deployment: Depl
         env, timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "review" in done.stdout and "scoring" in done.stdout, done.stdout
+    assert "live in / 已生效: notify, review, scoring" in done.stdout, done.stdout

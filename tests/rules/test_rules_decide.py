@@ -324,3 +324,52 @@ def test_a_what_if_parameter_change_leaves_the_running_version_alone(
     assert isinstance(a, scoring.Scored) and isinstance(b, scoring.Scored)
     assert (a.multiplier, b.multiplier) == (Decimal(5), Decimal(3))
     assert a.explanation.parameters["foreign_multiplier"] == 5
+
+
+def test_each_decision_carries_its_record_the_input_its_digest_hashes(
+    rules: RulesetRegistry,
+) -> None:
+    """Issue 14.8: the decision record holds the input itself (documents filed included), so
+    `rules explain --project` replays it; the stored form hashes to the digest and decides
+    the same again."""
+    import hashlib
+
+    from shared.rules import canonical_json
+
+    filed = [DocumentRef(type="feasibility_report", ref="FR-1"), "investment_contract"]
+    rec = review.recognize(lead(), filed, rules=rules).explanation
+    assert rec.input is not None
+    assert rec.input["documents"] == sorted(
+        {d["type"] for d in lead().model_dump()["documents"]}
+        | {"feasibility_report", "investment_contract"}
+    )
+    assert rec.input["project"]["planned_investment"] == "120000000"
+    digest = hashlib.sha256(canonical_json(rec.input).encode()).hexdigest()
+    assert digest == rec.input_sha256
+    # The version's text is named too: one version number may be published with two texts.
+    text = (ROOT / "rulesets" / "review-2022.1.yaml").read_bytes()
+    assert rec.ruleset_sha256 == hashlib.sha256(text).hexdigest()
+    again = review.recognize(
+        rec.input["project"],
+        rec.input["documents"],
+        on=dt.date.fromisoformat(rec.input["on"]),
+        rules=rules,
+    ).explanation
+    assert again == rec
+
+    eur = Rates(on=dt.date(2022, 8, 15), rates={"EUR": Decimal("6.9012")})
+    credited = scoring.score(lead(), funds(currency="EUR"), eur, rules=rules)
+    assert isinstance(credited, scoring.Scored)
+    ex = credited.explanation
+    assert ex.input is not None and ex.input["rate"] == "6.9012"
+    assert ex.input["funds"]["arrived_on"] == "2022-08-15"
+    replayed = scoring.score(
+        ex.input["project"],
+        ex.input["funds"],
+        {"EUR": ex.input["rate"]},
+        sponsor_leader=ex.input.get("sponsor_leader"),
+        rules=rules,
+    )
+    assert isinstance(replayed, scoring.Scored) and replayed.explanation == ex
+    event = credited.to_event("TS03-ZS2022-0042", "F1")
+    assert Credited.model_validate_json(event.model_dump_json()).explanation.input == ex.input

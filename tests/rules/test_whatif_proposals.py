@@ -225,3 +225,31 @@ def test_records_as_csv_and_a_clear_error_without_a_live_system(
     code, out = whatif(database, str(file), "--url", f"nats://127.0.0.1:{free_port()}")
     assert code == 1 and "cannot connect to NATS" in out and "--against rulesets/" in out
     assert main is not None
+
+
+def test_the_top_level_whatif_is_rules_whatif(database: str, tmp_path: Path) -> None:
+    """Issue 14.3: `investflow whatif` gave the old numbers (a July version emptied the first
+    half's "new" column); it is now the same command as `investflow rules whatif`."""
+    from investflow.main import build_parser
+
+    file = proposal(tmp_path, "scoring-2022.2.yaml", x4())
+    argv = ["--ruleset", str(file), "--against", str(REPO_ROOT / "rulesets"), "--records"]
+    argv += ["--format", "json", "--year", "2022", "--database-url", database]
+    outputs = []
+    for command in (["whatif"], ["rules", "whatif"]):
+        args = build_parser().parse_args([*command, *argv])
+        out = io.StringIO()
+        assert args.func(args, out=out) == 0, out.getvalue()
+        outputs.append(json.loads(out.getvalue()))
+    top, rules = outputs
+
+    def untimed(body: dict[str, Any]) -> dict[str, Any]:  # the replay's wall time differs
+        return {k: v for k, v in body.items() if not k.endswith("seconds")}
+
+    assert untimed(top) == untimed(rules)
+    # Only the July-onward records of little giants change; March and June keep ×2.
+    assert sorted((r["project_id"].split("-")[0], r["arrived_on"]) for r in top["records"]) == [
+        ("TS01", "2022-08-01"),
+        ("TS02", "2022-09-15"),
+        ("TS04", "2022-07-01"),
+    ]

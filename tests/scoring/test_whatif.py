@@ -24,6 +24,8 @@ from tests.conftest import PG_SKIP_REASON, fresh_pg_database
 from tests.scoring.sample_year import scoring_inputs
 
 pytestmark = pytest.mark.timeout(300)
+# Compared with the files, not a running system (`investflow whatif` is `rules whatif`).
+AGAINST = ["--against", str(rulesets_dir())]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -96,12 +98,16 @@ def test_little_giant_at_3_changes_only_its_holders_and_nothing_stored(
     holders = holders_of(engine, "little_giant")
     assert holders, "the sample year credits some little-giant projects"
 
-    args = ["whatif", "--ruleset", str(little_giant_at(tmp_path, 3)), "--year", "2022"]
+    file = little_giant_at(tmp_path, 3)
+    args = ["whatif", "--ruleset", str(file), "--year", "2022", *AGAINST]
     code, out = cli([*args, "--database-url", url, "--format", "json"])
     assert code == 0
     result = json.loads(out)
 
-    assert result["ruleset_changes"] == ["rule little_giant: ×2 → ×3"]
+    assert result["ruleset_changes"] == [
+        f"scoring@2022.1 in force 2022-01-01..2022-12-31 (from {file})",
+        "  rule little_giant: ×2 → ×3",
+    ]
     assert result["stored_differs"] == []  # the old side reproduces the stored scores
     changed = {s["subject"] for s in result["subjects"] if s["changed"]}
     points_changed = {
@@ -145,10 +151,19 @@ def test_set_a_parameter_and_table_output(sample_db: tuple[str, Engine]) -> None
     url, engine = sample_db
     before = snapshot(engine)
     code, text = cli(
-        ["whatif", "--set", "foreign_multiplier=4", "--year", "2022", "--database-url", url]
+        [
+            "whatif",
+            "--set",
+            "foreign_multiplier=4",
+            "--year",
+            "2022",
+            "--database-url",
+            url,
+            *AGAINST,
+        ]
     )
     assert code == 0
-    assert "parameter foreign_multiplier: 3 → 4" in text
+    assert "foreign_multiplier = 4 (--set)" in text
     assert "old points" in text and "new rank" in text and "Nothing stored was changed." in text
     foreign = holders_of(engine, "foreign_funded")
     starred = {line.split()[1] for line in text.splitlines() if line.startswith("* ")}
@@ -157,7 +172,7 @@ def test_set_a_parameter_and_table_output(sample_db: tuple[str, Engine]) -> None
 
 
 def test_a_proposal_that_does_not_validate_replays_nothing(
-    sample_db: tuple[str, Engine], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sample_db: tuple[str, Engine], tmp_path: Path
 ) -> None:
     url, _ = sample_db
     bad = tmp_path / "bad.yaml"
@@ -167,6 +182,8 @@ def test_a_proposal_that_does_not_validate_replays_nothing(
         .replace("fact: kind,", "fact: knd,"),
         encoding="utf-8",
     )
-    code, _ = cli(["whatif", "--ruleset", str(bad), "--year", "2022", "--database-url", url])
+    code, out = cli(
+        ["whatif", "--ruleset", str(bad), "--year", "2022", "--database-url", url, *AGAINST]
+    )
     assert code == 1
-    assert "knd" in capsys.readouterr().err
+    assert "knd" in out and "nothing replayed" in out
