@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     scoring_cli.register(sub)
     deploy_cli.register(sub)
+    from . import claims_cli
+
+    claims_cli.register(sub)
     from . import dlq_cli
 
     dlq_cli.register(sub)
