@@ -200,6 +200,7 @@ async def test_the_center_assigns_a_held_duplicate_and_only_that_claim_is_credit
     first = lead("TS01")
     await publish(js, "intake.TS01.lead", first)
     first_pid = f"TS01-{first['lead_id']}"
+    await idle(js)  # the units' inboxes are read side by side: TS01's report is the first
     again = lead("TS02", title=first["title"], investor=first["investor"])
     await publish(js, "intake.TS02.lead", again)
     held_pid = f"TS02-{again['lead_id']}"
