@@ -6,7 +6,10 @@ The test plays review (it publishes `review.recognition` itself), as test_scorin
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
+import urllib.request
 from decimal import Decimal
 from typing import Any
 
@@ -191,6 +194,13 @@ async def test_funds_outside_the_assessment_year_are_accepted_and_marked(
     assert credited["funds_id"] == "F1" and credited["out_of_year"] is False
     (held,) = await score_events(js, "score.held", pid, 1)  # no 2021 ruleset: held, marked
     assert held["funds_id"] == "F2" and held["out_of_year"] is True
+    # The scoreboard lists both, each with why.
+    url = f"{scoring_system.http_urls['scoring']}/v1/scoreboard?year=2022"
+    board = json.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(url).read()))
+    flagged = {(f["project_id"], f.get("funds_id")): f["problem"] for f in board["flagged"]}
+    assert "assessment year 2021" in flagged[(old, "F1")]
+    assert "every assessment year" in flagged[(pid, "F2")]
+    assert (pid, "F1") not in flagged
 
 
 async def test_the_center_assigns_a_held_duplicate_and_only_that_claim_is_credited(
