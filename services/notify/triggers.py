@@ -218,6 +218,7 @@ def _credited(
 
 
 _RECORD_ZH = {"lead": "项目信息", "funds": "到位资金记录", "milestone": "进度节点"}
+_RECORD_EN = {"lead": "lead", "funds": "funds record", "milestone": "milestone"}
 
 
 def _amended(
@@ -237,7 +238,7 @@ def _amended(
     )
     data = _base(event, project) | {
         "target": f"{target['kind']}:{target.get('funds_id') or target.get('milestone') or pid}",
-        "target_kind": target["kind"],
+        "target_kind": _RECORD_EN.get(target["kind"], target["kind"]),
         "target_kind_zh": _RECORD_ZH.get(target["kind"], target["kind"]),
         "version": event.get("version"),
         "unit": event.get("unit"),
