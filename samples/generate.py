@@ -959,20 +959,23 @@ class _Year:
                 if line is None:
                     continue
                 self._maybe_resend(day, line)
-                self._maybe_amend(day, line)
+                self._maybe_amend(day, line, event[4])
                 emitted += 1
                 yield line
             if progress is not None:
                 progress(day + 1, self.ndays, emitted)
 
-    def _maybe_amend(self, day: int, line: Line) -> None:
-        """One funds record corrected (更正) a few days after it came, from the middle of the
-        year, and one withdrawn (撤回) later on: plain CNY records, no other case."""
+    def _maybe_amend(self, day: int, line: Line, p: _Project) -> None:
+        """One funds record corrected (更正) a few days after it came, in the second half of
+        the year, and one withdrawn (撤回) later on: plain CNY records of an approved project
+        (one with a sponsor leader: most likely credited by then), no other case."""
         if "case" in line or _kind_of(line) != "funds" or line["data"]["currency"] != "CNY":
+            return
+        if not p.sponsor:
             return
         data, unit = line["data"], line["subject"].split(".")[1]
         target = {"kind": "funds", "project_id": data["project_id"], "funds_id": data["funds_id"]}
-        if not self.amended and day >= self.ndays // 3:
+        if not self.amended and day >= self.ndays // 2:
             self.amended.append("correction")
             amount = (Decimal(data["amount"]) * 9 / 10).quantize(Decimal("0.01"))
             fix = {
@@ -985,7 +988,7 @@ class _Year:
             msg_id = f"{data['project_id']}/correction/{data['funds_id']}-fix1"
             fixed = self._line(unit, "correction", msg_id, fix, "correction")
             self._schedule(day + 3, LATE, "line", self.center, fixed)
-        elif self.amended == ["correction"] and day >= 2 * self.ndays // 3:
+        elif self.amended == ["correction"] and day >= 3 * self.ndays // 4:
             self.amended.append("withdrawal")
             gone = {"unit": unit, "target": target, "reason": "重复录入 / entered twice"}
             msg_id = f"{data['project_id']}/withdrawal/{data['funds_id']}"

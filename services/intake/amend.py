@@ -202,8 +202,19 @@ def record_amendment(
 # --- duplicate claims ---------------------------------------------------------------------------
 
 
+def held_of(session: Session, claim: Claim) -> store.Project | None:
+    """The held report the claim is about: `project_id` itself, or — when that one is the
+    report that went ahead — the one report held as its duplicate. Units' inboxes are read side
+    by side, so which of two reports arrived first is not for the Center to guess."""
+    project = store.get_project(session, claim.project_id)
+    if project is None or project.status != "active":
+        return project
+    held = [p for p in store.held_claims(session) if p.duplicate_of == project.project_id]
+    return held[0] if len(held) == 1 else project
+
+
 def check_claim(session: Session, claim: Claim) -> list[FieldError]:
-    held = store.get_project(session, claim.project_id)
+    held = held_of(session, claim)
     if held is None:
         return [
             FieldError(
@@ -237,7 +248,7 @@ def record_claim(
     errors = check_claim(session, claim)
     if errors:
         return errors
-    held = store.get_project(session, claim.project_id)
+    held = held_of(session, claim)
     assert held is not None and held.duplicate_of is not None
     first = store.get_project(session, held.duplicate_of)
     assert first is not None

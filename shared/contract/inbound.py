@@ -363,10 +363,10 @@ class Withdrawal(Strict):
 class Claim(Strict):
     """The Center's resolution of a held duplicate claim (一个项目一个认领): `assign` the
     project to one of the two claims (`assign_to`: the held report or the one it duplicates),
-    or declare them `distinct` projects."""
+    or declare them `distinct` projects. `project_id` names either report of the pair."""
 
     unit: Code | None = None
-    project_id: ProjectId  # the held report
+    project_id: ProjectId  # the held report, or the one it duplicates
     resolution: ClaimResolution
     assign_to: ProjectId | None = None
     reason: Text

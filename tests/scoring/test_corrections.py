@@ -223,7 +223,9 @@ async def test_the_center_assigns_a_held_duplicate_and_only_that_claim_is_credit
     assert points_of(scoring_system.scoring_db, first_pid) == Decimal("700000.00")
 
     claim = {
-        "project_id": held_pid,
+        # Either report of the pair names the claim: which came first is not the Center's
+        # to know (the units' inboxes are read side by side).
+        "project_id": first_pid,
         "resolution": "assign",
         "assign_to": held_pid,
         "reason": "TS02 brought the investor / 由TS02引进",
