@@ -142,6 +142,7 @@ async def amendments_summary(js: JetStreamContext) -> str:
     claims = await _read(js, "PROJECT", "project.claim")
     reversed_ = await _read(js, "SCORE", "score.reversed")
     credited = await _read(js, "SCORE", "score.credited")
+    holds = await _read(js, "SCORE", "score.held")
     lines = [
         "",
         "Corrections, withdrawals, claims / 更正、撤回、认领认定:",
@@ -171,6 +172,9 @@ async def amendments_summary(js: JetStreamContext) -> str:
                 f"    scoring: reversed {', '.join(x['points'] for x in back) or '-'}; "
                 f"credited {' then '.join(x['points'] for x in anew) or '-'} points"
             )
+        held = [x for x in holds if (x["project_id"], x["funds_id"]) == key]
+        if held and len(anew) <= len(back):  # no credit stands: why it waits
+            lines.append(f"    scoring: held — {clip(held[-1]['reason'].split(' / ')[0], 90)}")
     for c in claims:
         lines.append(
             f"  {c['project_id']} (held, duplicate of {c['duplicate_of']}): "

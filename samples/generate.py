@@ -183,6 +183,9 @@ class _Project:
     sponsor: str = ""
     lead: Line | None = None
     sub: int = 0
+    standard_industrial: bool = False  # below the major-project line: no committee needed
+    proofs_by: int | None = None  # the day its full set of landing proofs is filed, if ever
+    origin: str = ""
 
 
 @dataclass(slots=True)
@@ -583,6 +586,10 @@ class _Year:
         p = _Project(seq=i, pid=f"{unit}-{lead_id}", unit=unit, lead_id=lead_id)
         p.lead, facts = self._lead(unit, lead_id, day, force)
         p.landing = facts.landing
+        p.standard_industrial = (
+            facts.kind in ("industrial", "expansion") and facts.planned < MAJOR_MIN_INVESTMENT
+        )
+        p.origin = str(p.lead["investor"]["origin"])
         self._schedule(day, LEAD, "lead", p, None)
         if (
             self.duplicate_from
@@ -723,9 +730,15 @@ class _Year:
                 proofs.append(("premises_agreement", signed + rng.randint(0, 30)))
             if facts.kind == "financial_institution":
                 proofs.append(("financial_license", signed + rng.randint(10, 60)))
+            complete = True
             if rng.random() < 0.25:
+                complete = False
                 for gone in rng.sample(proofs, min(len(proofs), rng.randint(1, 2))):
                     proofs.remove(gone)
+            days = [on for _, on in proofs]
+            new_land_certified = facts.land != "new_land" or land_day is not None
+            if complete and new_land_certified and None not in days:
+                p.proofs_by = max(d for d in days if d is not None)
             for doc, on in proofs:
                 if on is not None:
                     self._schedule(on, DOCUMENT, "document", p, doc)
@@ -967,11 +980,13 @@ class _Year:
 
     def _maybe_amend(self, day: int, line: Line, p: _Project) -> None:
         """One funds record corrected (更正) a few days after it came, in the second half of
-        the year, and one withdrawn (撤回) later on: plain CNY records of an approved project
-        (one with a sponsor leader: most likely credited by then), no other case."""
+        the year, and one withdrawn (撤回) later on: plain CNY records of a standard-track
+        industrial project (no committee; its environment assessed) whose landing proofs are
+        all filed by then, so the record is credited when its correction comes."""
         if "case" in line or _kind_of(line) != "funds" or line["data"]["currency"] != "CNY":
             return
-        if not p.sponsor:
+        recognisable = p.proofs_by is not None and day > p.proofs_by + 3
+        if not (p.standard_industrial and recognisable and p.origin != "inside_county"):
             return
         data, unit = line["data"], line["subject"].split(".")[1]
         target = {"kind": "funds", "project_id": data["project_id"], "funds_id": data["funds_id"]}
