@@ -178,6 +178,7 @@ def _on_amendment(  # type: ignore[no-untyped-def]
         else:
             lead = Lead.model_validate(event["after"])
             case.lead = lead.model_dump_json()
+            case.reported_on = lead.reported_on  # picks the ruleset version in force
             screening = decide.screen(lead, rules=rules)
             outcome = screening.outcome.value
             track = screening.track.value if screening.track else None
