@@ -16,6 +16,7 @@ from .model import Alert, ProjectCard, ProjectView, Snapshot, period, quarter_of
 from .params import Params
 
 CENTER = "CENTER"
+TERMINAL_OUTCOMES = ("terminated", "withdrawn")  # screening ended it, or its lead was withdrawn
 
 
 def _project_data(p: ProjectView | ProjectCard | None) -> dict[str, Any]:
@@ -397,7 +398,7 @@ def _sponsorship(p: ProjectView, day: dt.date, params: Params) -> list[Alert]:
 
 def _materials_due(p: ProjectView, day: dt.date, params: Params) -> list[Alert]:
     deadline = p.materials_deadline
-    if p.materials_complete is not False or deadline is None or p.outcome == "terminated":
+    if p.materials_complete is not False or deadline is None or p.outcome in TERMINAL_OUTCOMES:
         return []
     if p.decision is not None or not 0 <= (deadline - day).days <= params.materials_due_within_days:
         return []
@@ -423,7 +424,7 @@ def _materials_due(p: ProjectView, day: dt.date, params: Params) -> list[Alert]:
 
 def _stalled(p: ProjectView, day: dt.date, params: Params) -> list[Alert]:
     status = p.status(day)
-    if status in ("terminated", "rejected", "completed", "started", "fast", None):
+    if status in ("terminated", "rejected", "completed", "started", "fast", "withdrawn", None):
         return []
     out = []
     recipients = tuple(dict.fromkeys(c for c in (p.sponsor_leader, p.attracting_unit) if c))
