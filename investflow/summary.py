@@ -159,7 +159,7 @@ async def amendments_summary(js: JetStreamContext) -> str:
         what = ", ".join(f"{c['field']} {c['old']} → {c['new']}" for c in e.get("changes", []))
         verb = "corrected" if "after" in e else "withdrawn"
         lines.append(
-            f"  {pid} {e['data']['target']['kind']} {fid or ''} v{e['version']} {verb} by "
+            f"  {pid} {e['data']['target']['kind']}{' ' + fid if fid else ''} v{e['version']} {verb} by "
             f"{e['unit']}{': ' + what if what else ''} ({clip(e['data']['reason'], 40)})"
         )
         if fid is None:
