@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 from services.intake import store as intake_store
 from services.scoring import store
 from shared.db import make_engine
-from tests.helpers import idle, lead, publish, read_subject, uid
+from tests.helpers import http_post, idle, lead, publish, read_subject, uid
 from tests.scoring import test_scoring_flow as flow
 from tests.scoring.test_scoring_flow import funds_payload, recognise, report_lead, score_events
 
@@ -94,6 +94,13 @@ async def test_a_corrected_amount_reverses_the_old_credit_and_credits_the_new_on
     ]
     problem = refused["errors"][0]["problem"]
     assert "reported by TS03" in problem and "TS05" in problem and "仅原报送单位" in problem
+    # The same refusal over HTTP, before anything is queued.
+    status, body = await http_post(
+        f"{scoring_system.http_url}/v1/units/TS05/correction",
+        json.dumps(correction(target, {"amount": "2"}, "mine")).encode(),
+        uid(),
+    )
+    assert status == 422 and "reported by TS03" in body["errors"][0]["problem"]
 
     # The audit trail: who, when, why, old → new, versioned.
     intake_db = scoring_system.database_url or scoring_system.scoring_db.replace(
