@@ -114,7 +114,13 @@ async def _keep_running(system) -> None:  # type: ignore[no-untyped-def]
 async def _demo(args: argparse.Namespace) -> int:
     from .feed import feed_file
     from .runtime import StartupError, running_system, wait_until_idle
-    from .summary import committee_summary, rejection_reasons, render, subject_counts
+    from .summary import (
+        amendments_summary,
+        committee_summary,
+        rejection_reasons,
+        render,
+        subject_counts,
+    )
 
     samples = Path(args.samples)
     if not samples.exists():
@@ -145,6 +151,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 counts = await subject_counts(system.js)
                 print(render(counts, await rejection_reasons(system.js)), flush=True)
                 print(await committee_summary(system.js), flush=True)
+                print(await amendments_summary(system.js), flush=True)
                 await _print_service_summaries(data, notify_counts, counts.get("notify.sent", 0))
                 if args.keep:
                     await _keep_running(system)
@@ -268,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     scoring_cli.register(sub)
     deploy_cli.register(sub)
+    from . import claims_cli
+
+    claims_cli.register(sub)
     from . import dlq_cli
 
     dlq_cli.register(sub)

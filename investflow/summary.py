@@ -135,6 +135,54 @@ async def committee_summary(js: JetStreamContext) -> str:
     return "\n".join(lines)
 
 
+async def amendments_summary(js: JetStreamContext) -> str:
+    """更正 / 撤回 / 认领 as intake took them, and what scoring did with each record."""
+    corrections = await _read(js, "PROJECT", "project.correction")
+    withdrawals = await _read(js, "PROJECT", "project.withdrawal")
+    claims = await _read(js, "PROJECT", "project.claim")
+    reversed_ = await _read(js, "SCORE", "score.reversed")
+    credited = await _read(js, "SCORE", "score.credited")
+    holds = await _read(js, "SCORE", "score.held")
+    lines = [
+        "",
+        "Corrections, withdrawals, claims / 更正、撤回、认领认定:",
+        f"  corrections / 更正 {len(corrections)}, withdrawals / 撤回 {len(withdrawals)}, "
+        f"claims resolved / 认领认定 {len(claims)}",
+    ]
+
+    def record_of(e: dict) -> tuple[str, str | None]:
+        t = e["data"]["target"]
+        return t["project_id"], t.get("funds_id")
+
+    for e in corrections + withdrawals:
+        pid, fid = record_of(e)
+        what = ", ".join(f"{c['field']} {c['old']} → {c['new']}" for c in e.get("changes", []))
+        verb = "corrected" if "after" in e else "withdrawn"
+        lines.append(
+            f"  {pid} {e['data']['target']['kind']}{' ' + fid if fid else ''} v{e['version']} {verb} by "
+            f"{e['unit']}{': ' + what if what else ''} ({clip(e['data']['reason'], 40)})"
+        )
+        if fid is None:
+            continue
+        key = (pid, fid)
+        back = [x for x in reversed_ if (x["project_id"], x["funds_id"]) == key]
+        anew = [x for x in credited if (x["project_id"], x["funds_id"]) == key]
+        if back or anew:
+            lines.append(
+                f"    scoring: reversed {', '.join(x['points'] for x in back) or '-'}; "
+                f"credited {' then '.join(x['points'] for x in anew) or '-'} points"
+            )
+        held = [x for x in holds if (x["project_id"], x["funds_id"]) == key]
+        if held and len(anew) <= len(back):  # no credit stands: why it waits
+            lines.append(f"    scoring: held — {clip(held[-1]['reason'].split(' / ')[0], 90)}")
+    for c in claims:
+        lines.append(
+            f"  {c['project_id']} (held, duplicate of {c['duplicate_of']}): "
+            f"{c['data']['resolution']} {c['data'].get('assign_to') or ''}".rstrip()
+        )
+    return "\n".join(lines)
+
+
 def notify_consistency(stream_sent: int, table: dict[str, dict[str, int]]) -> str:
     """The two notify counts the demo prints, read after the same drain, and what each is."""
     rows_sent = sum(by.get("sent", 0) for by in table.values())

@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +39,12 @@ from shared import subjects
 from shared.contract import make_credit_code
 
 Line = dict[str, Any]
+
+
+def _kind_of(line: Line) -> str:
+    return str(line["subject"]).rsplit(".", 1)[1]
+
+
 Progress = Callable[[int, int, int], None]
 
 CENTER = "CENTER"
@@ -176,6 +183,9 @@ class _Project:
     sponsor: str = ""
     lead: Line | None = None
     sub: int = 0
+    standard_industrial: bool = False  # below the major-project line: no committee needed
+    proofs_by: int | None = None  # the day its full set of landing proofs is filed, if ever
+    origin: str = ""
 
 
 @dataclass(slots=True)
@@ -268,6 +278,8 @@ class _Year:
             self.checklist[i] = {**self.checklist.get(i, {}), **force}
         self.duplicate_from = [int(share * leads) for share in DUPLICATE_AT]
         self.resends = [[kind, self._day(month, day)] for kind, month, day in RESENDS]
+        self.amended: list[str] = []  # the correction, then the withdrawal (_maybe_amend)
+        self.claim_resolved = False
         self.lead_numbers: dict[str, int] = {}
         self.domestic_serial = 0
         self.foreign_serial = 0
@@ -574,6 +586,10 @@ class _Year:
         p = _Project(seq=i, pid=f"{unit}-{lead_id}", unit=unit, lead_id=lead_id)
         p.lead, facts = self._lead(unit, lead_id, day, force)
         p.landing = facts.landing
+        p.standard_industrial = (
+            facts.kind in ("industrial", "expansion") and facts.planned < MAJOR_MIN_INVESTMENT
+        )
+        p.origin = str(p.lead["investor"]["origin"])
         self._schedule(day, LEAD, "lead", p, None)
         if (
             self.duplicate_from
@@ -606,6 +622,18 @@ class _Year:
         }
         line = self._line(unit, "lead", f"{unit}-{lead_id}/lead", data, "duplicate_claim")
         self._schedule(when, LATE, "line", self.center, line)
+        if not self.claim_resolved:
+            # The Center assigns the first held claim to the unit that reported it first.
+            self.claim_resolved = True
+            claim = {
+                "unit": CENTER,
+                "project_id": f"{unit}-{lead_id}",
+                "resolution": "assign",
+                "assign_to": source.pid,
+                "reason": f"{source.unit} reported it first and brought the investor / 首报单位引进",
+            }
+            line = self._line(CENTER, "claim", f"CENTER/claim/{unit}-{lead_id}", claim, "claim")
+            self._schedule(when + 20, LATE, "line", self.center, line)
 
     # -- a project's year -----------------------------------------------------------------
 
@@ -702,9 +730,15 @@ class _Year:
                 proofs.append(("premises_agreement", signed + rng.randint(0, 30)))
             if facts.kind == "financial_institution":
                 proofs.append(("financial_license", signed + rng.randint(10, 60)))
+            complete = True
             if rng.random() < 0.25:
+                complete = False
                 for gone in rng.sample(proofs, min(len(proofs), rng.randint(1, 2))):
                     proofs.remove(gone)
+            days = [on for _, on in proofs]
+            new_land_certified = facts.land != "new_land" or land_day is not None
+            if complete and new_land_certified and None not in days:
+                p.proofs_by = max(d for d in days if d is not None)
             for doc, on in proofs:
                 if on is not None:
                     self._schedule(on, DOCUMENT, "document", p, doc)
@@ -938,10 +972,43 @@ class _Year:
                 if line is None:
                     continue
                 self._maybe_resend(day, line)
+                self._maybe_amend(day, line, event[4])
                 emitted += 1
                 yield line
             if progress is not None:
                 progress(day + 1, self.ndays, emitted)
+
+    def _maybe_amend(self, day: int, line: Line, p: _Project) -> None:
+        """One funds record corrected (更正) a few days after it came, in the second half of
+        the year, and one withdrawn (撤回) later on: plain CNY records of a standard-track
+        industrial project (no committee; its environment assessed) whose landing proofs are
+        all filed by then, so the record is credited when its correction comes."""
+        if "case" in line or _kind_of(line) != "funds" or line["data"]["currency"] != "CNY":
+            return
+        recognisable = p.proofs_by is not None and day > p.proofs_by + 3
+        if not (p.standard_industrial and recognisable and p.origin != "inside_county"):
+            return
+        data, unit = line["data"], line["subject"].split(".")[1]
+        target = {"kind": "funds", "project_id": data["project_id"], "funds_id": data["funds_id"]}
+        if not self.amended and day >= self.ndays // 2:
+            self.amended.append("correction")
+            amount = (Decimal(data["amount"]) * 9 / 10).quantize(Decimal("0.01"))
+            fix = {
+                "unit": unit,
+                "correction_id": f"{data['funds_id']}-fix1",
+                "target": target,
+                "changes": {"amount": str(amount)},
+                "reason": "到位金额录入有误，以银行进账单为准 / amount entered wrong; per the bank receipt",
+            }
+            msg_id = f"{data['project_id']}/correction/{data['funds_id']}-fix1"
+            fixed = self._line(unit, "correction", msg_id, fix, "correction")
+            self._schedule(day + 3, LATE, "line", self.center, fixed)
+        elif self.amended == ["correction"] and day >= 3 * self.ndays // 4:
+            self.amended.append("withdrawal")
+            gone = {"unit": unit, "target": target, "reason": "重复录入 / entered twice"}
+            msg_id = f"{data['project_id']}/withdrawal/{data['funds_id']}"
+            withdrawn = self._line(unit, "withdrawal", msg_id, gone, "withdrawal")
+            self._schedule(day + 5, LATE, "line", self.center, withdrawn)
 
     def _maybe_resend(self, day: int, line: Line) -> None:
         if "case" in line:

@@ -23,6 +23,9 @@ class LeaderEntry(BaseModel):
     code: str = Field(pattern=r"^[A-Z][A-Z0-9_]{1,31}$")
     name_zh: str
     name_en: str
+    # `principal`: one of the county's principal leaders (县委主要领导), who receive the
+    # committee's minutes (实施方案·联审联批：形成并印发会议纪要报县委主要领导).
+    roles: list[Literal["principal"]] = []
 
 
 class DirectoryFile(BaseModel):
@@ -48,6 +51,10 @@ class Directory:
         """Projects land in a township/street or a park (乡镇街道/园区)."""
         entry = self.units.get(code)
         return entry is not None and entry.kind in ("township", "park")
+
+    def principal_leaders(self) -> tuple[str, ...]:
+        """县委主要领导: the leaders whose role is `principal`, in directory order."""
+        return tuple(c for c, e in self.leaders.items() if "principal" in e.roles)
 
     def name(self, code: str) -> str:
         entry = self.units.get(code) or self.leaders.get(code)

@@ -199,6 +199,8 @@ def test_subjects_units_and_codes_agree_with_the_directory(
         if kind == "lead":
             assert data["attracting_unit"] == unit, line
             assert data["landing_area"] in directory["landing"], line
+        elif kind == "claim":  # the held report and the first one it duplicates
+            assert data["assign_to"] in leads and data["project_id"] not in leads, line
         elif "project_id" in data:
             lead = leads[data["project_id"]]
             # Intake takes follow-ups from the project's own unit, its landing area, the Center.

@@ -17,17 +17,20 @@ from sqlmodel import Session
 from shared import subjects
 from shared.contract import (
     CANONICAL_MODELS,
+    Claim,
     CommitteeDecision,
+    Correction,
     DuplicateClaim,
     FieldError,
     Funds,
     Lead,
     Meeting,
+    Withdrawal,
 )
 from shared.directory import Directory
 from shared.outbox import pending_for
 
-from . import store
+from . import amend, store
 from .validate import Parsed
 
 
@@ -62,8 +65,14 @@ def natural_key(parsed: Parsed) -> str | None:
         return f"funds:{p.project_id}:{p.funds_id}"
     if isinstance(p, Meeting):
         return f"meeting:{p.meeting_id}"
-    if isinstance(p, CommitteeDecision):
-        return f"decision:{p.project_id}:{p.meeting_id}"
+    if isinstance(p, Correction):
+        return f"correction:{parsed.unit}:{p.correction_id}"
+    if isinstance(p, Withdrawal):
+        return f"withdrawal:{p.target.key}"
+    if isinstance(p, Claim):
+        return f"claim:{p.project_id}"
+    # No key for a decision: review judges a second decision for one meeting (refused unless
+    # the first was refused), so the Center can send a corrected one after a refusal.
     return None
 
 
@@ -81,6 +90,12 @@ def _project_problem(
         return FieldError(
             field=field_name,
             problem=f"project {project_id!r} is held as a duplicate of {project.duplicate_of!r} until the Center assigns it / 重复项目待中心认定归属",
+        )
+    if project.status in ("withdrawn", "superseded"):
+        return FieldError(
+            field=field_name,
+            problem=f"project {project_id!r} was withdrawn ({project.status}); nothing more is "
+            "recorded for it / 项目已撤回",
         )
     if unit not in (project.attracting_unit, project.landing_area, Directory.CENTER):
         return FieldError(
@@ -100,7 +115,7 @@ class Refused(list[FieldError]):
         self.unknown = list(unknown)
 
 
-def check(session: Session, parsed: Parsed) -> Refused:
+def check(session: Session, parsed: Parsed, now: dt.datetime | None = None) -> Refused:
     """The checks that need the tables. Run by HTTP before accepting, and again by the consumer."""
     p = parsed.payload
     errors = Refused()
@@ -111,7 +126,9 @@ def check(session: Session, parsed: Parsed) -> Refused:
             "lead": "lead_id",
             "funds": "funds_id",
             "meeting": "meeting_id",
-            "decision": "meeting_id",
+            "correction": "correction_id",
+            "withdrawal": "target",
+            "claim": "project_id",
         }[nkey.split(":")[0]]
         errors.append(
             FieldError(
@@ -143,6 +160,13 @@ def check(session: Session, parsed: Parsed) -> Refused:
                     "a decision needs the project on that meeting's agenda / 该项目不在本次会议议程",
                 )
             )
+    elif isinstance(p, Correction | Withdrawal):
+        if taken is None:
+            done = amend.resolve(session, parsed.unit, p, now or dt.datetime.now(dt.UTC))
+            if isinstance(done, list):
+                errors.extend(done)
+    elif isinstance(p, Claim):
+        errors.extend(amend.check_claim(session, p))
     elif not isinstance(p, Lead) and parsed.project_id is not None:
         problem = _project_problem(
             session, parsed.unit, parsed.project_id, "project_id", errors.unknown
@@ -176,7 +200,7 @@ def record(
         return Recorded(
             seen.id, seen.project_id, "resent", pending_for(session, store.Outbox, str(seen.id))
         )
-    errors = check(session, parsed)
+    errors = check(session, parsed, received_at)
     if errors:
         return errors
 
@@ -214,6 +238,19 @@ def record(
             return result
 
     msg_id = f"{parsed.kind.value}:{parsed.unit}:{key}"
+    if isinstance(parsed.payload, Correction | Withdrawal):
+        done = amend.record_amendment(session, parsed.unit, parsed.payload, row, msg_id)
+        assert not isinstance(done, list)  # checked above, in this transaction
+        result.outbox.append(_outbox(row.id, msg_id, *done))
+        session.add_all(result.outbox)
+        return result
+    if isinstance(parsed.payload, Claim):
+        events = amend.record_claim(session, parsed.payload, row, msg_id)
+        for event_id, subject, body in events:
+            assert isinstance(event_id, str)
+            result.outbox.append(_outbox(row.id, event_id, subject, body))  # type: ignore[arg-type]
+        session.add_all(result.outbox)
+        return result
     envelope = CANONICAL_MODELS[parsed.kind](
         event_id=msg_id,
         project_id=parsed.project_id,

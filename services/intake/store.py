@@ -36,7 +36,9 @@ class Project(SQLModel, table=True):
     title: str
     investor_name: str
     credit_code: str | None = Field(default=None, max_length=18)
-    status: str = Field(default="active", max_length=16)  # active | duplicate (held for the Center)
+    # active | duplicate (held for the Center) | withdrawn (撤回, or lost its claim) |
+    # superseded (a held duplicate the Center assigned to the other claim)
+    status: str = Field(default="active", max_length=16)
     duplicate_of: str | None = Field(default=None, max_length=100)
     reported_on: dt.date
 
@@ -48,6 +50,28 @@ class Claim(SQLModel, table=True):
 
     claim_key: str = Field(primary_key=True, max_length=400)
     project_id: str = Field(max_length=100)
+
+
+class Revision(SQLModel, table=True):
+    """The audit trail of corrections (更正) and withdrawals (撤回): one row per new version of
+    a record (the original report is version 1, in InboundEvent), who, when, why, old → new.
+    UNIQUE (target, version): two corrections of one record racing, one wins, one retries."""
+
+    __tablename__ = "intake_revision"
+    __table_args__ = (UniqueConstraint("target", "version", name="uq_intake_revision"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    target: str = Field(index=True, max_length=200)  # RecordRef.key: lead:P, funds:P:F, ...
+    version: int
+    action: str = Field(max_length=16)  # correction | withdrawal
+    unit: str = Field(max_length=32)  # who sent it
+    owner: str = Field(max_length=32)  # who reported the record
+    project_id: str = Field(index=True, max_length=100)
+    reason: str
+    changes: str  # JSON [{field, old, new}]; [] for a withdrawal
+    payload: str | None = None  # the record as it stands after this version; None: withdrawn
+    inbound_id: int
+    received_at: dt.datetime
 
 
 class Outbox(OutboxRow, table=True):
@@ -71,7 +95,7 @@ class ApiToken(SQLModel, table=True):
     revoked_at: dt.datetime | None = None
 
 
-TABLES = (InboundEvent, Project, Claim, Outbox, ApiToken)
+TABLES = (InboundEvent, Project, Claim, Revision, Outbox, ApiToken)
 
 
 def find_inbound(session: Session, unit: str, key: str) -> InboundEvent | None:
@@ -82,6 +106,43 @@ def find_inbound(session: Session, unit: str, key: str) -> InboundEvent | None:
 
 def natural_key_taken(session: Session, natural_key: str) -> InboundEvent | None:
     return session.exec(select(InboundEvent).where(InboundEvent.natural_key == natural_key)).first()
+
+
+def latest_revision(session: Session, target: str) -> Revision | None:
+    return session.exec(
+        select(Revision).where(Revision.target == target).order_by(Revision.version.desc())  # type: ignore[attr-defined]
+    ).first()
+
+
+def revisions(session: Session, project_id: str | None = None) -> list[Revision]:
+    query = select(Revision).order_by(Revision.id)  # type: ignore[arg-type]
+    if project_id is not None:
+        query = query.where(Revision.project_id == project_id)
+    return list(session.exec(query).all())
+
+
+def latest_milestone(session: Session, project_id: str, milestone: str) -> InboundEvent | None:
+    """The latest `milestone` report of that kind for the project (milestones have no id)."""
+    import json
+
+    rows = session.exec(
+        select(InboundEvent)
+        .where(InboundEvent.kind == "milestone", InboundEvent.project_id == project_id)
+        .order_by(InboundEvent.id.desc())  # type: ignore[union-attr]
+    ).all()
+    return next((r for r in rows if json.loads(r.payload).get("milestone") == milestone), None)
+
+
+def claims_of(session: Session, project_id: str) -> list[Claim]:
+    return list(session.exec(select(Claim).where(Claim.project_id == project_id)).all())
+
+
+def held_claims(session: Session) -> list[Project]:
+    return list(
+        session.exec(
+            select(Project).where(Project.status == "duplicate").order_by(Project.project_id)  # type: ignore[arg-type]
+        ).all()
+    )
 
 
 def get_project(session: Session, project_id: str) -> Project | None:

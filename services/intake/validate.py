@@ -41,6 +41,9 @@ class Parsed:
         """The project the event is about; a lead's id is `<unit>-<lead_id>`."""
         if isinstance(self.payload, Lead):
             return f"{self.unit}-{self.payload.lead_id}"
+        target = getattr(self.payload, "target", None)  # a correction or withdrawal
+        if target is not None:
+            return str(target.project_id)
         return getattr(self.payload, "project_id", None)
 
 

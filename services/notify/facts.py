@@ -113,6 +113,11 @@ def apply(session: Session, subject: str, event: dict[str, Any]) -> None:
             )
         elif kind == "decision":
             _decision(session, data, require=False)
+        elif kind == "withdrawal" and data["target"]["kind"] == "lead":
+            project = session.get(store.Project, pid)
+            if project is not None:  # 撤回: no more reminders for it
+                project.outcome = "withdrawn"
+                session.add(project)
     elif stream == "review":
         project = session.get(store.Project, pid)
         if project is None:

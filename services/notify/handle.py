@@ -66,4 +66,6 @@ def _consume(
     if subject not in ALERTING_SUBJECTS:
         return 0
     project = facts.project_card(session, event.get("project_id"))
-    return plan(session, event_alerts(subject, event, project, titles), renderer, now)
+    principals = renderer.directory.principal_leaders()
+    alerts = event_alerts(subject, event, project, titles, principals)
+    return plan(session, alerts, renderer, now)

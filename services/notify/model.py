@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-TERMINAL = ("terminated", "rejected", "completed")
+TERMINAL = ("terminated", "rejected", "completed", "withdrawn")
 
 
 @dataclass(frozen=True)
@@ -135,8 +135,8 @@ class ProjectView:
         categories: signed, not started, waiting for land, lacking funds, fast-moving, completed."""
         if self.reported_on > day:
             return None
-        if self.outcome == "terminated":
-            return "terminated"
+        if self.outcome in ("terminated", "withdrawn"):  # withdrawn: its lead (撤回)
+            return self.outcome
         if self.decision == "rejected" and self.decided_on is not None and self.decided_on <= day:
             return "rejected"
         if self.latest("completed", day):
@@ -178,6 +178,7 @@ STATUSES = (
     "completed",
     "rejected",
     "terminated",
+    "withdrawn",
 )
 
 

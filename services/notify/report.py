@@ -159,7 +159,7 @@ def rates(
     contracted = funds = Decimal(0)
     for p in projects:
         first = p.signed(as_of)
-        if first is None or first[0].year != as_of.year or p.outcome == "terminated":
+        if first is None or first[0].year != as_of.year or p.outcome in ("terminated", "withdrawn"):
             continue
         if p.decision == "rejected":
             continue

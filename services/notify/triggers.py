@@ -16,6 +16,7 @@ from .model import Alert, ProjectCard, ProjectView, Snapshot, period, quarter_of
 from .params import Params
 
 CENTER = "CENTER"
+TERMINAL_OUTCOMES = ("terminated", "withdrawn")  # screening ended it, or its lead was withdrawn
 
 
 def _project_data(p: ProjectView | ProjectCard | None) -> dict[str, Any]:
@@ -217,6 +218,91 @@ def _credited(
     ]
 
 
+_RECORD_ZH = {"lead": "项目信息", "funds": "到位资金记录", "milestone": "进度节点"}
+_RECORD_EN = {"lead": "lead", "funds": "funds record", "milestone": "milestone"}
+
+
+def _amended(
+    event: dict[str, Any], project: ProjectCard | None, rule_titles: RuleTitles
+) -> list[Alert]:
+    """更正 / 撤回: the sponsor leader (包保县级领导), the unit that reported the record and,
+    when another sends it (the Center), that sender too."""
+    pid = event.get("project_id")
+    corrected = "after" in event
+    kind = "corrected" if corrected else "withdrawn"
+    target = event["data"]["target"]
+    recipients = _codes(
+        project.sponsor_leader if project else None,
+        event.get("owner"),
+        project.attracting_unit if project else None,
+        event.get("unit"),
+    )
+    data = _base(event, project) | {
+        "target": f"{target['kind']}:{target.get('funds_id') or target.get('milestone') or pid}",
+        "target_kind": _RECORD_EN.get(target["kind"], target["kind"]),
+        "target_kind_zh": _RECORD_ZH.get(target["kind"], target["kind"]),
+        "version": event.get("version"),
+        "unit": event.get("unit"),
+        "owner": event.get("owner"),
+        "reason": event["data"].get("reason"),
+        "changes": [
+            {"field": c["field"], "old": str(c.get("old")), "new": str(c.get("new"))}
+            for c in event.get("changes", [])
+        ],
+    }
+    return [Alert(f"{kind}:{event['event_id']}", kind, recipients, pid, data)]
+
+
+def _claim_resolved(
+    event: dict[str, Any], project: ProjectCard | None, rule_titles: RuleTitles
+) -> list[Alert]:
+    pid = event.get("project_id")
+    data = event["data"]
+    return [
+        Alert(
+            f"claim_resolved:{pid}",
+            "claim_resolved",
+            _codes(*event.get("units", []), CENTER),
+            pid,
+            _base(event, project)
+            | {
+                "duplicate_of": event["duplicate_of"],
+                "units": event["units"],
+                "resolution": data["resolution"],
+                "assign_to": data.get("assign_to"),
+                "withdrawn": event.get("withdrawn"),
+                "reason": data["reason"],
+            },
+        )
+    ]
+
+
+def minutes_alerts(
+    event: dict[str, Any], project: ProjectCard | None, principals: tuple[str, ...]
+) -> list[Alert]:
+    """会议纪要报县委主要领导: each decision's minutes reference to the directory's principal
+    leaders (role `principal`), once per project and meeting."""
+    if project is None or not principals:
+        return []
+    pid = event.get("project_id")
+    zh = {"approved": "准予落户", "rejected": "未通过"}.get(event["decision"], event["decision"])
+    return [
+        Alert(
+            f"minutes:{pid}:{event.get('meeting_id')}",
+            "minutes",
+            principals,
+            pid,
+            _base(event, project)
+            | {
+                "decision": event["decision"],
+                "decision_zh": zh,
+                "minutes_ref": event.get("minutes_ref"),
+                "meeting_id": event.get("meeting_id"),
+            },
+        )
+    ]
+
+
 # The one list of subjects that can alert: the consumer skips loading the project for any
 # other subject, so a trigger added here is all it takes for a new subject to alert.
 EVENT_TRIGGERS: dict[str, EventTrigger] = {
@@ -226,6 +312,9 @@ EVENT_TRIGGERS: dict[str, EventTrigger] = {
     "review.materials": _materials_missing,
     "review.decided": _decided,
     "score.credited": _credited,
+    "project.correction": _amended,
+    "project.withdrawal": _amended,
+    "project.claim": _claim_resolved,
 }
 ALERTING_SUBJECTS = frozenset(EVENT_TRIGGERS)
 
@@ -235,10 +324,15 @@ def event_alerts(
     event: dict[str, Any],
     project: ProjectCard | None,
     rule_titles: RuleTitles,
+    principals: tuple[str, ...] = (),
 ) -> list[Alert]:
-    """The alerts one consumed event causes (`project` as known after applying it)."""
+    """The alerts one consumed event causes (`project` as known after applying it);
+    `principals`: the county's principal leaders, who receive the committee's minutes."""
     trigger = EVENT_TRIGGERS.get(subject)
-    return trigger(event, project, rule_titles) if trigger else []
+    alerts = trigger(event, project, rule_titles) if trigger else []
+    if subject == "review.decided":
+        alerts += minutes_alerts(event, project, principals)
+    return alerts
 
 
 # --- time triggers ----------------------------------------------------------------------------
@@ -304,7 +398,7 @@ def _sponsorship(p: ProjectView, day: dt.date, params: Params) -> list[Alert]:
 
 def _materials_due(p: ProjectView, day: dt.date, params: Params) -> list[Alert]:
     deadline = p.materials_deadline
-    if p.materials_complete is not False or deadline is None or p.outcome == "terminated":
+    if p.materials_complete is not False or deadline is None or p.outcome in TERMINAL_OUTCOMES:
         return []
     if p.decision is not None or not 0 <= (deadline - day).days <= params.materials_due_within_days:
         return []
@@ -330,7 +424,7 @@ def _materials_due(p: ProjectView, day: dt.date, params: Params) -> list[Alert]:
 
 def _stalled(p: ProjectView, day: dt.date, params: Params) -> list[Alert]:
     status = p.status(day)
-    if status in ("terminated", "rejected", "completed", "started", "fast", None):
+    if status in ("terminated", "rejected", "completed", "started", "fast", "withdrawn", None):
         return []
     out = []
     recipients = tuple(dict.fromkeys(c for c in (p.sponsor_leader, p.attracting_unit) if c))

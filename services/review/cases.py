@@ -94,6 +94,8 @@ def apply(
         _on_meeting(session, data, emit, rules, today)
     elif kind == "decision":
         _on_decision(session, event, emit, rules, today)
+    elif kind in ("correction", "withdrawal"):
+        _on_amendment(session, event, emit, rules, today)
     session.add_all(out)
     return out
 
@@ -160,6 +162,44 @@ def _funds_voucher(
 FUNDS_VOUCHER_PARAM = "funds_voucher_from_funds_record"
 
 
+def _on_amendment(  # type: ignore[no-untyped-def]
+    session: Session, event: dict[str, Any], emit, rules: Rules, today: dt.date
+) -> None:
+    """更正 / 撤回: review decides again on the record as it stands now. A corrected lead is
+    screened again (announced if the outcome or track changed); a withdrawn lead ends the
+    case (not recognised: withdrawn); a withdrawn funds record no longer files its voucher."""
+    target = event["data"]["target"]
+    case = session.get(store.Case, target["project_id"])
+    if case is None:
+        return
+    if target["kind"] == "lead":
+        if event.get("after") is None:  # withdrawn
+            case.status = WITHDRAWN
+        else:
+            lead = Lead.model_validate(event["after"])
+            case.lead = lead.model_dump_json()
+            case.reported_on = lead.reported_on  # picks the ruleset version in force
+            screening = decide.screen(lead, rules=rules)
+            outcome = screening.outcome.value
+            track = screening.track.value if screening.track else None
+            if (outcome, track) != (case.outcome, case.track):
+                case.outcome, case.track = outcome, track
+                emit(
+                    subjects.REVIEW_SCREENED,
+                    case.project_id,
+                    screening.to_event(case.project_id).model_dump_json(),
+                )
+        session.add(case)
+    elif target["kind"] == "funds":
+        prefix = f"funds:{target['funds_id']}:"
+        for doc in store.vouchers_of(session, case.project_id):
+            if doc.ref.startswith(prefix):
+                session.delete(doc)
+        if event.get("after") is not None:
+            _funds_voucher(session, event["after"], str(event["event_id"]), rules, today)
+    _reevaluate(session, case.project_id, emit, rules, case=case, today=today)
+
+
 def _on_meeting(session: Session, data: dict[str, Any], emit, rules: Rules, today: dt.date) -> None:  # type: ignore[no-untyped-def]
     on = dt.date.fromisoformat(data["on"])
     if session.get(store.Meeting, data["meeting_id"]) is None:
@@ -180,7 +220,7 @@ def _on_meeting(session: Session, data: dict[str, Any], emit, rules: Rules, toda
         _reevaluate(session, project_id, emit, rules, recognition=False, today=today)
 
 
-LATE, APPROVED, REJECTED = "late", "approved", "rejected"
+LATE, APPROVED, REJECTED, WITHDRAWN = "late", "approved", "rejected", "withdrawn"
 SHOULD_NAME = {
     "responsible_leader": "the responsible leader / 责任领导",
     "sponsor_leader": "the sponsor leader / 包保县级领导",
@@ -366,7 +406,7 @@ def _reevaluate(  # type: ignore[no-untyped-def]
             parsed.append(Lead.model_validate_json(case.lead))
         return parsed[0]
 
-    undecided = case.status not in (APPROVED, REJECTED)
+    undecided = case.status not in (APPROVED, REJECTED, WITHDRAWN)
     if (
         materials
         and undecided
@@ -408,6 +448,7 @@ def _reevaluate(  # type: ignore[no-untyped-def]
 
 
 COMMITTEE_REJECTED = "committee_rejected"
+PROJECT_WITHDRAWN = "withdrawn"
 
 
 def _committee(
@@ -415,12 +456,13 @@ def _committee(
 ) -> tuple[decide.RecognitionResult, str]:
     """A project the committee rejected (未通过集体决策) is never recognised: the committee's
     decision, not a rule, so it is laid over the rules' result (which is remembered as is)."""
-    if case.status == REJECTED:
+    overlay = {REJECTED: COMMITTEE_REJECTED, WITHDRAWN: PROJECT_WITHDRAWN}.get(case.status or "")
+    if overlay is not None:  # a withdrawn lead (撤回) counts for nothing either
         rec = decide.RecognitionResult(
             recognized=False,
-            recognition_blockers=[COMMITTEE_REJECTED, *rec.recognition_blockers],
+            recognition_blockers=[overlay, *rec.recognition_blockers],
             missing_proofs=rec.missing_proofs,
-            explanation=rec.explanation.model_copy(update={"deciding_rule": COMMITTEE_REJECTED}),
+            explanation=rec.explanation.model_copy(update={"deciding_rule": overlay}),
         )
         state = json.dumps([False, sorted(rec.recognition_blockers), sorted(rec.missing_proofs)])
     # The sponsor leader is announced with the recognition, so a change is announced too.

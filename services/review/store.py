@@ -148,3 +148,16 @@ def advance_business_date(session: Session, day: dt.date) -> None:
     elif dt.date.fromisoformat(row.value) < day:
         row.value = day.isoformat()
         session.add(row)
+
+
+def vouchers_of(session: Session, project_id: str) -> list[FiledDocument]:
+    """The funds vouchers filed for a project (each names its funds record in `ref`)."""
+    from sqlmodel import select
+
+    return list(
+        session.exec(
+            select(FiledDocument).where(
+                FiledDocument.project_id == project_id, FiledDocument.type == "funds_voucher"
+            )
+        ).all()
+    )

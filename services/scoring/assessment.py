@@ -76,6 +76,7 @@ class ProjectFacts:
     landing_area: str | None
     sponsor_leader: str | None
     recognition: dict[str, Any]
+    withdrawn: bool = False  # 撤回: the lead was withdrawn; nothing of it counts
 
     @classmethod
     def of(cls, row: store.Project) -> ProjectFacts:
@@ -86,12 +87,21 @@ class ProjectFacts:
             row.landing_area,
             row.sponsor_leader,
             json.loads(row.recognition) if row.recognition else {},
+            row.withdrawn is not None,
         )
+
+    @property
+    def lead_year(self) -> int | None:
+        """The project's assessment year: the year its lead reports it (当年度引进)."""
+        reported = self.lead.get("reported_on")
+        return int(str(reported)[:4]) if reported else None
 
     def out_of_scope(self, excluded_origins: Iterable[str]) -> str | None:
         """Why the project's signings and starts do not count, or None."""
         if not self.lead:
             return "lead_unknown"
+        if self.withdrawn:
+            return "withdrawn"
         if self.recognition.get("terminated"):
             return "terminated"
         if self.recognition.get("committee_rejected"):
@@ -221,6 +231,45 @@ def _hold_keys(record: store.FundsRecord, project: ProjectFacts | None) -> list[
     return list(dict.fromkeys(keys)) or ["other"]
 
 
+def _outside_lead_year(
+    year: int,
+    facts: Mapping[str, ProjectFacts],
+    signings: list[store.Signing],
+    milestones: list[store.Milestone],
+    funds: list[store.FundsRecord],
+    already: list[dict[str, str]],
+) -> list[dict[str, str]]:
+    """Records dated in another year than their project's lead (非当年度): accepted and
+    counted in the year they are dated, marked here (and `out_of_year` on their score events)
+    when either year is this one."""
+    seen = {(f["project_id"], f.get("funds_id", "")) for f in already}
+    out = []
+
+    def flag(pid: str, what: dict[str, str], day: dt.date) -> None:
+        pf = facts.get(pid)
+        lead_year = pf.lead_year if pf is not None and not pf.withdrawn else None
+        if lead_year is None or day.year == lead_year or year not in (day.year, lead_year):
+            return
+        problem = (
+            f"dated {day.year}, outside the project's assessment year {lead_year} (its lead's "
+            f"year) / 非项目考核年度（{lead_year}年）"
+        )
+        out.append({"project_id": pid, **what, "problem": problem})
+
+    for r in funds:
+        if (r.project_id, r.funds_id) not in seen:
+            flag(
+                r.project_id,
+                {"funds_id": r.funds_id, "arrived_on": r.arrived_on.isoformat()},
+                r.arrived_on,
+            )
+    for s in signings:
+        flag(s.project_id, {"milestone": "signed", "on": s.signed_on.isoformat()}, s.signed_on)
+    for m in milestones:
+        flag(m.project_id, {"milestone": m.milestone, "on": m.on.isoformat()}, m.on)
+    return out
+
+
 def assess(
     year: int,
     projects: Iterable[store.Project],
@@ -242,6 +291,9 @@ def assess(
     roles = [str(r) for r in p("credit_roles")]
 
     facts = {row.project_id: ProjectFacts.of(row) for row in projects}
+    signings, milestones = list(signings), list(milestones)
+    # A withdrawn record (撤回) counts for nothing: not in place, not held.
+    funds = [r for r in funds if r.state != "withdrawn"]
     reached: dict[str, dict[str, dt.date]] = defaultdict(dict)
     for m in milestones:
         reached[m.project_id][m.milestone] = m.on
@@ -337,6 +389,7 @@ def assess(
             h.reasons.update(keys)
             h.missing_proofs.update(proofs)
 
+    outside += _outside_lead_year(year, facts, signings, milestones, funds, outside)
     return Assessment(
         signing_min_amount=min_signing,
         signings=dict(county),

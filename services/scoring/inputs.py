@@ -1,7 +1,7 @@
 """What scoring reads, parsed into the contract's models: no NATS, no database.
 
 From PROJECT (`project.*`, emitted by intake): `lead`, `decision`, `milestone`, `funds`,
-`rates`; the other kinds are skipped. From REVIEW: `review.recognition`.
+`rates`, `correction`, `withdrawal`; the other kinds are skipped. From REVIEW: `review.recognition`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from shared.contract import (
     MilestoneReached,
     RatesPublished,
     Recognition,
+    RecordCorrected,
+    RecordWithdrawn,
 )
 
 from .record import Event
@@ -29,6 +31,8 @@ PROJECT_INPUTS: dict[str, type[BaseModel]] = {
     subjects.canonical("milestone"): MilestoneReached,
     subjects.canonical("funds"): FundsArrived,
     subjects.canonical("rates"): RatesPublished,
+    subjects.canonical("correction"): RecordCorrected,
+    subjects.canonical("withdrawal"): RecordWithdrawn,
 }
 INPUTS: dict[str, type[BaseModel]] = {
     **PROJECT_INPUTS,

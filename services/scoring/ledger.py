@@ -28,6 +28,7 @@ from .decide import Scored, ScoreHeld, score_checked
 NO_LEAD = "waiting for the project's lead (project.lead) / 等待项目信息"
 NOT_YET_RECOGNISED = "project not yet recognised for the assessment / 项目尚未认定"
 NO_RULESET = "no scoring ruleset in force"
+WITHDRAWN = "withdrawn / 已撤回"
 COMMITTEE_REJECTED = "project rejected by the committee: not recognised for the assessment / 项目未通过集体决策，不予认定"
 
 
@@ -43,12 +44,19 @@ class ProjectState:
     # The stored text `lead` was read from, when there is one: names the checked lead in
     # `_checked_leads`, so the same lead is checked once rather than at every record.
     lead_json: str | None = field(default=None, compare=False)
+    # 撤回: the lead was withdrawn (entered by mistake, or the claim went to another unit);
+    # the reason, as sent. Nothing of the project counts any more.
+    withdrawn: str | None = None
 
 
 @dataclass(frozen=True)
 class ActiveCredit:
     points: Decimal
     credited_to: list[str]
+    # The period and amount credited: a corrected date or amount with the same points still
+    # moves the credit (another quarter, another RMB amount).
+    period: tuple[int, int] | None = None
+    amount_rmb: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,7 @@ class Hold:
 @dataclass(frozen=True)
 class Credit:
     scored: Scored
+    cause: str | None = None  # why it replaces an earlier credit
 
 
 @dataclass(frozen=True)
@@ -156,13 +165,21 @@ def settle(
     rules: Rules,
     *,
     rescore: bool = False,
+    cause: str | None = None,
 ) -> list[Step]:
     """The steps that bring `record` in line with what is known now.
 
-    `rescore`: the sponsor leader changed; a credit whose points or subjects would differ now
+    `rescore`: the sponsor leader changed, or the record or its lead was corrected (更正,
+    `cause` says which); a credit whose points, subjects, period or amount would differ now
     is reversed and credited again. Otherwise a standing credit is only ever reversed (when
-    recognition is withdrawn): a ruleset published later never rewrites past credits.
+    recognition or the project is withdrawn): a ruleset published later never rewrites past
+    credits.
     """
+    if project.withdrawn is not None:
+        reason = f"project {WITHDRAWN}: {project.withdrawn}"
+        if record.credit is not None:
+            return [Reverse(reason)]
+        return [] if reason == record.held_because else [Hold(reason)]
     if record.credit is not None:
         if project.recognized is not True:
             return [Reverse(f"recognition withdrawn: {not_recognised(project)}")]
@@ -170,18 +187,23 @@ def settle(
             return []
         result = evaluate(record, project, rate, rules)
         if not isinstance(result, Scored):
-            return []  # cannot rescore (should not happen: it was scored before); keep it
-        if (result.points, result.credited_to) == (
-            record.credit.points,
-            record.credit.credited_to,
+            if cause is None:
+                return []  # cannot rescore (should not happen: it was scored before); keep it
+            # A correction made it unscorable (a currency without a rate, say): the old
+            # credit no longer stands, and the record waits like a new one.
+            held = result if isinstance(result, str) else result.reason
+            return [Reverse(f"{cause}; {held}"), Hold(held)]
+        credit = record.credit
+        if (result.points, result.credited_to) == (credit.points, credit.credited_to) and (
+            credit.period is None
+            or ((result.year, result.quarter), result.amount_rmb)
+            == (credit.period, credit.amount_rmb)
         ):
             return []
-        return [
-            Reverse(
-                f"credited again: sponsor leader is now {project.sponsor_leader} / 包保县级领导变更"
-            ),
-            Credit(result),
-        ]
+        why = cause or (
+            f"credited again: sponsor leader is now {project.sponsor_leader} / 包保县级领导变更"
+        )
+        return [Reverse(why), Credit(result, why)]
 
     reasons = []
     if project.recognized is not True:

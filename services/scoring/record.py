@@ -10,6 +10,12 @@ Every event stores its fact first, then settles the funds records the fact can m
 | `project.funds` | the record | that record |
 | `project.rates` | the day's rates | records held on that day in those currencies |
 | `review.recognition` | recognised or not | all the project's records |
+| `project.correction` (更正) | the record as corrected | the record (a lead: all of its records), rescored |
+| `project.withdrawal` (撤回) | the record withdrawn | the record (a lead: all of its records), reversed |
+
+A correction or withdrawal carries intake's version of the record; scoring keeps the latest
+(`scoring_record_version`), so one that overtakes the record it amends is applied when the
+record arrives, and an older one arriving late changes nothing.
 
 So the outcome does not depend on the order events arrive in (a recognition may overtake
 the lead it is about: they travel on different streams, and replicas take turns). The ledger
@@ -30,12 +36,18 @@ from sqlmodel import Session
 from shared import outbox, subjects
 from shared.contract import (
     DecisionTaken,
+    Funds,
     FundsArrived,
     Held,
+    Lead,
     LeadReported,
+    Milestone,
     MilestoneReached,
     RatesPublished,
     Recognition,
+    RecordCorrected,
+    RecordKind,
+    RecordWithdrawn,
     Reversed,
 )
 from shared.rules import Rules
@@ -43,7 +55,9 @@ from shared.rules import Rules
 from . import store
 from .ledger import (
     NO_RULESET,
+    WITHDRAWN,
     ActiveCredit,
+    Credit,
     FundsState,
     Hold,
     ProjectState,
@@ -56,7 +70,14 @@ from .store import from_fen, to_fen
 log = logging.getLogger("investflow.scoring")
 
 Event = (
-    LeadReported | DecisionTaken | MilestoneReached | FundsArrived | RatesPublished | Recognition
+    LeadReported
+    | DecisionTaken
+    | MilestoneReached
+    | FundsArrived
+    | RatesPublished
+    | Recognition
+    | RecordCorrected
+    | RecordWithdrawn
 )
 
 
@@ -110,6 +131,8 @@ def apply(
         _rates(ctx, event, seq)
     elif isinstance(event, Recognition):
         _recognition(ctx, event, seq)
+    elif isinstance(event, RecordCorrected | RecordWithdrawn):
+        applied = _amendment(ctx, event)
     else:  # pragma: no cover - the caller parses only the kinds above
         raise TypeError(f"not a scoring input: {type(event).__name__}")
     if not applied:
@@ -127,6 +150,12 @@ def _lead(ctx: _Context, event: LeadReported) -> None:
         log.warning("scoring: %s: a second lead for the project, kept the first", project_id)
         return
     lead = event.data
+    later = ctx.session.get(store.RecordVersion, f"lead:{project_id}")
+    if later is not None:  # a correction or withdrawal overtook the lead
+        if later.payload is None:
+            row.withdrawn = later.reason or WITHDRAWN
+        else:
+            lead = Lead.model_validate_json(later.payload)
     row.lead = lead.model_dump_json(exclude_none=True)
     row.attracting_unit = lead.attracting_unit
     row.landing_area = lead.landing_area
@@ -158,6 +187,11 @@ COUNTED_MILESTONES = frozenset({"filed", "registered", "land_assigned", "started
 
 def _milestone(ctx: _Context, event: MilestoneReached, seq: int) -> bool:
     m = event.data
+    later = ctx.session.get(store.RecordVersion, f"milestone:{m.project_id}:{m.milestone.value}")
+    if later is not None and later.payload is None:
+        return False  # withdrawn before it got here
+    if later is not None:
+        m = Milestone.model_validate_json(later.payload)
     if m.milestone in COUNTED_MILESTONES:
         row = ctx.session.get(store.Milestone, (m.project_id, m.milestone.value))
         if row is None:
@@ -186,6 +220,9 @@ def _funds(ctx: _Context, event: FundsArrived) -> None:
     project = store.lock_project(ctx.session, f.project_id)
     if store.funds_record_exists(ctx.session, f.project_id, f.funds_id):
         return  # the same record again (another event id): it counts once
+    later = ctx.session.get(store.RecordVersion, f"funds:{f.project_id}:{f.funds_id}")
+    if later is not None and later.payload is not None:  # a correction overtook it
+        f = Funds.model_validate_json(later.payload)
     record = store.FundsRecord(
         project_id=f.project_id,
         funds_id=f.funds_id,
@@ -196,6 +233,10 @@ def _funds(ctx: _Context, event: FundsArrived) -> None:
         payload=f.model_dump_json(exclude_none=True),
         event_id=event.event_id,
     )
+    if later is not None and later.payload is None:  # withdrawn before it got here
+        record.state, record.hold_reason = "withdrawn", f"{WITHDRAWN}: {later.reason}"
+        store.add_funds_record(ctx.session, record)
+        return
     # Inserted once settled, as it then stands (no insert then update); a replica inserting
     # the same record first makes that fail, and the retry finds it.
     _settle(ctx, record, _project_state(project), stored=False)
@@ -254,6 +295,101 @@ def _recognition(ctx: _Context, event: Recognition, seq: int) -> None:
         _settle_all(ctx, row, rescore=True)
 
 
+def _amendment(ctx: _Context, event: RecordCorrected | RecordWithdrawn) -> bool:
+    """更正 / 撤回: keep intake's latest version of the record, and settle what it moves."""
+    target = event.data.target
+    row = store.lock_project(ctx.session, target.project_id)
+    known = ctx.session.get(store.RecordVersion, target.key)
+    if known is not None and known.version >= event.version:
+        return False  # an older version arriving late
+    corrected = isinstance(event, RecordCorrected)
+    after = json.dumps(event.after) if isinstance(event, RecordCorrected) else None
+    reason = event.data.reason
+    if known is None:
+        known = store.RecordVersion(target=target.key, version=event.version)
+    known.version, known.payload, known.reason = event.version, after, reason
+    ctx.session.add(known)
+    ctx.session.flush()
+    what = f"{target.kind} corrected (version {event.version}" if corrected else ""
+    if isinstance(event, RecordCorrected):
+        changed = ", ".join(f"{c.field} {c.old} → {c.new}" for c in event.changes)
+        cause = f"{what}: {changed}; {reason}) / 更正"
+    else:
+        cause = f"{target.kind} withdrawn (version {event.version}): {reason} / 撤回"
+    if target.kind == RecordKind.lead:
+        if isinstance(event, RecordWithdrawn):
+            row.withdrawn = cause
+        elif row.lead is not None:
+            lead = Lead.model_validate(event.after)
+            row.lead = lead.model_dump_json(exclude_none=True)
+        ctx.session.add(row)
+        ctx.session.flush()
+        if row.lead is not None:
+            _settle_all(ctx, row, cause=cause)
+        return True
+    if target.kind == RecordKind.milestone:
+        _amend_milestone(ctx, event)
+        return True
+    assert target.funds_id is not None
+    record = store.funds_record(ctx.session, target.project_id, target.funds_id, lock=True)
+    if record is None or record.state == "withdrawn":
+        return True  # applied when the record arrives (see _funds)
+    if isinstance(event, RecordWithdrawn):
+        active = store.active_credit(ctx.session, record)
+        if active is not None:
+            _write(ctx, record, Reverse(cause), active)
+        record.state, record.hold_reason = "withdrawn", cause
+        record.holds += 1
+        held = Held(project_id=record.project_id, funds_id=record.funds_id, reason=cause)
+        ctx.emit(
+            f"score.held:{record.project_id}:{record.funds_id}:h{record.holds}",
+            subjects.SCORE_HELD,
+            held.model_dump_json(),
+        )
+        ctx.session.add(record)
+        return True
+    f = Funds.model_validate(event.after)
+    record.amount_fen, record.currency = to_fen(f.amount), f.currency
+    record.arrived_on, record.form = f.arrived_on, f.form.value
+    record.payload = f.model_dump_json(exclude_none=True)
+    _settle(ctx, record, _project_state(row), rescore=True, cause=cause)
+    return True
+
+
+def _amend_milestone(ctx: _Context, event: RecordCorrected | RecordWithdrawn) -> None:
+    target = event.data.target
+    assert target.milestone is not None
+    kind = target.milestone.value
+    if kind in COUNTED_MILESTONES:
+        row = ctx.session.get(store.Milestone, (target.project_id, kind))
+        if isinstance(event, RecordWithdrawn):
+            if row is not None:
+                ctx.session.delete(row)
+            return
+        on = dt.date.fromisoformat(event.after["on"])
+        if row is None:
+            ctx.session.add(store.Milestone(project_id=target.project_id, milestone=kind, on=on))
+        else:
+            row.on = on  # corrected: the date on record now, not the earliest one
+            ctx.session.add(row)
+        return
+    if kind != "signed":
+        return
+    signing = ctx.session.get(store.Signing, target.project_id)
+    if isinstance(event, RecordWithdrawn):
+        if signing is not None:
+            ctx.session.delete(signing)
+        return
+    m = Milestone.model_validate(event.after)
+    assert m.amount is not None
+    if signing is None:
+        signing = store.Signing(
+            project_id=target.project_id, signed_on=m.on, amount_fen=to_fen(m.amount)
+        )
+    signing.signed_on, signing.amount_fen = m.on, to_fen(m.amount)
+    ctx.session.add(signing)
+
+
 def _reasons(recognition_json: str | None) -> tuple[Any, ...]:
     if recognition_json is None:
         return ()
@@ -300,19 +436,29 @@ def _project_state(row: store.Project) -> ProjectState:
         sponsor_leader=row.sponsor_leader,
         committee_rejected=bool(recognition.get("committee_rejected")),
         lead_json=row.lead,
+        withdrawn=row.withdrawn,
     )
 
 
 def _settle_all(
-    ctx: _Context, project: store.Project, *, only_held: bool = False, rescore: bool = False
+    ctx: _Context,
+    project: store.Project,
+    *,
+    only_held: bool = False,
+    rescore: bool = False,
+    cause: str | None = None,
 ) -> None:
+    """`cause`: the lead was corrected or withdrawn; every record is settled again, the
+    credited ones rescored."""
     state = _project_state(project)
     for record in store.funds_of(ctx.session, project.project_id, lock=True):
+        if record.state == "withdrawn":
+            continue
         if only_held and record.state == "credited":
             continue
         if rescore and record.state != "credited":
             continue
-        _settle(ctx, record, state, rescore=rescore)
+        _settle(ctx, record, state, rescore=rescore or cause is not None, cause=cause)
 
 
 def _settle(
@@ -322,6 +468,7 @@ def _settle(
     *,
     rescore: bool = False,
     stored: bool = True,
+    cause: str | None = None,
 ) -> None:
     """`stored=False`: a new record, not in the session; inserted here once settled."""
     active = store.active_credit(ctx.session, record) if stored else None
@@ -332,7 +479,12 @@ def _settle(
         currency=record.currency,
         arrived_on=record.arrived_on,
         held_because=record.hold_reason if record.state == "held" else None,
-        credit=ActiveCredit(from_fen(active.points_fen), json.loads(active.credited_to))
+        credit=ActiveCredit(
+            from_fen(active.points_fen),
+            json.loads(active.credited_to),
+            (active.year, active.quarter),
+            from_fen(active.amount_rmb_fen),
+        )
         if active is not None
         else None,
     )
@@ -342,9 +494,10 @@ def _settle(
         if record.currency == "CNY"
         else store.lock_rate(ctx.session, record.arrived_on, record.currency).rate
     )
-    steps = settle(state, project, rate, ctx.rules, rescore=rescore)
+    steps = settle(state, project, rate, ctx.rules, rescore=rescore, cause=cause)
+    out_of_year = _out_of_year(record.arrived_on, project)
     for step in steps:
-        _write(ctx, record, step, active)
+        _write(ctx, record, step, active, out_of_year)
         if isinstance(step, Reverse):
             active = None
     if not stored:
@@ -354,14 +507,25 @@ def _settle(
         ctx.session.flush()
 
 
+def _out_of_year(day: dt.date, project: ProjectState) -> bool:
+    """非当年度: dated outside the project's assessment year, the year its lead reports it
+    (考核范围：当年度引进的项目；到位资金：当年度实际投入). Accepted and credited as ever, marked."""
+    reported = (project.lead or {}).get("reported_on")
+    return bool(reported) and day.year != dt.date.fromisoformat(str(reported)).year
+
+
 def _write(
-    ctx: _Context, record: store.FundsRecord, step: Step, active: store.Entry | None
+    ctx: _Context,
+    record: store.FundsRecord,
+    step: Step,
+    active: store.Entry | None,
+    out_of_year: bool = False,
 ) -> None:
     pid, fid = record.project_id, record.funds_id
     if isinstance(step, Hold):
         record.state, record.hold_reason = "held", step.reason
         record.holds += 1
-        held = Held(project_id=pid, funds_id=fid, reason=step.reason)
+        held = Held(project_id=pid, funds_id=fid, reason=step.reason, out_of_year=out_of_year)
         ctx.emit(
             f"score.held:{pid}:{fid}:h{record.holds}", subjects.SCORE_HELD, held.model_dump_json()
         )
@@ -416,7 +580,8 @@ def _write(
             "created_at": ctx.now,
         }
         record.state, record.hold_reason = "credited", None
-        event = s.to_event(pid, fid)
+        cause = step.cause if isinstance(step, Credit) else None
+        event = s.to_event(pid, fid).model_copy(update={"out_of_year": out_of_year, "cause": cause})
         subject = subjects.SCORE_CREDITED
     # The (project, funds, seq) key: a replica that got here first wins.
     entry_id = store.add_entry(ctx.session, entry)

@@ -417,10 +417,19 @@ def render_table(board: Scoreboard) -> str:
         unconverted = a.county_rates.funds_unconverted
         if unconverted:
             lines.append(f"  ({unconverted} funds records without a rate left out / 缺汇率未计入)")
-        if a.outside_year:
+        nowhere = [f for f in a.outside_year if "every assessment year" in f["problem"]]
+        if nowhere:
             lines.append(
-                f"\nFlagged / 提示: {len(a.outside_year)} funds records dated outside every "
+                f"\nFlagged / 提示: {len(nowhere)} funds records dated outside every "
                 "assessment year (no scoring ruleset in force) / 到位日期不在考核年度内"
+            )
+        other = [f for f in a.outside_year if f not in nowhere]
+        if other:
+            funds_n = sum("funds_id" in f for f in other)
+            lines.append(
+                f"Flagged / 提示: {funds_n} funds records and {len(other) - funds_n} milestones "
+                "dated outside their project's assessment year (its lead's year): counted, "
+                "marked / 非项目考核年度，已计入并标注"
             )
     if board.held:
         what = ", ".join(

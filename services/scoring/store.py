@@ -67,6 +67,7 @@ class Project(SQLModel, table=True):
     recognized: bool | None = None  # None: review has not said yet
     recognition: str | None = None  # the Recognition event, JSON
     recognition_seq: int = Field(default=0, sa_column=_big(nullable=False, default=0))
+    withdrawn: str | None = None  # 撤回: why the lead was withdrawn; nothing of it counts
 
 
 class FundsRecord(SQLModel, table=True):
@@ -87,7 +88,7 @@ class FundsRecord(SQLModel, table=True):
     form: str = Field(max_length=16)
     payload: str  # the Funds payload, JSON
     event_id: str = Field(max_length=300)
-    state: str = Field(default="new", max_length=16)  # new | held | credited
+    state: str = Field(default="new", max_length=16)  # new | held | credited | withdrawn
     hold_reason: str | None = None
     holds: int = 0  # held events emitted: numbers their Nats-Msg-Id
     entries: int = 0  # ledger entries written: the next one is entries + 1
@@ -198,6 +199,18 @@ class RatesProject(SQLModel, table=True):
     figures: str  # RateFigures, JSON
 
 
+class RecordVersion(SQLModel, table=True):
+    """The latest correction (更正) or withdrawal (撤回) of a record, by intake's version: one
+    that overtakes the record itself (replicas take turns) is applied when the record comes."""
+
+    __tablename__ = "scoring_record_version"
+
+    target: str = Field(primary_key=True, max_length=200)  # lead:P, funds:P:F, milestone:P:M
+    version: int
+    payload: str | None = None  # the record as corrected, JSON; None: withdrawn
+    reason: str | None = None
+
+
 class Outbox(OutboxRow, table=True):
     """Events to emit, written in the same transaction as the ledger rows they announce;
     `source` is the inbox key of the message that caused them."""
@@ -216,6 +229,7 @@ TABLES = (
     Milestone,
     RatesYear,
     RatesProject,
+    RecordVersion,
     Outbox,
 )
 

@@ -3,6 +3,7 @@
 from .credit_code import credit_code_problem, make_credit_code
 from .enums import (
     CENTER_ONLY_KINDS,
+    ClaimResolution,
     Decision,
     DocumentType,
     FundsForm,
@@ -12,12 +13,17 @@ from .enums import (
     Origin,
     Outcome,
     ProjectKind,
+    RecordKind,
     Track,
     VoucherKind,
 )
 from .inbound import (
+    IDENTITY_FIELDS,
     INBOUND_MODELS,
+    RECORD_MODELS,
+    Claim,
     CommitteeDecision,
+    Correction,
     Document,
     DocumentRef,
     Environment,
@@ -29,11 +35,15 @@ from .inbound import (
     Meeting,
     Milestone,
     Rates,
+    RecordRef,
     Visit,
     Voucher,
+    Withdrawal,
 )
 from .outbound import (
     AssessmentRates,
+    Change,
+    ClaimResolved,
     Credited,
     Decided,
     DecisionTaken,
@@ -53,6 +63,8 @@ from .outbound import (
     RateFigures,
     RatesPublished,
     Recognition,
+    RecordCorrected,
+    RecordWithdrawn,
     Refused,
     Rejected,
     Reversed,
@@ -69,6 +81,9 @@ CANONICAL_MODELS: dict[InboundKind, type[Envelope]] = {
     InboundKind.decision: DecisionTaken,
     InboundKind.meeting: MeetingScheduled,
     InboundKind.rates: RatesPublished,
+    InboundKind.correction: RecordCorrected,
+    InboundKind.withdrawal: RecordWithdrawn,
+    InboundKind.claim: ClaimResolved,
 }
 
 __all__ = [name for name in dir() if not name.startswith("_")]

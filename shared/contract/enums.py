@@ -14,11 +14,16 @@ class InboundKind(StrEnum):
     decision = "decision"
     meeting = "meeting"  # from the Center only
     rates = "rates"  # from the Center only
+    correction = "correction"  # 更正: amends a lead, milestone or funds record
+    withdrawal = "withdrawal"  # 撤回: a record entered by mistake
+    claim = "claim"  # from the Center only: resolves a held duplicate claim (认定归属)
 
 
 # The committee's office (the Center) records meetings and their collective decisions
 # (集体决策); a unit cannot approve its own project or name its sponsor.
-CENTER_ONLY_KINDS = frozenset({InboundKind.meeting, InboundKind.rates, InboundKind.decision})
+CENTER_ONLY_KINDS = frozenset(
+    {InboundKind.meeting, InboundKind.rates, InboundKind.decision, InboundKind.claim}
+)
 PROJECT_KINDS_WITHOUT_PROJECT = frozenset({InboundKind.meeting, InboundKind.rates})
 
 
@@ -102,3 +107,18 @@ class Outcome(StrEnum):
 class Track(StrEnum):
     major = "major"
     standard = "standard"
+
+
+class RecordKind(StrEnum):
+    """What a correction (更正) or withdrawal (撤回) targets."""
+
+    lead = "lead"
+    milestone = "milestone"
+    funds = "funds"
+
+
+class ClaimResolution(StrEnum):
+    """How the Center resolves a held duplicate claim (一个项目一个认领)."""
+
+    assign = "assign"  # one project: `assign_to` names the claim that stands
+    distinct = "distinct"  # two projects after all: the held one goes ahead too

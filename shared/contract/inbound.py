@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from .credit_code import credit_code_problem
 from .currency import currency_problem
 from .enums import (
+    ClaimResolution,
     Decision,
     DocumentType,
     FundsForm,
@@ -35,6 +36,7 @@ from .enums import (
     MilestoneKind,
     Origin,
     ProjectKind,
+    RecordKind,
     VoucherKind,
 )
 
@@ -286,6 +288,105 @@ class Rates(Strict):
     ]
 
 
+class RecordRef(Strict):
+    """The record a correction or withdrawal is about: a lead (its project), a funds record
+    (project + funds_id) or a milestone (project + milestone kind: the latest one reported)."""
+
+    kind: RecordKind
+    project_id: ProjectId
+    funds_id: Ident | None = None
+    milestone: MilestoneKind | None = None
+
+    @model_validator(mode="after")
+    def _names_the_record(self) -> RecordRef:
+        if self.kind == RecordKind.funds and self.funds_id is None:
+            raise ValueError("funds_id: required for a funds record / 须填资金记录编号")
+        if self.kind == RecordKind.milestone and self.milestone is None:
+            raise ValueError("milestone: required for a milestone / 须填节点类型")
+        if self.kind != RecordKind.funds and self.funds_id is not None:
+            raise ValueError(f"funds_id: only for a funds record, not a {self.kind} / 仅资金记录")
+        if self.kind != RecordKind.milestone and self.milestone is not None:
+            raise ValueError(f"milestone: only for a milestone, not a {self.kind} / 仅节点")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The record's natural key, e.g. `funds:TS01-L1:F1`, `milestone:TS01-L1:signed`."""
+        tail = self.funds_id if self.kind == RecordKind.funds else self.milestone
+        return f"{self.kind}:{self.project_id}" + (f":{tail}" if tail else "")
+
+
+# Fields a correction may not change: they say which record it is, or who owns the project
+# (a wrong one is withdrawn and reported again; a claim is the Center's to assign).
+IDENTITY_FIELDS: dict[RecordKind, frozenset[str]] = {
+    RecordKind.lead: frozenset({"unit", "lead_id", "attracting_unit", "landing_area"}),
+    RecordKind.milestone: frozenset({"unit", "project_id", "milestone"}),
+    RecordKind.funds: frozenset({"unit", "project_id", "funds_id"}),
+}
+
+
+class Correction(Strict):
+    """更正: new values for some fields of a record already reported, and why. Sent by the
+    unit that reported the record, or by the Center. The corrected record is checked as a
+    whole, as if reported anew; the original and every correction stay on file (versions)."""
+
+    unit: Code | None = None
+    correction_id: Ident
+    target: RecordRef
+    changes: Annotated[dict[str, Any], Field(min_length=1, max_length=30)]
+    reason: Text
+
+    @model_validator(mode="after")
+    def _fields_of_the_record(self) -> Correction:
+        model = RECORD_MODELS[self.target.kind]
+        for name in sorted(self.changes):
+            if name in IDENTITY_FIELDS[self.target.kind]:
+                raise ValueError(
+                    f"changes: {name!r} names the record and cannot be corrected; withdraw the "
+                    "record and report it again / 标识字段不可更正，请撤回后重报"
+                )
+            if name not in model.model_fields:
+                raise ValueError(
+                    f"changes: {name!r} is not a field of a {self.target.kind} record / 非该记录字段"
+                )
+        return self
+
+
+class Withdrawal(Strict):
+    """撤回: a record entered by mistake no longer counts (a lead withdraws its project)."""
+
+    unit: Code | None = None
+    target: RecordRef
+    reason: Text
+
+
+class Claim(Strict):
+    """The Center's resolution of a held duplicate claim (一个项目一个认领): `assign` the
+    project to one of the two claims (`assign_to`: the held report or the one it duplicates),
+    or declare them `distinct` projects. `project_id` names either report of the pair."""
+
+    unit: Code | None = None
+    project_id: ProjectId  # the held report, or the one it duplicates
+    resolution: ClaimResolution
+    assign_to: ProjectId | None = None
+    reason: Text
+
+    @model_validator(mode="after")
+    def _assign_names_one(self) -> Claim:
+        if self.resolution == ClaimResolution.assign and self.assign_to is None:
+            raise ValueError("assign_to: required to assign the project / 须指定归属的认领")
+        if self.resolution == ClaimResolution.distinct and self.assign_to is not None:
+            raise ValueError("assign_to: only when assigning / 仅在认定归属时填写")
+        return self
+
+
+RECORD_MODELS: dict[RecordKind, type[Strict]] = {
+    RecordKind.lead: Lead,
+    RecordKind.milestone: Milestone,
+    RecordKind.funds: Funds,
+}
+
+
 INBOUND_MODELS: dict[InboundKind, type[Strict]] = {
     InboundKind.lead: Lead,
     InboundKind.document: Document,
@@ -295,4 +396,7 @@ INBOUND_MODELS: dict[InboundKind, type[Strict]] = {
     InboundKind.decision: CommitteeDecision,
     InboundKind.meeting: Meeting,
     InboundKind.rates: Rates,
+    InboundKind.correction: Correction,
+    InboundKind.withdrawal: Withdrawal,
+    InboundKind.claim: Claim,
 }

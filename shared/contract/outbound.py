@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .enums import Outcome, Track
 from .inbound import (
+    Claim,
     CommitteeDecision,
+    Correction,
     Document,
     Funds,
     Lead,
@@ -22,6 +24,7 @@ from .inbound import (
     Milestone,
     Rates,
     Visit,
+    Withdrawal,
 )
 
 
@@ -88,6 +91,48 @@ class MeetingScheduled(Envelope):
 
 class RatesPublished(Envelope):
     data: Rates
+
+
+class Change(Event):
+    """One corrected field: its value before and after (the audit trail's old → new)."""
+
+    field: str
+    old: Any = None
+    new: Any = None
+
+
+class RecordCorrected(Envelope):
+    """`project.correction` (更正): the record as it stood and as it stands now, versioned
+    (the original report is version 1). `unit`/`received_at` say who corrected it and when;
+    `data.reason` why. Consumers replace the record with `after`."""
+
+    data: Correction
+    version: int = Field(ge=2)
+    owner: str = Field(description="the unit that reported the record")
+    before: dict[str, Any]
+    after: dict[str, Any]
+    changes: list[Change]
+
+
+class RecordWithdrawn(Envelope):
+    """`project.withdrawal` (撤回): the record no longer counts; a lead withdraws its project."""
+
+    data: Withdrawal
+    version: int = Field(ge=2)
+    owner: str = Field(description="the unit that reported the record")
+    before: dict[str, Any]
+
+
+class ClaimResolved(Envelope):
+    """`project.claim`: the Center resolved a held duplicate claim. `released`: a held report
+    that now goes ahead (its `project.lead` follows); `withdrawn`: a project that lost the
+    claim (its `project.withdrawal` follows)."""
+
+    data: Claim
+    duplicate_of: str
+    units: list[str] = Field(description="[held report's unit, first report's unit]")
+    released: str | None = None
+    withdrawn: str | None = None
 
 
 class DuplicateClaim(Event):
@@ -205,12 +250,24 @@ class Credited(Event):
         description="the rules whose multipliers make up `multiplier` (the ruleset's "
         "multiplier_combination: one under `highest`, a boost and a reduction otherwise)",
     )
+    out_of_year: bool = Field(
+        default=False,
+        description="dated outside the project's assessment year (the year of its lead's "
+        "`reported_on`): accepted, credited in the year it arrived, and marked (非当年度)",
+    )
+    cause: str | None = Field(
+        default=None,
+        description="why this credit replaces an earlier one (a correction, a new sponsor)",
+    )
 
 
 class Held(Event):
     project_id: str
     funds_id: str
     reason: str
+    out_of_year: bool = Field(
+        default=False, description="dated outside the project's assessment year (非当年度)"
+    )
 
 
 class Reversed(Event):

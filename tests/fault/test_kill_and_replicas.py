@@ -2,7 +2,10 @@
 
 Every lead is recognised on arrival (its landing proofs come with it) and every funds
 record is in CNY, so each funds record must end as exactly one credit: in scoring's ledger
-and as one `score.credited`. Notifications must never go out twice for one cause.
+and as one `score.credited`. Every fifth project's first funds record is then corrected
+(更正, 1000.00 → 400.00): it ends as one standing credit of the corrected amount (a credit,
+its reversal and the new credit; or the new amount alone, where the correction overtook the
+record). Notifications must never go out twice for one cause.
 `INVESTFLOW_SLOW=1` runs the issue's full 2,000 events; the default run 500.
 """
 
@@ -10,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -40,13 +45,35 @@ ENV = {
 pytestmark = pytest.mark.timeout(600)
 
 
+CORRECT_EVERY = 5  # every fifth project's F0 is corrected
+CORRECTED_AMOUNT = "400.00"
+
+
 def workload(tag: str) -> list[tuple[str, str, bytes]]:
-    """(subject, msg id, body): each lead followed by its funds records, as a unit sends them."""
-    return [
-        m
-        for lead, funds in recognised_projects(LEADS, FUNDS_PER_LEAD, tag, "1000.00")
-        for m in (lead, *funds)
-    ]
+    """(subject, msg id, body): each lead followed by its funds records, as a unit sends them,
+    and for every fifth project a correction of its first funds record."""
+    out = []
+    for i, (lead, funds) in enumerate(recognised_projects(LEADS, FUNDS_PER_LEAD, tag, "1000.00")):
+        out += [lead, *funds]
+        if i % CORRECT_EVERY == 0:
+            unit = lead[0].split(".")[1]
+            fix = {
+                "correction_id": f"C{i}",
+                "target": {
+                    "kind": "funds",
+                    "project_id": corrected_project(lead),
+                    "funds_id": "F0",
+                },
+                "changes": {"amount": CORRECTED_AMOUNT},
+                "reason": "录入错误 / entered wrong",
+            }
+            out.append((f"intake.{unit}.correction", f"{tag}-fix-{i}", json.dumps(fix).encode()))
+    return out
+
+
+def corrected_project(lead: tuple[str, str, bytes]) -> str:
+    unit = lead[0].split(".")[1]
+    return f"{unit}-{json.loads(lead[2])['lead_id']}"
 
 
 def scalar(url: str, query) -> int:  # type: ignore[no-untyped-def]
@@ -63,6 +90,9 @@ async def check_exact(system, data: Path, db_url: str | None) -> None:  # type: 
     from services.scoring.store import Entry
 
     expected = LEADS * FUNDS_PER_LEAD
+    corrections = await read_subject(system.js, "PROJECT", "project.correction")
+    fixed = {(e["project_id"], "F0") for e in corrections}
+    assert len(corrections) == len(fixed) == -(-LEADS // CORRECT_EVERY)
     leads = await read_subject(system.js, "PROJECT", "project.lead")
     assert len(leads) == LEADS and len({e["project_id"] for e in leads}) == LEADS
 
@@ -91,14 +121,23 @@ async def check_exact(system, data: Path, db_url: str | None) -> None:  # type: 
             ][:5],
         }
         raise AssertionError(f"{expected - len(pairs)} funds records never credited: {detail}")
-    assert max(pairs.values()) == 1, f"double credits: {[p for p, n in pairs.items() if n > 1][:5]}"
-    assert not await read_subject(system.js, "SCORE", "score.reversed")
+    doubled = [p for p, n in pairs.items() if n > (2 if p in fixed else 1)]
+    assert not doubled, f"double credits: {doubled[:5]}"
+    reversed_ = Counter(
+        (e["project_id"], e["funds_id"])
+        for e in await read_subject(system.js, "SCORE", "score.reversed")
+    )
+    # A corrected record: credited, reversed, credited anew; or, overtaken, credited once.
+    assert set(reversed_) <= fixed and all(reversed_[p] == pairs[p] - 1 for p in fixed)
+    last = {(e["project_id"], e["funds_id"]): e["points"] for e in credited}
+    assert {Decimal(last[p]) for p in fixed} == {Decimal(CORRECTED_AMOUNT)}
 
     scoring_db = db_url or f"sqlite:///{data / 'scoring.db'}"
-    assert (
-        scalar(scoring_db, select(func.count()).select_from(Entry).where(Entry.kind == "credit"))
-        == expected
-    )
+    assert scalar(
+        scoring_db, select(func.count()).select_from(Entry).where(Entry.kind == "credit")
+    ) == expected + sum(reversed_.values())
+    total = Decimal(1000) * (expected - len(fixed)) + Decimal(CORRECTED_AMOUNT) * len(fixed)
+    assert scalar(scoring_db, select(func.sum(Entry.points_fen))) == int(total * 100)
     distinct = select(func.count(func.distinct(Entry.project_id + ":" + Entry.funds_id))).where(
         Entry.kind == "credit"
     )

@@ -18,11 +18,15 @@ from services.notify.channels import EMAIL_POLICY, Outgoing, build_email
 from services.notify.handle import consume_run
 from services.notify.triggers import ALERTING_SUBJECTS, EVENT_TRIGGERS, event_alerts
 from shared.contract import (
+    Change,
+    ClaimResolved,
     Credited,
     Decided,
     DuplicateClaim,
     Explanation,
     MaterialsStatus,
+    RecordCorrected,
+    RecordWithdrawn,
     Screened,
 )
 from tests.notify.support import NOW, RENDERER, envelope, feed, lead_event, notify_engine, titles
@@ -92,6 +96,59 @@ def events() -> dict[str, dict]:
                 deciding_rule=None,
                 credited_to=["TS01", "L03"],
                 explanation=EXPL,
+            ).model_dump_json()
+        ),
+        "project.correction": json.loads(
+            RecordCorrected(
+                event_id="correction:TS01:k1",
+                project_id=PID,
+                unit="TS01",
+                idempotency_key="k1",
+                received_at=NOW,
+                data={
+                    "correction_id": "C1",
+                    "target": {"kind": "funds", "project_id": PID, "funds_id": "F1"},
+                    "changes": {"amount": "2000000"},
+                    "reason": "typo",
+                },
+                version=2,
+                owner="TS01",
+                before={"amount": "3000000"},
+                after={"amount": "2000000"},
+                changes=[Change(field="amount", old="3000000", new="2000000")],
+            ).model_dump_json()
+        ),
+        "project.withdrawal": json.loads(
+            RecordWithdrawn(
+                event_id="withdrawal:TS01:k2",
+                project_id=PID,
+                unit="TS01",
+                idempotency_key="k2",
+                received_at=NOW,
+                data={
+                    "target": {"kind": "funds", "project_id": PID, "funds_id": "F1"},
+                    "reason": "twice",
+                },
+                version=3,
+                owner="TS01",
+                before={"amount": "2000000"},
+            ).model_dump_json()
+        ),
+        "project.claim": json.loads(
+            ClaimResolved(
+                event_id="claim:CENTER:k3",
+                project_id=PID,
+                unit="CENTER",
+                idempotency_key="k3",
+                received_at=NOW,
+                data={
+                    "project_id": PID,
+                    "resolution": "distinct",
+                    "reason": "two projects",
+                },
+                duplicate_of="TS02-X",
+                units=["TS01", "TS02"],
+                released=PID,
             ).model_dump_json()
         ),
     }

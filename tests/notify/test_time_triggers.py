@@ -265,3 +265,19 @@ def test_on_target_nothing_is_sent(world) -> None:
         milestone(engine, f"TS01-T{i}", "TS01", "signed", "2022-01-10", "150000000")
     at(clock, sched, D(2022, 3, 10))
     assert causes(engine, "signing_behind") == []
+
+
+def test_a_withdrawn_project_gets_no_more_reminders(world) -> None:
+    """撤回: a withdrawn lead ends its sponsorship; the sponsor is not reminded to visit it."""
+    engine, clock, sched = world
+    feed(engine, "project.lead", lead_event("TS02", "W1", reported_on="2022-02-01"))
+    approve(engine, "TS02-W1", "TS02", "2022-02-20")
+    target = {"kind": "lead", "project_id": "TS02-W1"}
+    withdrawal = envelope(
+        "withdrawal", "TS02", {"target": target, "reason": "录入错误"}, project_id="TS02-W1"
+    )
+    feed(engine, "project.withdrawal", withdrawal | {"version": 2, "owner": "TS02", "before": {}})
+    at(clock, sched, D(2022, 3, 20))  # four weeks without a visit
+    assert causes(engine, "visit_") == []
+    told = {r.recipient for r in rows(engine, N.cause.startswith("withdrawn:"))}  # type: ignore[attr-defined]
+    assert told == {"L03", "TS02"}  # the sponsor leader and the unit

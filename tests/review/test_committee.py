@@ -7,7 +7,9 @@ behind it where a test wants the deadline passed.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 
 import pytest
 from sqlmodel import Session, select
@@ -93,22 +95,23 @@ async def test_a_rejection_ends_the_track_holds_the_funds_and_is_told(system) ->
     )
     assert not await events(js, "SCORE", "score.credited", pid)
 
-    # A second decision for the same meeting is refused (intake knows the pair already;
-    # review would refuse it too); the rejection stands.
+    # A second decision for the same meeting is refused by review (the meeting decided);
+    # the rejection stands.
     await publish(js, "intake.CENTER.decision", approval(pid, meeting_id, "TS04"))
     await idle(js)
-    again = [
-        e
-        for e in await read_subject(js, "INTAKE", "intake.rejected.CENTER.decision")
-        if any(err["field"] == "meeting_id" for err in e["errors"])
-    ]
-    assert again
+    [again] = await events(js, "REVIEW", "review.refused", pid)
+    assert any(
+        err["field"] == "meeting_id" and "already decided" in err["problem"]
+        for err in again["errors"]
+    )
     assert len(await events(js, "REVIEW", "review.decided", pid)) == 1
     assert not await events(js, "SCORE", "score.credited", pid)
 
-    # The attracting unit and the Center are told of the rejection.
+    # The attracting unit and the Center are told of the rejection, and the minutes go to
+    # the county's principal leaders (会议纪要报县委主要领导: directory role `principal`).
     told = planned_for(system, f"rejected:{pid}:{meeting_id}")
     assert {"TS04", "CENTER"} <= told
+    assert planned_for(system, f"minutes:{pid}:{meeting_id}") == {"L01"}
 
 
 async def test_re_review_at_a_later_meeting_approves_and_credits_once(system) -> None:
@@ -170,15 +173,12 @@ async def test_an_approval_must_name_leaders_and_an_hq_with_unit_and_landing_are
     fields = sorted(e["field"] for e in refused["errors"])
     assert fields == ["hq.members", "hq.members", "responsible_leader"]
     assert not await events(js, "REVIEW", "review.decided", pid)
-    # Named in full, it is taken (at another meeting: intake holds one decision per meeting).
-    again = f"M{uid()}"
-    await publish(
-        js, "intake.CENTER.meeting", {"meeting_id": again, "on": ahead(40), "agenda": [pid]}
-    )
-    await publish(js, "intake.CENTER.decision", approval(pid, again, "TS06"))
+    # Named in full, it is taken at the same meeting: the refused one decided nothing.
+    await publish(js, "intake.CENTER.decision", approval(pid, meeting_id, "TS06"))
     await idle(js)
     [decided] = await events(js, "REVIEW", "review.decided", pid)
-    assert decided["responsible_leader"] == "L02" and decided["meeting_id"] == again
+    assert decided["responsible_leader"] == "L02" and decided["meeting_id"] == meeting_id
+    assert planned_for(system, f"minutes:{pid}:{meeting_id}") == {"L01"}
 
 
 async def test_materials_filed_after_the_deadline_do_not_count_and_the_project_is_late(
@@ -246,3 +246,90 @@ async def test_an_unassessed_project_is_not_recognised(system) -> None:
     assert rec["recognized"] is False and rec["recognition_blockers"] == [
         "environment_not_assessed"
     ]
+
+
+def _standard_recognised(unit: str) -> tuple[str, dict]:
+    data = lead(
+        unit,
+        planned_investment="50000000",
+        # The funds record's voucher files the funds_voucher proof.
+        documents=[{"type": p, "ref": p} for p in PROOFS_NEW_LAND if p != "funds_voucher"],
+    )
+    return f"{unit}-{data['lead_id']}", data
+
+
+async def test_a_corrected_lead_is_decided_again_and_a_withdrawn_record_reversed(system) -> None:
+    """更正 / 撤回 (issue 13 item 11) through review: recognition follows the corrected facts,
+    scoring reverses and credits once each time, notify tells the owner of each change."""
+    js = system.js
+    pid, data = _standard_recognised("TS02")
+    await publish(js, "intake.TS02.lead", data)
+    await publish(js, "intake.TS02.funds", funds(pid, "F1", "2000000"))
+    await idle(js)
+    [credit] = await events(js, "SCORE", "score.credited", pid)
+
+    unsafe = data["environment"] | {"safety_ok": False}
+    fix = {"correction_id": "C1", "target": {"kind": "lead", "project_id": pid}}
+    await publish(
+        js,
+        "intake.TS02.correction",
+        fix | {"changes": {"environment": unsafe}, "reason": "安全评估未通过"},
+        key="c1",
+    )
+    await idle(js)
+    last = (await events(js, "REVIEW", "review.recognition", pid))[-1]
+    assert last["recognized"] is False
+    [reversal] = await events(js, "SCORE", "score.reversed", pid)
+    assert reversal["points"] == credit["points"] and "environment_failed" in reversal["reason"]
+    assert "TS02" in planned_for(system, "corrected:correction:TS02:c1")
+
+    back = fix | {"correction_id": "C2", "changes": {"environment": data["environment"]}}
+    await publish(js, "intake.TS02.correction", back | {"reason": "复核通过"}, key="c2")
+    await idle(js)
+    assert (await events(js, "REVIEW", "review.recognition", pid))[-1]["recognized"] is True
+    assert len(await events(js, "SCORE", "score.credited", pid)) == 2
+
+    # Withdrawn funds record: its voucher no longer files the funds_voucher proof either.
+    target = {"kind": "funds", "project_id": pid, "funds_id": "F1"}
+    await publish(js, "intake.TS02.withdrawal", {"target": target, "reason": "录入错误"}, key="w1")
+    await idle(js)
+    assert len(await events(js, "SCORE", "score.reversed", pid)) == 2
+    last = (await events(js, "REVIEW", "review.recognition", pid))[-1]
+    assert last["recognized"] is False and "funds_voucher" in last["missing_proofs"]
+    assert "TS02" in planned_for(system, "withdrawn:withdrawal:TS02:w1")
+
+
+async def test_the_center_resolves_a_held_claim_with_the_cli(system, capsys) -> None:
+    """Held duplicate claims (issue 13 item 12): `investflow claims list|resolve`."""
+    import argparse
+
+    from investflow import claims_cli
+
+    js = system.js
+    pid, data = _standard_recognised("TS03")
+    await publish(js, "intake.TS03.lead", data)
+    await idle(js)  # the units' inboxes are read side by side: TS03's report is the first
+    again = lead("TS07", title=data["title"], investor=data["investor"])
+    held = f"TS07-{again['lead_id']}"
+    await publish(js, "intake.TS07.lead", again)
+    await idle(js)
+    db = {"database_url": system.database_url, "data": None}
+    assert claims_cli.cmd_list(argparse.Namespace(format="json", **db)) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {"project_id": held, "duplicate_of": pid}.items() <= next(
+        r for r in listed if r["project_id"] == held
+    ).items()
+
+    resolve = argparse.Namespace(
+        project_id=held, assign=None, distinct=True, reason="两个项目", url=system.nats_url
+    )
+    assert await asyncio.to_thread(claims_cli.cmd_resolve, resolve) == 0
+    # Again: a re-send, nothing changes.
+    assert await asyncio.to_thread(claims_cli.cmd_resolve, resolve) == 0
+    await idle(js)
+    assert "already sent" in capsys.readouterr().out
+    assert claims_cli.cmd_list(argparse.Namespace(format="json", **db)) == 0
+    assert held not in {r["project_id"] for r in json.loads(capsys.readouterr().out)}
+    # The held report goes ahead: review screens it, and both units and the Center are told.
+    assert await events(js, "REVIEW", "review.screened", held)
+    assert {"TS03", "TS07", "CENTER"} <= planned_for(system, f"claim_resolved:{held}")

@@ -84,6 +84,9 @@ async def test_major_project_materials_then_recognition(system) -> None:
         "intake.CENTER.meeting",
         {"meeting_id": meeting_id, "on": ahead(40), "agenda": [pid]},
     )
+    # The Center's and the unit's inboxes are read side by side: the agenda first, so each
+    # document's materials event names the meeting's deadline.
+    await idle(system.js)
     for doc in COMMITTEE:
         await publish(
             system.js, "intake.TS02.document", {"project_id": pid, "type": doc, "ref": f"{doc}-1"}
