@@ -1,6 +1,6 @@
 """Resolved rules → durable_rules JSON rulesets.
 
-What the engine lacks, and how it is made up for (see /work/shared/notes/durable-rules.md):
+What the engine lacks, and how it is made up for (see docs/durable-rules.md):
 - no `$in`: `in` is an `$or` of equalities, `not_in` an `$and` of `$neq`;
 - no `$not`: negation is pushed down to the comparisons (De Morgan), keeping the rule that a
   missing fact satisfies no comparison, so `not (x = 1)` is "x missing, or x ≠ 1";

@@ -1,6 +1,6 @@
 """The one durable_rules host of the process, used statelessly.
 
-The engine's sharp edges (see /work/shared/notes/durable-rules.md) are contained here:
+The engine's sharp edges (see docs/durable-rules.md) are contained here:
 - one `Host` per process, its two background timer threads never started (they crashed
   `delete_state`; nothing here needs timers);
 - one constant session id: the engine caps live sessions at 1024 and then segfaults, so
