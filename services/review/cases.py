@@ -34,11 +34,19 @@ _BUSINESS_DAY = {"lead": "reported_on", "milestone": "on", "funds": "arrived_on"
 _BUSINESS_DAY["rates"] = "on"
 
 
-def filing_day(session: Session, event: dict[str, Any]) -> dt.date:
+def filing_day(session: Session, event: dict[str, Any], kind: str = "") -> dt.date:
     """The filing date (报送日期) of what `event` reports: intake's receipt date in
     Asia/Shanghai (the contract's definition); on a replay (REVIEW_CLOCK=business) the
-    business date, since the receipt time of a replayed year is today."""
+    business date, since the receipt time of a replayed year is today.
+
+    A replayed document is filed on its own date (`issued_on`) when it has one: the business
+    date is the latest day any unit's event has reached, and units' inboxes are read side by
+    side, so another unit's later events could make an on-time document late (the demo had
+    84 of 92 committee decisions refused as 材料逾期 for that alone)."""
     if CLOCK == "business":
+        issued = (event.get("data") or {}).get("issued_on")
+        if issued and kind == "document":
+            return dt.date.fromisoformat(str(issued))
         day = store.business_date(session)
         if day is not None:
             return day
@@ -70,7 +78,7 @@ def apply(
     emit = _emitter(out, event_id)
     if CLOCK == "business" and data.get(_BUSINESS_DAY.get(kind, "")):
         store.advance_business_date(session, dt.date.fromisoformat(data[_BUSINESS_DAY[kind]]))
-    today = filing_day(session, event)
+    today = filing_day(session, event, kind)
 
     if kind == "lead":
         _on_lead(session, event, emit, rules, today)

@@ -7,6 +7,7 @@ have been, and that a version published in between is still applied on the next 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,3 +125,38 @@ def test_a_stored_state_that_differs_is_announced_again(review: Review) -> None:
     [again] = recognitions(review.funds(pid))
     assert again == first
     assert review.funds(pid) == []
+
+
+def test_a_replayed_document_is_filed_on_its_own_date_whatever_other_units_reached(
+    review: Review, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the business clock (the demo's replay) the business date is the latest day any
+    unit's event reached; inboxes are read side by side, so it can be months ahead of a
+    document another unit sent on time. The document counts as filed on its date."""
+    from sqlmodel import select
+
+    from services.review import cases
+
+    monkeypatch.setattr(cases, "CLOCK", "business")
+    data = lead("TS03", planned_investment="150000000", reported_on="2022-03-01")
+    pid = f"TS03-{data['lead_id']}"
+    review.send("lead", pid, data)
+    other = lead("TS04", reported_on="2022-09-01")  # another unit, further into the year
+    review.send("lead", f"TS04-{other['lead_id']}", other)
+    doc = {
+        "project_id": pid,
+        "type": "feasibility_report",
+        "ref": "FR-1",
+        "issued_on": "2022-03-05",
+    }
+    review.send("document", pid, doc)
+    with unit_of_work(review.engine) as session:
+        assert store.business_date(session) is not None
+        assert str(store.business_date(session)) == "2022-09-01"
+        (filed,) = session.exec(
+            select(store.FiledDocument).where(store.FiledDocument.project_id == pid)
+        ).all()
+        assert str(filed.filed_on) == "2022-03-05"
+        assert "feasibility_report" in store.documents_of(
+            session, pid, filed_by=dt.date(2022, 3, 15)
+        )
