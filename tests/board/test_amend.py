@@ -12,8 +12,11 @@ import json
 from typing import Any
 
 import pytest
+from sqlmodel import Session
 
 from services.board import ingest
+from services.board.store import TABLES, BoardProject
+from shared.db import create_tables, make_engine
 from tests.helpers import idle, publish, read_subject, uid
 
 from .conftest import token
@@ -200,3 +203,24 @@ def test_amendments_out_of_contract_are_refused_naming_the_field(subject: str, d
     del event[drop]
     with pytest.raises(ingest.BadEvent, match=rf"{subject}: {drop}: Field required"):
         ingest.parse("PROJECT", 1, subject, json.dumps(event).encode())
+
+
+def test_a_released_claim_is_no_longer_shown_as_a_duplicate(database_url: str) -> None:
+    """project.claim: the Center assigned the project to the held report (its lead follows)."""
+    engine = make_engine(database_url)
+    create_tables(engine, TABLES)
+    held = {"project_id": "TS07-L2", "duplicate_of": "TS07-L1", "units": ["TS07", "TS07"]}
+    claim = _valid("project.claim") | {"project_id": "TS07-L2", "released": "TS07-L2"}
+    claim["data"] = claim["data"] | {"project_id": "TS07-L2"}
+    items = [
+        ingest.Item("PROJECT", 1, "project.duplicate", held, json.dumps(held)),
+        ingest.Item("PROJECT", 2, "project.claim", claim, json.dumps(claim)),
+    ]
+    with Session(engine) as session:
+        ingest.ingest(session, items[:1])
+        session.commit()
+        assert session.get(BoardProject, "TS07-L2").duplicate_of == "TS07-L1"  # type: ignore[union-attr]
+    with Session(engine) as session:
+        ingest.ingest(session, items)  # the duplicate again (redelivered), then the claim
+        session.commit()
+        assert session.get(BoardProject, "TS07-L2").duplicate_of is None  # type: ignore[union-attr]
