@@ -8,6 +8,7 @@ Unit TS07 is this module's.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from typing import Any
 
@@ -224,3 +225,28 @@ def test_a_released_claim_is_no_longer_shown_as_a_duplicate(database_url: str) -
         ingest.ingest(session, items)  # the duplicate again (redelivered), then the claim
         session.commit()
         assert session.get(BoardProject, "TS07-L2").duplicate_of is None  # type: ignore[union-attr]
+
+
+def test_the_weekly_publication_counts_a_withdrawn_project_as_withdrawn(database_url: str) -> None:
+    """The weekly page's projects carry 撤回 as notify's own facts do (the Monday email)."""
+    from services.board import weekly
+
+    engine = make_engine(database_url)
+    create_tables(engine, TABLES)
+    lead = {
+        "project_id": "TS07-L3",
+        "unit": "TS07",
+        "data": {"title": "t", "attracting_unit": "TS07", "reported_on": "2022-03-01"},
+    }
+    gone = _valid("project.withdrawal") | {"project_id": "TS07-L3"}
+    gone["data"] = {"target": {"kind": "lead", "project_id": "TS07-L3"}, "reason": "误报"}
+    items = [
+        ingest.Item("PROJECT", 1, "project.lead", lead, json.dumps(lead)),
+        ingest.Item("PROJECT", 2, "project.withdrawal", gone, json.dumps(gone)),
+    ]
+    with Session(engine) as session:
+        ingest.ingest(session, items)
+        session.commit()
+        view = weekly.snapshot(session).projects["TS07-L3"]
+    assert view.outcome == "withdrawn"
+    assert view.status(dt.date(2022, 6, 1)) == "withdrawn"  # counted as notify counts it
