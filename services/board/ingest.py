@@ -33,6 +33,9 @@ from .store import (
     BoardState,
 )
 
+AMENDMENTS = (subjects.canonical("correction"), subjects.canonical("withdrawal"))
+CHECKED = (subjects.SCORE_RATES, *AMENDMENTS, subjects.canonical("claim"))
+
 
 class BadEvent(ValueError):
     """Not JSON, or not an object: dead-lettered with this reason."""
@@ -55,12 +58,13 @@ def parse(stream: str, seq: int, subject: str, data: bytes) -> Item:
         raise BadEvent(f"$: not JSON ({exc}) / 不是合法的JSON") from exc
     if not isinstance(event, dict):
         raise BadEvent("$: expected a JSON object / 须为JSON对象")
-    if subject == subjects.SCORE_RATES:
-        # County-wide figures replace what the board holds: only a whole, valid one may.
+    if subject in CHECKED:
+        # County-wide figures, and amendments, replace what the board holds: only a whole,
+        # valid one may.
         try:
             check_event(subject, data)
         except NotInContract as exc:
-            raise BadEvent(f"{exc} / 不符合 score.rates 事件约定") from exc
+            raise BadEvent(f"{exc} / 不符合 {subject} 事件约定") from exc
     return Item(stream, seq, subject, event, raw)
 
 
@@ -99,6 +103,8 @@ class _Rows:
 
 
 def _funds_key(f: BoardFunds) -> tuple[str, str, int, bool]:
+    if f.withdrawn:  # 撤回: neither in place nor held
+        return (f.unit, f.month, 0, False)
     return (f.unit, f.month, f.rmb_fen or 0, f.state == "held")
 
 
@@ -115,6 +121,8 @@ def _funds(session: Session, project_id: str, funds_id: str, rows: _Rows) -> Boa
     f = rows.funds.get((project_id, funds_id))
     if f is None:
         f = BoardFunds(project_id=project_id, funds_id=funds_id)
+        p = rows.projects.get(project_id)
+        f.withdrawn = bool(p is not None and p.withdrawn)  # a withdrawn project's record
         rows.funds[(project_id, funds_id)] = f
         session.add(f)
     return f
@@ -228,7 +236,7 @@ def rebuild_tallies(session: Session, t: rm.Thresholds) -> None:
         session.add(BoardCount(unit=unit, key=_stage_key(stage), n=int(n)))
     for unit, n in session.exec(
         select(BoardFunds.unit, func.count())
-        .where(col(BoardFunds.state) == "held")
+        .where(col(BoardFunds.state) == "held", col(BoardFunds.withdrawn).is_(False))
         .group_by(BoardFunds.unit)
     ).all():
         session.add(BoardCount(unit=unit, key=HELD, n=int(n)))
@@ -255,6 +263,7 @@ def rebuild_months(session: Session) -> None:
         select(BoardFunds.unit, BoardFunds.month, func.sum(BoardFunds.rmb_fen), func.count())
         .where(
             col(BoardFunds.rmb_fen).is_not(None),
+            col(BoardFunds.withdrawn).is_(False),
             col(BoardFunds.unit) != "",
             col(BoardFunds.month) != "",
         )
@@ -374,6 +383,9 @@ def _apply(session: Session, item: Item, clock: dt.date | None, rows: _Rows) -> 
         return
     if not isinstance(pid, str) or not pid:
         return  # exchange rates and other county-wide facts: timeline table only
+    if subject in AMENDMENTS:
+        _amend(session, item, rows)
+        return
     if family == "project":
         meeting_day = None
         if subject == "project.decision":
@@ -383,6 +395,8 @@ def _apply(session: Session, item: Item, clock: dt.date | None, rows: _Rows) -> 
             meeting_day = meeting.on if meeting else clock
         p = _project(session, pid, rows)
         rm.apply_project_event(p, subject, event, meeting_day)
+        if subject == subjects.canonical("claim") and event.get("released") == pid:
+            p.duplicate_of = None  # the Center assigned the project to this held report
         session.add(p)
         if subject == "project.funds":
             data = event.get("data") or {}
@@ -429,6 +443,59 @@ def _apply(session: Session, item: Item, clock: dt.date | None, rows: _Rows) -> 
                         arrived_on=f.arrived_on,
                     )
                 )
+
+
+def _amend(session: Session, item: Item, rows: _Rows) -> None:
+    """project.correction / project.withdrawal (validated by `parse`): the record as it now
+    stands replaces what the board folded from it; a withdrawn record no longer counts."""
+    event = item.event
+    pid = str(event["project_id"])
+    target = (event.get("data") or {}).get("target") or {}
+    kind = target.get("kind")
+    withdrawn = item.subject == subjects.canonical("withdrawal")
+    p = _project(session, pid, rows)
+    p.events += 1
+    if kind == "lead":
+        if withdrawn:
+            p.withdrawn = True
+            p.withdrawn_reason = str((event.get("data") or {}).get("reason") or "")
+            for (owner, _), f in rows.funds.items():
+                if owner == pid:  # a withdrawn project's funds count no more
+                    f.withdrawn = True
+                    session.add(f)
+        else:
+            rm.fold_lead(p, event.get("after") or {}, "")
+        rm.derive(p)
+    elif kind == "funds":
+        f = _funds(session, pid, str(target.get("funds_id")), rows)
+        if withdrawn:
+            f.withdrawn = True
+        else:
+            rm.funds_corrected(f, event.get("after") or {}, p.attracting_unit)
+            for row in session.exec(
+                select(BoardPoints).where(
+                    col(BoardPoints.project_id) == pid, col(BoardPoints.funds_id) == f.funds_id
+                )
+            ).all():
+                row.arrived_on = f.arrived_on
+                session.add(row)
+        session.add(f)
+        rm.refold_funds_days(p, [g for (owner, _), g in rows.funds.items() if owner == pid])
+    elif kind == "milestone":
+        # Milestones have no id and are folded into dates: fold them again, from the
+        # project's PROJECT events as stored (this batch's too: flushed first).
+        session.flush()
+        stored = session.exec(
+            select(BoardEvent.subject, BoardEvent.body)
+            .where(
+                col(BoardEvent.project_id) == pid,
+                col(BoardEvent.stream) == item.stream,
+                col(BoardEvent.subject).in_(("project.milestone", *AMENDMENTS)),
+            )
+            .order_by(col(BoardEvent.seq))
+        ).all()
+        rm.refold_milestones(p, rm.milestone_records([(s, json.loads(b)) for s, b in stored]))
+    session.add(p)
 
 
 def apply_rates(session: Session, event: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from .readmodel import (
     INACTIVE,
     STAGE_KEYS,
     Thresholds,
+    amendment,
     from_fen,
     light,
     loads,
@@ -238,7 +239,9 @@ def _overview(
         funds_q = _scoped(
             select(BoardFunds.unit, BoardFunds.month, func.sum(BoardFunds.rmb_fen))
             .join(P, col(P.project_id) == col(BoardFunds.project_id))
-            .where(col(BoardFunds.month).startswith(str(year)))
+            .where(
+                col(BoardFunds.month).startswith(str(year)), col(BoardFunds.withdrawn).is_(False)
+            )
             .group_by(BoardFunds.unit, BoardFunds.month),
             viewer,
         )
@@ -246,7 +249,7 @@ def _overview(
             select(func.count())
             .select_from(BoardFunds)
             .join(P, col(P.project_id) == col(BoardFunds.project_id))
-            .where(col(BoardFunds.state) == "held"),
+            .where(col(BoardFunds.state) == "held", col(BoardFunds.withdrawn).is_(False)),
             viewer,
         )
     else:
@@ -266,7 +269,8 @@ def _overview(
     return {
         "clock": clock.isoformat(),
         "year": year,
-        "projects": sum(by_stage.values()),
+        # A withdrawn lead (撤回) was entered by mistake: shown by stage, not a project.
+        "projects": sum(n for s, n in by_stage.items() if s != "withdrawn"),
         "by_stage": by_stage,
         "lights": lights,
         "signings": signings,
@@ -410,6 +414,7 @@ def project_page(
                 "day": e.day.isoformat() if e.day else None,
                 "data": body.get("data", body),
                 "explanation": body.get("explanation"),
+                "amendment": amendment(e.subject, body),
             }
         )
     funds = session.exec(
@@ -446,6 +451,8 @@ def project_page(
             else None,
             "recognized": p.recognized,
             "duplicate_of": p.duplicate_of,
+            "withdrawn": p.withdrawn,
+            "withdrawn_reason": p.withdrawn_reason,
         },
         "timeline": timeline,
         "rates": project_rates(session, p.project_id),
@@ -455,7 +462,7 @@ def project_page(
                 "amount": f.amount,
                 "currency": f.currency,
                 "arrived_on": f.arrived_on.isoformat() if f.arrived_on else None,
-                "state": f.state,
+                "state": "withdrawn" if f.withdrawn else f.state,
                 "amount_rmb": f.amount_rmb,
                 "points": f.points,
                 "multiplier": f.multiplier,

@@ -31,10 +31,11 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("funds", "到资", "funds arriving"),
     ("completed", "竣工投产", "completed"),
     ("terminated", "已终止", "terminated"),
+    ("withdrawn", "已撤回", "withdrawn"),  # 撤回: the lead was withdrawn (entered by mistake)
 )
 STAGE_KEYS = tuple(s[0] for s in STAGES)
 STAGE_LABEL = {k: {"zh": zh, "en": en} for k, zh, en in STAGES}
-INACTIVE = ("completed", "terminated")
+INACTIVE = ("completed", "terminated", "withdrawn")
 
 LIGHTS = ("red", "yellow", "green")
 LIGHT_LABEL = {
@@ -114,42 +115,13 @@ def apply_project_event(
     data = event.get("data") or {}
     p.events += 1
     if kind == "lead":
-        investor = data.get("investor") or {}
-        p.title = str(data.get("title", ""))
-        p.attracting_unit = str(data.get("attracting_unit") or event.get("unit") or "")
-        p.landing_area = str(data.get("landing_area", ""))
-        p.kind = str(data.get("kind", ""))
-        p.industry = str(data.get("industry", ""))
-        p.land = str(data.get("land", ""))
-        p.investor = str(investor.get("name", ""))
-        p.planned_investment = str(data.get("planned_investment", "0"))
-        p.reported_on = parse_day(data.get("reported_on"))
-        docs = loads(p.documents, [])
-        docs += [d.get("type") for d in data.get("documents") or [] if d.get("type")]
-        p.documents = json.dumps(sorted(set(docs)))
+        fold_lead(p, data, str(event.get("unit") or ""))
     elif kind == "document":
         docs = set(loads(p.documents, []))
         docs.add(str(data.get("type")))
         p.documents = json.dumps(sorted(docs))
     elif kind == "milestone":
-        on = parse_day(data.get("on"))
-        milestone = data.get("milestone")
-        if milestone == "signed":
-            if p.signed_on is None or (on is not None and on < p.signed_on):
-                p.signed_on = on
-                amount = data.get("amount")
-                p.signed_amount = str(amount) if amount else None
-                p.signed_fen = to_fen(amount) if amount else None
-        elif milestone == "started":
-            p.started_on = _earlier(p.started_on, on)
-        elif milestone == "completed":
-            p.completed_on = _earlier(p.completed_on, on)
-        elif milestone == "land_assigned":
-            p.land_assigned_on = _later(p.land_assigned_on, on)
-        elif milestone == "waiting_for_land":
-            p.waiting_land_latest = _later(p.waiting_land_latest, on)
-        elif milestone == "lacking_funds":
-            p.lacking_funds_latest = _later(p.lacking_funds_latest, on)
+        fold_milestone(p, data)
     elif kind == "funds":
         on = parse_day(data.get("arrived_on"))
         p.first_funds_on = _earlier(p.first_funds_on, on)
@@ -170,6 +142,139 @@ def apply_project_event(
     elif kind == "duplicate":
         p.duplicate_of = event.get("duplicate_of")
     derive(p)
+
+
+def fold_lead(p: BoardProject, data: dict[str, Any], unit: str) -> None:
+    """The lead's fields, as reported or as a correction leaves them (its `after`)."""
+    investor = data.get("investor") or {}
+    p.title = str(data.get("title", ""))
+    p.attracting_unit = str(data.get("attracting_unit") or unit or p.attracting_unit)
+    p.landing_area = str(data.get("landing_area", ""))
+    p.kind = str(data.get("kind", ""))
+    p.industry = str(data.get("industry", ""))
+    p.land = str(data.get("land", ""))
+    p.investor = str(investor.get("name", ""))
+    p.planned_investment = str(data.get("planned_investment", "0"))
+    p.reported_on = parse_day(data.get("reported_on"))
+    docs = loads(p.documents, [])
+    docs += [d.get("type") for d in data.get("documents") or [] if d.get("type")]
+    p.documents = json.dumps(sorted(set(docs)))
+
+
+MILESTONE_FIELDS = (
+    "signed_on",
+    "signed_amount",
+    "signed_fen",
+    "started_on",
+    "completed_on",
+    "land_assigned_on",
+    "waiting_land_latest",
+    "lacking_funds_latest",
+)
+
+
+def fold_milestone(p: BoardProject, data: dict[str, Any]) -> None:
+    on = parse_day(data.get("on"))
+    milestone = data.get("milestone")
+    if milestone == "signed":
+        if p.signed_on is None or (on is not None and on < p.signed_on):
+            p.signed_on = on
+            amount = data.get("amount")
+            p.signed_amount = str(amount) if amount else None
+            p.signed_fen = to_fen(amount) if amount else None
+    elif milestone == "started":
+        p.started_on = _earlier(p.started_on, on)
+    elif milestone == "completed":
+        p.completed_on = _earlier(p.completed_on, on)
+    elif milestone == "land_assigned":
+        p.land_assigned_on = _later(p.land_assigned_on, on)
+    elif milestone == "waiting_for_land":
+        p.waiting_land_latest = _later(p.waiting_land_latest, on)
+    elif milestone == "lacking_funds":
+        p.lacking_funds_latest = _later(p.lacking_funds_latest, on)
+
+
+def milestone_records(events: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The project's milestones as they stand after its corrections and withdrawals, from its
+    PROJECT events in stream order. A milestone has no id: a correction or withdrawal names
+    the latest one of its kind, as intake resolves it (services/intake/amend.py)."""
+    records: list[list[Any]] = []  # [data, withdrawn]
+    for subject, event in events:
+        if subject == "project.milestone":
+            records.append([dict(event.get("data") or {}), False])
+            continue
+        target = (event.get("data") or {}).get("target") or {}
+        if target.get("kind") != "milestone":
+            continue
+        latest = next(
+            (r for r in reversed(records) if r[0].get("milestone") == target.get("milestone")), None
+        )
+        if latest is None:
+            continue
+        if subject == "project.correction":
+            latest[0] = dict(event.get("after") or {})
+        elif subject == "project.withdrawal":
+            latest[1] = True
+    return [data for data, withdrawn in records if not withdrawn]
+
+
+def refold_milestones(p: BoardProject, records: list[dict[str, Any]]) -> None:
+    for name in MILESTONE_FIELDS:
+        setattr(p, name, None)
+    for data in records:
+        fold_milestone(p, data)
+    derive(p)
+
+
+def funds_corrected(f: BoardFunds, after: dict[str, Any], unit: str) -> None:
+    """A funds record replaced by its corrected version. A CNY amount is its own RMB amount;
+    any other currency waits for scoring's new credit to convert it (score.credited)."""
+    f.amount_rmb = f.rmb_fen = None
+    apply_funds_arrived(f, {"data": after}, unit)
+
+
+def refold_funds_days(p: BoardProject, funds: list[BoardFunds]) -> None:
+    """First and last arrival over the project's funds records that still count."""
+    days = [f.arrived_on for f in funds if not f.withdrawn and f.arrived_on is not None]
+    p.first_funds_on = min(days) if days else None
+    p.last_funds_on = max(days) if days else None
+    derive(p)
+
+
+AMENDMENT_LABEL = {
+    "project.correction": {"zh": "更正", "en": "correction"},
+    "project.withdrawal": {"zh": "撤回", "en": "withdrawal"},
+    "project.claim": {"zh": "认领认定", "en": "claim resolved"},
+}
+RECORD_LABEL = {
+    "lead": {"zh": "项目线索", "en": "lead"},
+    "funds": {"zh": "到位资金", "en": "funds record"},
+    "milestone": {"zh": "项目节点", "en": "milestone"},
+}
+
+
+def amendment(subject: str, event: dict[str, Any]) -> dict[str, Any] | None:
+    """What a correction or withdrawal says, for the timeline: which record, the version it
+    makes, who sent it and when, the record's owner, why, and each field old → new."""
+    if subject not in ("project.correction", "project.withdrawal"):
+        return None
+    data = event.get("data") or {}
+    target = data.get("target") or {}
+    kind = str(target.get("kind", ""))
+    return {
+        "label": AMENDMENT_LABEL[subject],
+        "record": target,
+        "record_label": RECORD_LABEL.get(kind, {"zh": kind, "en": kind}),
+        "version": event.get("version"),
+        "sent_by": event.get("unit"),
+        "owner": event.get("owner"),
+        "received_at": event.get("received_at"),
+        "reason": data.get("reason"),
+        "changes": [
+            {"field": c.get("field"), "old": c.get("old"), "new": c.get("new")}
+            for c in event.get("changes") or []
+        ],
+    }
 
 
 def apply_review_event(p: BoardProject, subject: str, event: dict[str, Any]) -> None:
@@ -229,7 +334,9 @@ def apply_score_event(f: BoardFunds, subject: str, event: dict[str, Any]) -> Non
 
 
 def stage_of(p: BoardProject) -> str:
-    """The furthest of the plan's stages the project has reached (已终止 trumps all)."""
+    """The furthest of the plan's stages the project has reached (撤回, then 已终止 trumps all)."""
+    if p.withdrawn:
+        return "withdrawn"
     if p.outcome == "terminated" or p.decision == "rejected":
         return "terminated"
     if p.completed_on:

@@ -80,6 +80,9 @@ class BoardProject(SQLModel, table=True):
     materials_deadline: dt.date | None = None
     recognized: bool | None = None
     duplicate_of: str | None = Field(default=None, max_length=100)
+    # 撤回: the lead was withdrawn (project.withdrawal), with why; the stage is `withdrawn`.
+    withdrawn: bool = False
+    withdrawn_reason: str | None = None
     # The first day the light turns yellow and red (readmodel.light_dates): the light on any
     # day is two indexed comparisons. Recomputed when a threshold changes (ingest.relight).
     yellow_on: dt.date | None = Field(default=None, index=True)
@@ -118,6 +121,9 @@ class BoardFunds(SQLModel, table=True):
     multiplier: str | None = None
     hold_reason: str | None = None
     credited_to: str = "[]"
+    # 撤回: the record (or its project's lead) was withdrawn: it no longer counts, whatever
+    # scoring says of it afterwards (its reversal, a hold naming the withdrawal).
+    withdrawn: bool = False
 
 
 class BoardFundsMonth(SQLModel, table=True):

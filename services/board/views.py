@@ -100,6 +100,12 @@ WORDS: dict[str, dict[str, str]] = {
     "rulesets": {"zh": "在用规则集", "en": "Rulesets in force"},
     "history": {"zh": "发布记录", "en": "Publication history"},
     "retry": {"zh": "重新投递", "en": "Replay"},
+    "withdrawn": {"zh": "项目已撤回", "en": "Project withdrawn"},
+    "version": {"zh": "版本", "en": "version"},
+    "sent_by": {"zh": "报送方", "en": "sent by"},
+    "owner": {"zh": "原报送单位", "en": "reported by"},
+    "reason": {"zh": "原因", "en": "reason"},
+    "received": {"zh": "收到", "en": "received"},
 }
 
 

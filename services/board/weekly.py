@@ -32,7 +32,8 @@ def snapshot(session: Session) -> Any:
             kind=p.kind,
             planned_investment=money(p.planned_investment),
             reported_on=p.reported_on,  # type: ignore[arg-type]
-            outcome=p.outcome,
+            # 撤回 as notify's facts hold it, so the page and the Monday email agree.
+            outcome="withdrawn" if p.withdrawn else p.outcome,
             track=p.track,
             reasons=loads(p.reasons, []),
             decision=p.decision,

@@ -1,7 +1,8 @@
 """The overview's kept counts (board_count, board_day_count) equal a recount of the rows.
 
 Ingest moves them by each batch's change; this folds a seeded mix of events (meetings
-after their decisions, redeliveries, holds turning into credits, terminations) in batches
+after their decisions, redeliveries, holds turning into credits, terminations, corrections
+and withdrawals of leads, funds records and milestones) in batches
 of every size and, after each, recounts board_project and board_funds in Python with the
 lights' own reading (`readmodel.light`), on many clocks. A threshold change rebuilds them.
 On SQLite and PostgreSQL (amounts in fen pass 2^31).
@@ -137,6 +138,7 @@ def _events(rng: random.Random, n_projects: int = 40) -> list[tuple[str, str, di
             # A hold may arrive before the funds record it is about.
             first = [("PROJECT", "project.funds", arrived)]
             out += score + first if rng.random() < 0.3 else first + score
+    out += _amendments(rng, out)
     # Streams interleave; each stream's own order is kept.
     by_stream: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
     for e in out:
@@ -146,6 +148,84 @@ def _events(rng: random.Random, n_projects: int = 40) -> list[tuple[str, str, di
         stream = rng.choice([s for s, q in by_stream.items() if q])
         merged.append(by_stream[stream].pop(0))
     return merged
+
+
+def _amendment(
+    subject: str, target: dict[str, Any], before: dict[str, Any], after: dict[str, Any] | None
+) -> tuple[str, str, dict[str, Any]]:
+    """project.correction (`after`) or project.withdrawal (None) of `target`, as intake sends."""
+    data: dict[str, Any] = {"target": target, "reason": "录入有误 / entered wrongly"}
+    event: dict[str, Any] = {
+        "project_id": target["project_id"],
+        "unit": "CENTER",
+        "version": 2,
+        "owner": target["project_id"].split("-")[0],
+        "before": before,
+        "data": data,
+    }
+    if after is not None:
+        data |= {"correction_id": f"C{rng_id(target)}", "changes": {}}
+        event |= {
+            "after": after,
+            "changes": [
+                {"field": k, "old": before.get(k), "new": v}
+                for k, v in after.items()
+                if before.get(k) != v
+            ],
+        }
+    return ("PROJECT", subject, event)
+
+
+def rng_id(target: dict[str, Any]) -> str:
+    return "-".join(str(v) for v in target.values())
+
+
+def _amendments(
+    rng: random.Random, out: list[tuple[str, str, dict[str, Any]]]
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """Corrections and withdrawals (更正、撤回) of some leads, funds records and milestones,
+    each after its record in the PROJECT stream; some sent twice (a re-publish: new seq)."""
+    fixes: list[tuple[str, str, dict[str, Any]]] = []
+    last_lead: dict[str, dict[str, Any]] = {}
+    for _, subject, event in out:
+        data = event.get("data") or {}
+        if subject == "project.lead":
+            last_lead[event["project_id"]] = data
+            if rng.random() < 0.2:
+                target = {"kind": "lead", "project_id": event["project_id"]}
+                after = data | {"title": data["title"] + " (更正)", "planned_investment": "3"}
+                fixes.append(_amendment("project.correction", target, data, after))
+        elif subject == "project.funds" and rng.random() < 0.4:
+            pid = event["project_id"]
+            target = {"kind": "funds", "project_id": pid, "funds_id": data["funds_id"]}
+            if rng.random() < 0.5:
+                fixes.append(_amendment("project.withdrawal", target, data, None))
+            else:
+                on = dt.date.fromisoformat(data["arrived_on"]) + dt.timedelta(
+                    rng.randrange(-40, 40)
+                )
+                after = data | {
+                    "amount": "2500000",
+                    "currency": "CNY",
+                    "arrived_on": on.isoformat(),
+                }
+                fixes.append(_amendment("project.correction", target, data, after))
+        elif subject == "project.milestone" and rng.random() < 0.4:
+            pid = event["project_id"]
+            target = {"kind": "milestone", "project_id": pid, "milestone": data["milestone"]}
+            if rng.random() < 0.4:
+                fixes.append(_amendment("project.withdrawal", target, data, None))
+            else:
+                on = dt.date.fromisoformat(data["on"]) + dt.timedelta(rng.randrange(-30, 60))
+                after = data | {"on": on.isoformat()}
+                if data["milestone"] == "signed":
+                    after["amount"] = rng.choice(("50000000", "300000000"))
+                fixes.append(_amendment("project.correction", target, data, after))
+    for pid in rng.sample(sorted(last_lead), len(last_lead) // 6):
+        target = {"kind": "lead", "project_id": pid}
+        fixes.append(_amendment("project.withdrawal", target, last_lead[pid], None))
+    fixes += rng.sample(fixes, len(fixes) // 5)  # published again: another stream sequence
+    return fixes
 
 
 def _recount(session: Session, unit: str | None, clock: dt.date, t: rm.Thresholds) -> dict:
@@ -168,9 +248,23 @@ def _recount(session: Session, unit: str | None, clock: dt.date, t: rm.Threshold
     held = sum(
         1
         for f in session.exec(select(BoardFunds)).all()
-        if f.state == "held" and (unit is None or f.unit == unit)
+        if f.state == "held" and not f.withdrawn and (unit is None or f.unit == unit)
     )
-    return {"by_stage": by_stage, "lights": lights, "signed": quarters, "held": held}
+    funds: dict[str, dict[str, int]] = {}
+    for f in session.exec(select(BoardFunds)).all():
+        if f.withdrawn or not f.rmb_fen or not f.month.startswith(str(clock.year)):
+            continue
+        if unit is None or f.unit == unit:
+            by = funds.setdefault(f.unit, {})
+            by[f.month] = by.get(f.month, 0) + f.rmb_fen
+    months = {u: {m: str(rm.from_fen(n)) for m, n in by.items() if n} for u, by in funds.items()}
+    return {
+        "by_stage": by_stage,
+        "lights": lights,
+        "signed": quarters,
+        "held": held,
+        "funds": {u: by for u, by in months.items() if by},
+    }
 
 
 def _counted(session: Session, viewer: Viewer, clock: dt.date, t: rm.Thresholds) -> dict:
@@ -181,6 +275,7 @@ def _counted(session: Session, viewer: Viewer, clock: dt.date, t: rm.Thresholds)
         "lights": ov["lights"],
         "signed": [s["actual"] for s in ov["signings"]],
         "held": ov["funds_held"],
+        "funds": ov["funds_by_unit_month"],
     }
 
 
@@ -192,6 +287,35 @@ def _check(session: Session, t: rm.Thresholds, clocks: list[dt.date]) -> None:
                 unit,
                 clock,
             )
+
+
+def _check_amendments(session: Session, events: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """What the corrections and withdrawals sent make of the rows (not the counts: above)."""
+    amended = [(s, e) for _, s, e in events if s in ("project.correction", "project.withdrawal")]
+    gone = {e["project_id"] for s, e in amended if s.endswith("withdrawal") and _kind(e) == "lead"}
+    titles = {
+        e["project_id"]: e["after"]["title"]
+        for _, e in amended
+        if "after" in e and _kind(e) == "lead"
+    }
+    funds_gone = {
+        (e["project_id"], e["data"]["target"]["funds_id"])
+        for s, e in amended
+        if s.endswith("withdrawal") and _kind(e) == "funds"
+    }
+    assert gone and titles and funds_gone and any(_kind(e) == "milestone" for _, e in amended)
+    projects = {p.project_id: p for p in session.exec(select(BoardProject)).all()}
+    assert {pid for pid, p in projects.items() if p.stage == "withdrawn"} == gone
+    for pid, title in titles.items():
+        assert projects[pid].title == title and projects[pid].planned_investment == "3"
+    funds = session.exec(select(BoardFunds)).all()
+    withdrawn = {(f.project_id, f.funds_id) for f in funds if f.withdrawn}
+    of_gone = {(f.project_id, f.funds_id) for f in funds if f.project_id in gone}
+    assert withdrawn == funds_gone | of_gone
+
+
+def _kind(event: dict[str, Any]) -> str:
+    return str(event["data"]["target"]["kind"])
 
 
 CLOCKS = [D0 + dt.timedelta(days=n) for n in range(0, 330, 15)]
@@ -223,9 +347,11 @@ def test_kept_counts_equal_a_recount_after_every_batch(database_url: str) -> Non
     with Session(engine) as session:
         _check(session, T, CLOCKS)
         seen = [_recount(session, None, clock, T) for clock in CLOCKS]
+        _check_amendments(session, events)
     # The mix reaches every light and several stages, and holds some funds.
     assert all(any(s["lights"][k] for s in seen) for k in rm.LIGHTS), seen[-1]
     assert sum(1 for n in seen[-1]["by_stage"].values() if n) >= 5, seen[-1]
+    assert seen[-1]["by_stage"]["withdrawn"] and seen[-1]["funds"], seen[-1]
     assert seen[-1]["held"] and sum(seen[-1]["signed"]), seen[-1]
 
     # Other thresholds (notify's ruleset changed): lights and signing counts rebuilt.

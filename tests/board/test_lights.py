@@ -97,6 +97,7 @@ def test_stages_follow_the_plan() -> None:
         ({"first_funds_on": D0}, "funds"),
         ({"completed_on": D0}, "completed"),
         ({"outcome": "terminated"}, "terminated"),
+        ({"withdrawn": True}, "withdrawn"),  # 撤回 trumps all
     ):
         for k, v in change.items():
             setattr(p, k, v)

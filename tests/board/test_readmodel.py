@@ -120,6 +120,7 @@ async def test_stages_signings_funds_and_scope(board_system) -> None:
         "funds": 1,
         "completed": 0,
         "terminated": 1,
+        "withdrawn": 0,
     }
     assert [s["actual"] for s in ov["signings"]] == [1, 0, 0, 0]  # a: 200M on 2022-03-20
     assert ov["funds_by_unit_month"] == {
