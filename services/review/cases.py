@@ -39,15 +39,16 @@ def filing_day(session: Session, event: dict[str, Any], kind: str = "") -> dt.da
     Asia/Shanghai (the contract's definition); on a replay (REVIEW_CLOCK=business) the
     business date, since the receipt time of a replayed year is today.
 
-    A replayed document is filed on its own date (`issued_on`) when it has one: the business
-    date is the latest day any unit's event has reached, and units' inboxes are read side by
-    side, so another unit's later events could make an on-time document late (the demo had
-    84 of 92 committee decisions refused as 材料逾期 for that alone)."""
+    A replayed document is filed on its own date (`issued_on`) when it has one, else on the
+    latest day its own unit's events reached: units' inboxes are read side by side, so the
+    latest day of every unit could be another unit's, months ahead, and make an on-time
+    document late (the demo had 84 of 92 committee decisions refused as 材料逾期 for that)."""
     if CLOCK == "business":
         issued = (event.get("data") or {}).get("issued_on")
         if issued and kind == "document":
             return dt.date.fromisoformat(str(issued))
-        day = store.business_date(session)
+        unit = event.get("unit")
+        day = (store.business_date(session, unit) if unit else None) or store.business_date(session)
         if day is not None:
             return day
     return received_day_of(event)
@@ -77,7 +78,9 @@ def apply(
     out: list[store.Outbox] = []
     emit = _emitter(out, event_id)
     if CLOCK == "business" and data.get(_BUSINESS_DAY.get(kind, "")):
-        store.advance_business_date(session, dt.date.fromisoformat(data[_BUSINESS_DAY[kind]]))
+        store.advance_business_date(
+            session, dt.date.fromisoformat(data[_BUSINESS_DAY[kind]]), event.get("unit")
+        )
     today = filing_day(session, event, kind)
 
     if kind == "lead":

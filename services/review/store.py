@@ -136,18 +136,22 @@ def documents_of(
     ]
 
 
-def business_date(session: Session) -> dt.date | None:
-    row = session.get(State, "business_date")
+def business_date(session: Session, unit: str | None = None) -> dt.date | None:
+    """The latest day the replayed events reached: of every unit, or of `unit`'s own."""
+    key = f"business_date:{unit}" if unit else "business_date"
+    row = session.get(State, key)
     return dt.date.fromisoformat(row.value) if row is not None else None
 
 
-def advance_business_date(session: Session, day: dt.date) -> None:
-    row = session.get(State, "business_date")
-    if row is None:
-        session.add(State(key="business_date", value=day.isoformat()))
-    elif dt.date.fromisoformat(row.value) < day:
-        row.value = day.isoformat()
-        session.add(row)
+def advance_business_date(session: Session, day: dt.date, unit: str | None = None) -> None:
+    keys = ["business_date"] + ([f"business_date:{unit}"] if unit else [])
+    for key in keys:
+        row = session.get(State, key)
+        if row is None:
+            session.add(State(key=key, value=day.isoformat()))
+        elif dt.date.fromisoformat(row.value) < day:
+            row.value = day.isoformat()
+            session.add(row)
 
 
 def vouchers_of(session: Session, project_id: str) -> list[FiledDocument]:

@@ -140,9 +140,9 @@ def test_a_replayed_document_is_filed_on_its_own_date_whatever_other_units_reach
     monkeypatch.setattr(cases, "CLOCK", "business")
     data = lead("TS03", planned_investment="150000000", reported_on="2022-03-01")
     pid = f"TS03-{data['lead_id']}"
-    review.send("lead", pid, data)
+    review.send("lead", pid, data, unit="TS03")
     other = lead("TS04", reported_on="2022-09-01")  # another unit, further into the year
-    review.send("lead", f"TS04-{other['lead_id']}", other)
+    review.send("lead", f"TS04-{other['lead_id']}", other, unit="TS04")
     doc = {
         "project_id": pid,
         "type": "feasibility_report",
@@ -150,13 +150,19 @@ def test_a_replayed_document_is_filed_on_its_own_date_whatever_other_units_reach
         "issued_on": "2022-03-05",
     }
     review.send("document", pid, doc)
+    # Without a date of its own: the latest day of its own unit's events (the lead's).
+    undated = {"project_id": pid, "type": "aerial_view", "ref": "AV-1"}
+    review.send("document", pid, undated, unit="TS03")
     with unit_of_work(review.engine) as session:
         assert store.business_date(session) is not None
         assert str(store.business_date(session)) == "2022-09-01"
-        (filed,) = session.exec(
-            select(store.FiledDocument).where(store.FiledDocument.project_id == pid)
-        ).all()
-        assert str(filed.filed_on) == "2022-03-05"
+        filed = {
+            d.type: str(d.filed_on)
+            for d in session.exec(
+                select(store.FiledDocument).where(store.FiledDocument.project_id == pid)
+            ).all()
+        }
+        assert filed == {"feasibility_report": "2022-03-05", "aerial_view": "2022-03-01"}
         assert "feasibility_report" in store.documents_of(
             session, pid, filed_by=dt.date(2022, 3, 15)
         )

@@ -52,6 +52,9 @@ async def major_project(js, unit: str, *, meeting_on: str, materials: bool = Tru
         await publish(js, f"intake.{unit}.document", {"project_id": pid, "type": doc, "ref": doc})
     for doc in PROOFS_NEW_LAND:
         await publish(js, f"intake.{unit}.document", {"project_id": pid, "type": doc, "ref": doc})
+    # Materials are in before the committee sits: the unit's and the Center's inboxes are
+    # read side by side, so a decision sent at once could overtake the documents.
+    await idle(js)
     return pid, meeting_id
 
 
