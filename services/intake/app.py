@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from shared import outbox, subjects
+from shared import outbox, subjects, tracing
 from shared.contract import (
     CANONICAL_MODELS,
     CENTER_ONLY_KINDS,
@@ -131,7 +131,9 @@ async def publish_rejection(
         errors=errors,
         received_at=dt.datetime.now(dt.UTC),
     )
-    headers = {"Nats-Msg-Id": _rejection_id(unit, kind, key, body)} if key else None
+    headers = {"Nats-Msg-Id": _rejection_id(unit, kind, key, body)} if key else {}
+    tracing.follow(key)
+    headers |= tracing.headers_for()
     # Sanitise: a bad subject token must not turn into a wildcard or extra tokens.
     safe = [t if t.isidentifier() and t.isascii() else "_" for t in (unit, kind)]
     await broker.publish(
@@ -176,6 +178,7 @@ async def process(msgs: list[Msg]) -> None:
             await _unless_in_flight(unit, getattr(result, "unknown", []))
             await publish_rejection(unit, kind, subject, key, result, body)
             continue
+        tracing.follow(key)  # its events carry its trace, whatever else the batch held
         await outbox.publish(broker, engine(), store.Outbox, result.outbox)
         MESSAGES.labels(kind=kind, outcome=result.outcome).inc()
 
@@ -405,7 +408,11 @@ async def post_event(
     await broker.publish(
         raw,
         subjects.inbound(unit, kind),
-        headers={"Idempotency-Key": idempotency_key},
+        # The caller's trace (W3C traceparent), or a new one, goes on with the message.
+        headers={
+            "Idempotency-Key": idempotency_key,
+            tracing.HEADER: tracing.child(request.headers.get(tracing.HEADER)),
+        },
         stream=unit_stream_name(unit),
     )
     return _accepted(parsed.project_id, subjects.inbound(unit, kind), duplicate=False)
