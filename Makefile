@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-slow browser lint format lock asyncapi bench-rules clean
+.PHONY: demo test test-slow browser asyncapi-cli lint format lock asyncapi bench-rules clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"Python 3.11+ needed, found {sys.version.split()[0]}; run: make PYTHON=python3.11 ..."'
@@ -22,10 +22,10 @@ demo: $(STAMP)  ## run the whole system on the sample year, print the outcome, s
 # starts its own nats-servers and databases. TEST_WORKERS=1 runs them one after another.
 TEST_WORKERS ?= 4
 
-test: $(STAMP) browser  ## the test suite (real nats-server, SQLite, PostgreSQL when it answers)
+test: $(STAMP) browser asyncapi-cli  ## the test suite (real nats-server, SQLite, PostgreSQL when it answers)
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
-test-slow: $(STAMP) browser  ## the same suite at the issues' full sizes (2,000-event fault runs, ...)
+test-slow: $(STAMP) browser asyncapi-cli  ## the same suite at the issues' full sizes (2,000-event fault runs, ...)
 	INVESTFLOW_SLOW=1 $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The board's browser tests drive Debian's chromium (never a downloaded browser); the CJK
@@ -33,6 +33,17 @@ test-slow: $(STAMP) browser  ## the same suite at the issues' full sizes (2,000-
 browser:
 	@test -x /usr/bin/chromium && fc-list 2>/dev/null | grep -qi "noto.*cjk" || \
 		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-noto-cjk; }
+
+# `asyncapi validate` for the contract test (tests/test_contract.py), from the npm registry
+# into a cache dir, never globally; once there, nothing is fetched. Without npm the test skips.
+ASYNCAPI_CLI_DIR ?= $(HOME)/.cache/investflow/asyncapi-cli
+ASYNCAPI_CLI_VERSION := 4.1.1
+asyncapi-cli:
+	@test -x $(ASYNCAPI_CLI_DIR)/node_modules/.bin/asyncapi || { \
+		command -v npm >/dev/null && \
+		npm install --prefix $(ASYNCAPI_CLI_DIR) --no-audit --no-fund --loglevel=error \
+			@asyncapi/cli@$(ASYNCAPI_CLI_VERSION) || \
+		echo "asyncapi-cli: no npm or the install failed; the AsyncAPI CLI test will skip"; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from faststream.specification import AsyncAPI
+from pydantic import BaseModel
 
-from shared.contract import CENTER_ONLY_KINDS, INBOUND_MODELS
+from services.intake.validate import MAX_KEY_LENGTH
+from shared import contract
+from shared.contract import CENTER_ONLY_KINDS, INBOUND_MODELS, InboundKind
+from shared.contract.schema import contract_schemas
+from shared.settings import Settings
 
 from .services import SERVICES
 
@@ -42,27 +49,20 @@ def _expand_inbound(doc: dict[str, Any]) -> None:
     channels.pop(WILDCARD, None)
     operations.pop(WILDCARD, None)
     messages.pop(f"{WILDCARD}:SubscribeMessage", None)
+    schemas.update(contract_schemas(list(INBOUND_MODELS.values()), REF))
     for kind, model in INBOUND_MODELS.items():
         name = f"intake.{{unit}}.{kind.value}"
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        for sub_name, sub in schema.pop("$defs", {}).items():
-            schemas.setdefault(sub_name, sub)
-        schemas[model.__name__] = schema
         who = (
             "the Center (unit CENTER) only" if kind in CENTER_ONLY_KINDS else "any unit, as itself"
         )
         messages[f"{name}:Message"] = {
             "title": f"{name}:Message",
-            "correlationId": {"location": "$message.header#/Nats-Msg-Id"},
             "payload": {"$ref": f"#/components/schemas/{model.__name__}"},
         }
         channels[name] = {
             "address": f"intake.{{unit}}.{kind.value}",
             "description": f"{kind.value} events, published by {who}. Header Nats-Msg-Id is the idempotency key. "
             f"Over HTTP: POST /v1/units/{{unit}}/{kind.value} with Idempotency-Key.",
-            "parameters": {
-                "unit": {"description": "the reporting unit's code (deploy/units.yaml)"}
-            },
             "messages": {"Message": {"$ref": f"#/components/messages/{name}:Message"}},
         }
         operations[name] = {
@@ -71,17 +71,155 @@ def _expand_inbound(doc: dict[str, Any]) -> None:
         }
 
 
-def spec_document() -> dict[str, Any]:
+REF = "#/components/schemas/{model}"
+
+PARAMETERS = {
+    "unit": "the reporting unit's code (deploy/units.yaml), e.g. TS01 / 报送单位代码",
+    "kind": "the inbound kind: " + ", ".join(k.value for k in InboundKind) + " / 事件类型",
+}
+
+NATS_MSG_ID = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_KEY_LENGTH,
+    "pattern": "^[^\\x00-\\x1f\\x7f]+$",
+    "description": "the idempotency key: JetStream drops a copy re-sent within the duplicate "
+    "window, and intake's (unit, key) table makes a later re-send change nothing / 幂等键",
+}
+TRACEPARENT = {
+    "type": "string",
+    "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+    "description": "W3C trace context, passed on from hop to hop (docs/operations.md, tracing)",
+}
+
+
+def _headers(required: bool, alternative: str = "") -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "Nats-Msg-Id": NATS_MSG_ID
+            | ({"description": NATS_MSG_ID["description"] + alternative}),
+            "traceparent": TRACEPARENT,
+            "tracestate": {"type": "string", "description": "W3C trace state, with traceparent"},
+        },
+    }
+    if required:
+        schema["required"] = ["Nats-Msg-Id"]
+    return schema
+
+
+def _contract_models() -> list[type[BaseModel]]:
+    """Every model the contract package names: their schemas replace FastStream's."""
+    models = [
+        m for m in vars(contract).values() if isinstance(m, type) and issubclass(m, BaseModel)
+    ]
+    return [m for m in models if m is not BaseModel]
+
+
+def _exact_schemas(doc: dict[str, Any]) -> None:
+    """The contract's schemas with decimal patterns and date ranges (shared/contract/schema.py)."""
+    schemas = doc["components"]["schemas"]
+    inbound = contract_schemas(list(INBOUND_MODELS.values()), REF)
+    # What services emit, as they emit it; the units' payloads inside keep their inbound
+    # schemas (one name, one schema), which accept what is emitted.
+    used = [m for m in _contract_models() if m.__name__ in schemas and m.__name__ not in inbound]
+    schemas.update(contract_schemas(used, REF, mode="serialization") | inbound)
+
+
+def _subject_regex(address: str) -> re.Pattern[str]:
+    """A NATS filter (`*` one token, `>` the rest) or an address with {parameters}."""
+    parts = []
+    for token in address.split("."):
+        if token == ">":
+            parts.append(r"[^.]+(\.[^.]+)*")
+        elif token == "*" or (token.startswith("{") and token.endswith("}")):
+            parts.append(r"[^.]+")
+        else:
+            parts.append(re.escape(token))
+    return re.compile(r"\.".join(parts) + "$")
+
+
+def _name(ref: str) -> str:
+    """The component a `$ref` points at (FastStream percent-encodes `>`, `{`, `}`)."""
+    return unquote(ref.rsplit("/", 1)[-1])
+
+
+def _sample(address: str) -> str:
+    return ".".join("x" if t.startswith("{") or t in ("*", ">") else t for t in address.split("."))
+
+
+def _exact_messages(doc: dict[str, Any]) -> None:
+    """Headers on every message; what a wildcard subscription receives, not `EmptyPayload`."""
+    channels, messages = doc["channels"], doc["components"]["messages"]
+    published = {
+        ch["address"]: msg["$ref"]
+        for name, ch in channels.items()
+        if not name.endswith(":Consume")
+        for msg in ch["messages"].values()
+    }
+    for name, channel in channels.items():
+        inbound = name.startswith("intake.{unit}.")
+        for ref in channel["messages"].values():
+            message = messages[_name(ref["$ref"])]
+            if inbound:
+                message["headers"] = _headers(
+                    False, "; or Idempotency-Key. Without either, identical content is one event"
+                )
+            elif name.startswith("intake.rejected"):
+                message["headers"] = _headers(False, "; present when the sender gave a key")
+            else:
+                message["headers"] = _headers(True)
+            message["correlationId"] = {
+                "description": "the sender's idempotency key / 幂等键",
+                "location": "$message.header#/Nats-Msg-Id",
+            }
+            if message.get("payload", {}).get("$ref", "").endswith("/EmptyPayload"):
+                wanted = _subject_regex(channel["address"])
+                refs = sorted(
+                    {
+                        messages[_name(m)]["payload"]["$ref"]
+                        for address, m in published.items()
+                        if wanted.match(_sample(address))
+                    }
+                )
+                message["payload"] = {"anyOf": [{"$ref": r} for r in refs]} if refs else {}
+    doc["components"]["schemas"].pop("EmptyPayload", None)
+
+
+def _exact_channels(doc: dict[str, Any], settings: Settings) -> None:
+    """A parameter for every {name} in an address; servers from the settings, not localhost."""
+    for channel in doc["channels"].values():
+        names = re.findall(r"{([^}]+)}", channel["address"])
+        if names:
+            channel["parameters"] = {n: {"description": PARAMETERS.get(n, n)} for n in names}
+        channel.pop("servers", None)  # on every server (AsyncAPI 3: none listed = all)
+    urls = [u.strip() for u in settings.nats_url.split(",") if u.strip()]
+    doc["servers"] = {
+        f"nats{i + 1 if i else ''}": {
+            "host": urlsplit(url).netloc.rsplit("@", 1)[-1] or url,
+            "protocol": "nats" if urlsplit(url).scheme != "tls" else "tls",
+            "description": "NATS JetStream (NATS_URL); services and units connect here, each with "
+            "its own nkey user in production (deploy/nats) / 消息服务",
+        }
+        for i, url in enumerate(urls)
+    }
+
+
+def spec_document(settings: Settings | None = None) -> dict[str, Any]:
+    """The AsyncAPI document; `settings` (default: the environment's) give the servers."""
     with warnings.catch_warnings():
         # Every unit's inbox subscription shares the one title on purpose (expanded below).
         warnings.filterwarnings("ignore", "Overwrite channel handler", RuntimeWarning)
         doc = json.loads(build_spec().to_specification().to_json())
     _expand_inbound(doc)
+    _exact_schemas(doc)
+    _exact_messages(doc)
+    _exact_channels(doc, settings or Settings.from_env())
     return doc
 
 
-def write_asyncapi(path: Path) -> Path:
+def write_asyncapi(path: Path, settings: Settings | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(spec_document(), allow_unicode=True, sort_keys=False, width=100)
+    text = yaml.safe_dump(spec_document(settings), allow_unicode=True, sort_keys=False, width=100)
     path.write_text(text, encoding="utf-8")
     return path

@@ -15,17 +15,19 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from faststream.nats import NatsBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import Engine, func, select, text
 from starlette.routing import Match
 
 from . import metrics
 from .messaging import configure_logging
+from .openapi import make_exact
 
 log = logging.getLogger("investflow")
 
@@ -82,6 +84,12 @@ def _route_label(http: FastAPI, request: Request) -> str:
     return "unmatched"
 
 
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    nats: bool
+    db: bool
+
+
 def add_ops_routes(
     http: FastAPI,
     broker: NatsBroker,
@@ -109,7 +117,11 @@ def add_ops_routes(
             metrics.HTTP_REQUESTS.labels(name, method, route, metrics.status_label(status)).inc()
             metrics.HTTP_LATENCY.labels(name, method, route).observe(time.monotonic() - started)
 
-    @http.get("/health")
+    @http.get(
+        "/health",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "NATS or the database away"}},
+    )
     async def health() -> JSONResponse:
         nats_ok = _nats_connected(broker)
 
@@ -130,8 +142,13 @@ def add_ops_routes(
 
     @http.get(
         "/metrics",
-        response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+        response_class=PlainTextResponse,
+        responses={
+            200: {
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "description": "Prometheus text exposition format 0.0.4",
+            }
+        },
     )
     async def prometheus_metrics() -> Response:
         await refresh_gauges(name, broker, engine, outbox)
@@ -204,6 +221,7 @@ async def start_ops_server(
     """Serve /health and /metrics for a service without an API; returns the stop function."""
     app = FastAPI(title=f"investflow {service}", docs_url=None, redoc_url=None)
     add_ops_routes(app, broker, engine, service, outbox)
+    make_exact(app)
     server = _EmbeddedServer(app)
     server.start(bind(service))
     return server.stop

@@ -26,7 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import DeliverPolicy
 
-from . import metrics
+from . import metrics, tracing
 from .settings import Settings
 
 log = logging.getLogger("investflow")
@@ -435,6 +435,7 @@ async def settle_in_order(
             end += 1
         if work_run is not None and end - i > 1:
             started = time.monotonic()
+            tracing.consuming(msgs[i:end])
             try:
                 await work_run(msgs[i:end])
             except Exception as exc:
@@ -463,6 +464,7 @@ async def _settle_one(
     """Settle msgs[k]; False when it failed and it and the rest were handed back."""
     msg = msgs[k]
     started = time.monotonic()
+    tracing.consuming([msg])
     try:
         await work(msg)
     except Exception as exc:

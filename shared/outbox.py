@@ -17,6 +17,8 @@ from faststream.nats import NatsBroker
 from sqlalchemy import Engine, update
 from sqlmodel import Field, Session, SQLModel, select
 
+from . import tracing
+
 log = logging.getLogger("investflow.outbox")
 
 
@@ -54,7 +56,7 @@ async def publish(
         await broker.publish(
             row.body.encode(),
             row.subject,
-            headers={"Nats-Msg-Id": row.msg_id},
+            headers={"Nats-Msg-Id": row.msg_id, **tracing.headers_for(row.source)},
             stream=stream_of(row.subject),
         )
     _marks.add(engine, table, [row.msg_id for row in rows])

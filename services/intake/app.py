@@ -13,18 +13,28 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.responses import JSONResponse
 from faststream.nats.annotations import NatsMessage
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import Counter
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from shared import outbox, subjects
-from shared.contract import CANONICAL_MODELS, DuplicateClaim, FieldError, InboundKind, Rejected
+from shared import outbox, subjects, tracing
+from shared.contract import (
+    CANONICAL_MODELS,
+    CENTER_ONLY_KINDS,
+    INBOUND_MODELS,
+    DuplicateClaim,
+    FieldError,
+    InboundKind,
+    Rejected,
+)
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import Directory, load_directory
 from shared.http_ops import add_ops_routes, serve
@@ -36,12 +46,13 @@ from shared.messaging import (
     repair_consumers,
     transient,
 )
+from shared.openapi import error_response, make_exact
 from shared.settings import Settings, connect_nats
 from shared.streams import unit_stream_name
 
 from . import store, tokens
 from .record import Recorded, check, key_reused, record
-from .validate import Parsed, check_key, parse
+from .validate import MAX_KEY_LENGTH, Parsed, check_key, parse
 
 SERVICE = "intake"
 log = logging.getLogger("investflow.intake")
@@ -120,7 +131,9 @@ async def publish_rejection(
         errors=errors,
         received_at=dt.datetime.now(dt.UTC),
     )
-    headers = {"Nats-Msg-Id": _rejection_id(unit, kind, key, body)} if key else None
+    headers = {"Nats-Msg-Id": _rejection_id(unit, kind, key, body)} if key else {}
+    tracing.follow(key)
+    headers |= tracing.headers_for()
     # Sanitise: a bad subject token must not turn into a wildcard or extra tokens.
     safe = [t if t.isidentifier() and t.isascii() else "_" for t in (unit, kind)]
     await broker.publish(
@@ -165,6 +178,7 @@ async def process(msgs: list[Msg]) -> None:
             await _unless_in_flight(unit, getattr(result, "unknown", []))
             await publish_rejection(unit, kind, subject, key, result, body)
             continue
+        tracing.follow(key)  # its events carry its trace, whatever else the batch held
         await outbox.publish(broker, engine(), store.Outbox, result.outbox)
         MESSAGES.labels(kind=kind, outcome=result.outcome).inc()
 
@@ -268,9 +282,12 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 http = FastAPI(
     title="investflow intake",
     description="Units report leads and progress events (信息统一报送). Same payloads as the NATS subjects "
-    "`intake.<unit>.<kind>`; `Idempotency-Key` makes a re-sent request change nothing.",
+    "`intake.<unit>.<kind>`; `Idempotency-Key` makes a re-sent request change nothing. Every error is "
+    "`{errors: [{field, problem}]}`, each problem in English / 中文.",
     version="1",
     lifespan=lifespan,
+    docs_url=None,  # Swagger UI's assets come from a CDN; shared/openapi.py serves a local page
+    redoc_url=None,
 )
 
 
@@ -278,21 +295,76 @@ http = FastAPI(
 unit_token = tokens.UnitToken(engine, enabled=tokens.auth_enabled())
 reader = tokens.TokenUnit(engine, enabled=tokens.auth_enabled())
 http.add_exception_handler(tokens.AuthError, tokens.auth_error_response)
+make_exact(http, list(INBOUND_MODELS.values()))
+
+
+class Accepted(BaseModel):
+    """Accepted for processing: stored by the consumer, exactly as a NATS message would be."""
+
+    project_id: str | None = Field(description="the project the event is about")
+    subject: str = Field(description="the NATS subject it was published on")
+    duplicate: bool = Field(description="true: a re-send of what is stored; nothing changed")
+
+
+POST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": Accepted, "description": "accepted; a re-send gets the first result"},
+    401: error_response("no, unknown or revoked bearer token (when INTAKE_HTTP_AUTH=1)"),
+    403: error_response("the token belongs to another unit"),
+    409: error_response("the Idempotency-Key was used before with different content"),
+    422: error_response("bad input: every field and its problem, English / 中文; nothing stored"),
+}
 
 
 def _errors_response(errors: list[FieldError], status: int = 422) -> JSONResponse:
     return JSONResponse({"errors": [e.model_dump() for e in errors]}, status_code=status)
 
 
+def _kind_route(kind: InboundKind) -> None:
+    """One route per kind, so the spec gives each its body schema (FastAPI cannot vary a
+    body by a path parameter's value); the body is still parsed by hand, strictly."""
+    model = INBOUND_MODELS[kind]
+    who = "the Center (unit CENTER) only" if kind in CENTER_ONLY_KINDS else "any unit, as itself"
+
+    async def post_kind(
+        request: Request,
+        unit: str = Path(description="the reporting unit's code (deploy/units.yaml)"),
+        idempotency_key: str = Header(
+            min_length=1,
+            max_length=MAX_KEY_LENGTH,
+            description="the sender's key for this event: a re-send with it changes nothing",
+        ),
+    ) -> JSONResponse:
+        return await post_event(unit, kind.value, request, idempotency_key)
+
+    http.post(
+        f"/v1/units/{{unit}}/{kind.value}",
+        status_code=202,
+        summary=f"report a {kind.value} event ({model.__name__})",
+        description=f"Sent by {who}. Same payload as the NATS subject `intake.<unit>.{kind.value}`.",
+        operation_id=f"post_{kind.value}",
+        responses=POST_RESPONSES,
+        dependencies=[Depends(unit_token)],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}
+                    }
+                },
+            }
+        },
+    )(post_kind)
+
+
+for _kind in InboundKind:
+    _kind_route(_kind)
+
+
 @http.post(
     "/v1/units/{unit}/{kind}",
-    status_code=202,
-    responses={
-        401: {"description": "no, unknown or revoked bearer token (when INTAKE_HTTP_AUTH=1)"},
-        403: {"description": "the token belongs to another unit"},
-        409: {"description": "the Idempotency-Key was used before with different content"},
-        422: {"description": "errors: [{field, problem}]"},
-    },
+    status_code=422,
+    include_in_schema=False,  # every kind has its route above; this one tells the rest why not
     dependencies=[Depends(unit_token)],
 )
 async def post_event(
@@ -326,14 +398,7 @@ async def post_event(
             MESSAGES.labels(kind=kind, outcome="key_reused_http").inc()
             return _errors_response([key_reused(idempotency_key, seen, "Idempotency-Key")], 409)
         # A re-send of something already stored: the first result, and nothing changes.
-        return JSONResponse(
-            {
-                "project_id": seen.project_id,
-                "subject": subjects.inbound(unit, kind),
-                "duplicate": True,
-            },
-            status_code=202,
-        )
+        return _accepted(seen.project_id, subjects.inbound(unit, kind), duplicate=True)
     if errors:
         MESSAGES.labels(kind=kind, outcome="rejected_http").inc()
         return _errors_response(errors)
@@ -343,17 +408,19 @@ async def post_event(
     await broker.publish(
         raw,
         subjects.inbound(unit, kind),
-        headers={"Idempotency-Key": idempotency_key},
+        # The caller's trace (W3C traceparent), or a new one, goes on with the message.
+        headers={
+            "Idempotency-Key": idempotency_key,
+            tracing.HEADER: tracing.child(request.headers.get(tracing.HEADER)),
+        },
         stream=unit_stream_name(unit),
     )
-    return JSONResponse(
-        {
-            "project_id": parsed.project_id,
-            "subject": subjects.inbound(unit, kind),
-            "duplicate": False,
-        },
-        status_code=202,
-    )
+    return _accepted(parsed.project_id, subjects.inbound(unit, kind), duplicate=False)
+
+
+def _accepted(project_id: str | None, subject: str, duplicate: bool) -> JSONResponse:
+    body = Accepted(project_id=project_id, subject=subject, duplicate=duplicate)
+    return JSONResponse(body.model_dump(), status_code=202)
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -369,9 +436,10 @@ async def _body(request: Request, limit: int) -> bytes:
 
 @http.get(
     "/v1/projects/{project_id}",
+    response_model=store.Project,
     responses={
-        401: {"description": "no, unknown or revoked bearer token (when INTAKE_HTTP_AUTH=1)"},
-        404: {"description": "unknown project, or not one the caller's unit reports on"},
+        401: error_response("no, unknown or revoked bearer token (when INTAKE_HTTP_AUTH=1)"),
+        404: error_response("unknown project, or not one the caller's unit reports on"),
     },
 )
 async def get_project(project_id: str, caller: str | None = Depends(reader)) -> JSONResponse:

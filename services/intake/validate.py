@@ -23,6 +23,7 @@ from shared.contract import (
     Visit,
 )
 from shared.directory import Directory
+from shared.pydantic_zh import bilingual
 
 KINDS = ", ".join(k.value for k in InboundKind)
 
@@ -54,17 +55,6 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out or "$"
 
 
-def _problem(err: dict) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown field / 未知字段"
-    if kind == "missing":
-        return "required / 必填"
-    msg = err["msg"]
-    # Drop pydantic's "Value error, " prefix: our own validators already speak plainly.
-    return msg.removeprefix("Value error, ")
-
-
 _NAMED = re.compile(r"^([a-z_][a-z0-9_]*): (.*)$", re.S)
 
 
@@ -72,7 +62,7 @@ def pydantic_errors(exc: ValidationError) -> list[FieldError]:
     errors = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
-        problem = _problem(err)
+        problem = bilingual(err)
         # Cross-field validators in the contract say "field: problem"; name that field.
         named = _NAMED.match(problem) if err["type"] == "value_error" else None
         if named:

@@ -22,7 +22,7 @@ from faststream.nats.annotations import NatsMessage
 from nats.aio.msg import Msg
 from sqlalchemy import Engine
 
-from shared import subjects
+from shared import subjects, tracing
 from shared.contract import NotifyOutcome
 from shared.contract.events import check_event
 from shared.db import create_tables, make_engine, unit_of_work
@@ -100,7 +100,8 @@ for _subject, _what in (
 
 
 async def publish(subject: str, body: str, msg_id: str) -> None:
-    await broker.publish(body.encode(), subject, headers={"Nats-Msg-Id": msg_id}, stream="NOTIFY")
+    headers = {"Nats-Msg-Id": msg_id, **tracing.headers_for()}  # the trace of what caused it
+    await broker.publish(body.encode(), subject, headers=headers, stream="NOTIFY")
 
 
 def dispatcher() -> Dispatcher:

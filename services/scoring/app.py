@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from faststream.nats.annotations import NatsMessage
 from nats.aio.msg import Msg
 from prometheus_client import Counter
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import select
@@ -51,6 +52,7 @@ from shared.messaging import (
     make_broker,
     stream_seq,
 )
+from shared.openapi import error_response, make_exact
 from shared.rules import RulesetRegistry, published
 from shared.rules.ruletest import gate_on_rule_tests
 from shared.settings import Settings
@@ -339,7 +341,38 @@ http = FastAPI(
     "RMB counted, projects counted, rank; quarterly signing targets, plan vs actual.",
     version="1",
     lifespan=lifespan,
+    docs_url=None,  # Swagger UI's assets come from a CDN; shared/openapi.py serves a local page
+    redoc_url=None,
 )
+make_exact(http)
+
+
+class FundsRecord(BaseModel):
+    funds_id: str
+    amount: str = Field(description="a decimal string, in the record's currency")
+    currency: str
+    arrived_on: dt.date
+    state: str
+    hold_reason: str | None
+    points: str | None
+    multiplier: Any
+    credited_to: list[Any]
+    explanation: dict[str, Any] | None
+
+
+class ProjectFunds(BaseModel):
+    project_id: str
+    funds: list[FundsRecord]
+
+
+SCOREBOARD_200: dict[str, Any] = {
+    "description": "the scoreboard: JSON, CSV or a text table, as `format` asks",
+    "content": {
+        "application/json": {"schema": {"type": "object"}},
+        "text/csv": {"schema": {"type": "string"}},
+        "text/plain": {"schema": {"type": "string"}},
+    },
+}
 
 _directory: Any = None
 
@@ -354,7 +387,11 @@ def directory() -> Any:
     return _directory or None
 
 
-@http.get("/v1/scoreboard", responses={422: {"description": "errors: [{field, problem}]"}})
+@http.get(
+    "/v1/scoreboard",
+    response_class=Response,
+    responses={200: SCOREBOARD_200, 422: error_response("bad year, quarter or format")},
+)
 async def get_scoreboard(
     year: int = Query(..., ge=1990, le=2100),
     quarter: str | None = Query(
@@ -366,7 +403,8 @@ async def get_scoreboard(
         q = scoreboard.parse_quarter(quarter)
     except ValueError as exc:
         return JSONResponse(
-            {"errors": [{"field": "quarter", "problem": str(exc)}]}, status_code=422
+            {"errors": [{"field": "quarter", "problem": f"{exc} / 季度须为 Q1–Q4"}]},
+            status_code=422,
         )
     board = await asyncio.to_thread(
         scoreboard.build, engine(), year, q, directory=directory(), rules=rules()
@@ -377,7 +415,11 @@ async def get_scoreboard(
     return PlainTextResponse(scoreboard.render(board, format), media_type=media)
 
 
-@http.get("/v1/projects/{project_id}/funds")
+@http.get(
+    "/v1/projects/{project_id}/funds",
+    response_model=ProjectFunds,
+    responses={404: error_response("no funds records for this project")},
+)
 async def get_funds(project_id: str) -> JSONResponse:
     """Where each funds record of a project stands: held (why) or credited (points)."""
 

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from ..pydantic_zh import TYPE_ERRORS, TYPE_NAMES, bilingual, shown
 from .check import check
 from .model import CONDITION_TAGS, RULESET_IDS, AnyRuleset, Problem, Ruleset, RulesetError
 
@@ -393,34 +394,12 @@ _ZH = {
     "extra_forbidden": "unknown key (a typo?) / 未知字段（拼写错误？）",
     "missing": "required / 必填",
 }
-_KINDS = {
-    "int": "a whole number (e.g. 2) / 整数",
-    "float": "a number (e.g. 1.5) / 数值",
-    "bool": "true or false / true 或 false",
-    "str": "text / 文字",
+# The loader's own words for a few types (YAML, not JSON), over the shared table.
+_KINDS = {k: f"{en} / {zh}" for k, (en, zh) in TYPE_NAMES.items()} | {
     "date": "a date like 2022-06-30, without quotes / 日期（如 2022-06-30，不加引号）",
-    "dict": "a mapping (key: value) / 映射",
-    "list": "a list / 列表",
     "ParamRef": "a parameter reference {param: name} / 参数引用 {param: 名称}",
 }
-_TYPE_ERRORS = {
-    "int_type": "int",
-    "int_parsing": "int",
-    "int_from_float": "int",
-    "float_type": "float",
-    "float_parsing": "float",
-    "bool_type": "bool",
-    "bool_parsing": "bool",
-    "string_type": "str",
-    "date_type": "date",
-    "date_parsing": "date",
-    "date_from_datetime_parsing": "date",
-    "date_from_datetime_inexact": "date",
-    "dict_type": "dict",
-    "model_type": "dict",
-    "model_attributes_type": "dict",
-    "list_type": "list",
-}
+_TYPE_ERRORS = TYPE_ERRORS
 _HIDDEN = {*CONDITION_TAGS.values(), "terminate", "route", "require_materials", "not_recognised"}
 
 
@@ -444,9 +423,7 @@ def _key(loc: Iterable[Any]) -> str:
     return out
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+_shown = shown
 
 
 def _message(errors: list[dict[str, Any]]) -> str:
@@ -488,7 +465,7 @@ def _message(errors: list[dict[str, Any]]) -> str:
         elif kind == "condition":
             message = err["msg"]
         else:
-            message = f"{err['msg']} / 取值无效"
+            message = bilingual(err)
     hint = words_hint(value) or (full_width_hint(value) if isinstance(value, str) else None)
     return f"{message}; {hint}" if hint and "提示" not in message else message
 

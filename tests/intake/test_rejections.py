@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -23,6 +24,15 @@ def _funds(project_id: str, **over: Any) -> dict[str, Any]:
         "form": "cash",
         "voucher": {"kind": "bank_receipt", "ref": "B1"},
     } | over
+
+
+def bilingual(problem: str) -> bool:
+    """English and Chinese: a Latin word, a CJK character, and none of pydantic's English."""
+    return (
+        bool(re.search(r"[A-Za-z]{2}", problem))
+        and bool(re.search(r"[\u4e00-\u9fff]", problem))
+        and "Input should" not in problem
+    )
 
 
 def _without(data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -93,7 +103,7 @@ def bad_inputs(project_id: str) -> list[tuple[str, str, bytes, str, str]]:
             "intake.TS01.lead",
             enc(good | {"kind": "casino"}),
             "kind",
-            "Input should be",
+            "must be one of",
         ),
         ("missing field", "intake.TS01.lead", enc(_without(good, "title")), "title", "required"),
         (
@@ -174,7 +184,7 @@ def bad_inputs(project_id: str) -> list[tuple[str, str, bytes, str, str]]:
             "intake.TS01.funds",
             enc(_funds(project_id, currency="usd")),
             "currency",
-            "pattern",
+            "ISO 4217",
         ),
         (
             "signed without amount",
@@ -239,6 +249,7 @@ async def test_bad_inputs_over_nats_are_rejected_by_field_and_nothing_is_stored(
         named = [e for e in rejection["errors"] if e["field"] == field]
         assert named, f"{case}: expected field {field!r}, got {rejection['errors']}"
         assert any(words.lower() in e["problem"].lower() for e in named), f"{case}: {named}"
+        assert all(bilingual(e["problem"]) for e in rejection["errors"]), f"{case}: {named}"
 
     assert count_rows(system.database_url, InboundEvent) == rows_before + 1
     assert count_rows(system.database_url, Project) == projects_before + 1
@@ -262,6 +273,7 @@ async def test_bad_inputs_over_http_get_422_with_the_same_errors(system) -> None
         assert named and any(words.lower() in e["problem"].lower() for e in named), (
             f"{case}: {resp}"
         )
+        assert all(bilingual(e["problem"]) for e in resp["errors"]), f"{case}: {resp}"
     status, resp = await http_post(
         f"{system.http_url}/v1/units/TS01/lead", json.dumps(lead("TS01")).encode(), None
     )

@@ -1,0 +1,227 @@
+"""The served OpenAPI is as exact as the server: every route, body, header and response.
+
+The spec is checked on its own (every route named, each with its schemas), and against the
+running services: real requests' responses must match the schema the spec gives for their
+status. schemathesis (`st run --checks all`) runs too where it is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from shared.contract import INBOUND_MODELS, InboundKind
+from tests.helpers import http_post, idle, lead, publish, uid
+
+pytestmark = pytest.mark.timeout(180)
+
+ERRORS = "#/components/schemas/ErrorList"
+
+
+def _apps() -> dict[str, Any]:
+    from services.intake.app import http as intake
+    from services.scoring.app import http as scoring
+
+    return {"intake": intake, "scoring": scoring}
+
+
+def _ref(response: dict[str, Any], media: str = "application/json") -> str | None:
+    return response.get("content", {}).get(media, {}).get("schema", {}).get("$ref")
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+def test_every_route_is_in_the_spec_with_its_schemas() -> None:
+    for name, app in _apps().items():
+        doc = app.openapi()
+        routes = {
+            (r.path, m.lower())
+            for r in app.routes
+            if isinstance(r, APIRoute) and r.include_in_schema
+            for m in r.methods
+        }
+        listed = {(p, m) for p, ops in doc["paths"].items() for m in ops}
+        assert routes == listed, name
+        schemas = doc["components"]["schemas"]
+        for ref in _refs(doc):
+            assert ref.rsplit("/", 1)[-1] in schemas, f"{name}: {ref} dangles"
+        assert "HTTPValidationError" not in schemas, name
+        for path, ops in doc["paths"].items():
+            for method, op in ops.items():
+                for status, response in op["responses"].items():
+                    if status[0] in "45" and path != "/health":
+                        assert _ref(response) in (ERRORS, None), f"{name} {method} {path} {status}"
+                    if status == "422":
+                        assert _ref(response) == ERRORS, f"{name} {method} {path}"
+        metrics = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+        assert list(metrics) == ["text/plain"], name
+
+
+def test_each_kind_has_its_body_schema_and_required_key() -> None:
+    doc = _apps()["intake"].openapi()
+    for kind in InboundKind:
+        op = doc["paths"][f"/v1/units/{{unit}}/{kind.value}"]["post"]
+        body = op["requestBody"]
+        assert body["required"] is True
+        model = INBOUND_MODELS[kind].__name__
+        assert _ref(body) == f"#/components/schemas/{model}"
+        assert doc["components"]["schemas"][model]["additionalProperties"] is False
+        key = next(p for p in op["parameters"] if p["name"].lower() == "idempotency-key")
+        assert key["in"] == "header" and key["required"] is True
+        assert key["schema"]["maxLength"] == 200
+        responses = op["responses"]
+        assert _ref(responses["202"]) == "#/components/schemas/Accepted"
+        assert {"401", "403", "409", "422"} <= set(responses)
+    project = doc["paths"]["/v1/projects/{project_id}"]["get"]["responses"]
+    assert _ref(project["200"]) == "#/components/schemas/Project"
+    assert _ref(project["404"]) == ERRORS
+    assert "/v1/units/{unit}/{kind}" not in doc["paths"]
+
+
+def test_docs_page_needs_no_cdn() -> None:
+    for name, app in _apps().items():
+        page = TestClient(app).get("/docs")
+        assert page.status_code == 200, name
+        assert "/openapi.json" in page.text
+        assert "http://" not in page.text and "https://" not in page.text, name
+        assert TestClient(app).get("/redoc").status_code == 404
+
+
+def test_fastapis_own_validation_errors_are_in_the_projects_shape() -> None:
+    intake = TestClient(_apps()["intake"])
+    resp = intake.post("/v1/units/TS01/lead", content=json.dumps(lead("TS01")))
+    assert resp.status_code == 422
+    assert resp.json() == {"errors": [{"field": "Idempotency-Key", "problem": "required / 必填"}]}
+    resp = intake.post("/v1/units/TS01/lead", content=b"{}", headers={"Idempotency-Key": "k" * 201})
+    assert resp.status_code == 422
+    [error] = resp.json()["errors"]
+    assert error["field"] == "Idempotency-Key" and "200" in error["problem"]
+    assert "个字符" in error["problem"]
+    scoring = TestClient(_apps()["scoring"])
+    resp = scoring.get("/v1/scoreboard", params={"year": "soon"})
+    assert resp.status_code == 422
+    [error] = resp.json()["errors"]
+    assert error["field"] == "year" and "整数" in error["problem"], error
+
+
+# ---- against the running services ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
+    from investflow.services import SERVICES
+    from tests.conftest import system_on
+
+    wanted = tuple(s for s in SERVICES if s.name in ("intake", "scoring"))
+    async with system_on("sqlite", tmp_path_factory.mktemp("openapi"), services=wanted) as system:
+        yield system
+
+
+def _get(url: str) -> tuple[int, str, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("Content-Type", ""), err.read()
+
+
+def _check(doc: dict[str, Any], path: str, method: str, status: int, body: Any) -> None:
+    """`body` matches the schema the served spec gives for (path, method, status)."""
+    response = doc["paths"][path][method]["responses"][str(status)]
+    schema = response["content"]["application/json"]["schema"]
+    resolver = {"components": doc["components"], **schema}
+    jsonschema.validate(body, resolver, cls=jsonschema.Draft202012Validator)
+
+
+async def test_responses_match_the_served_spec(running: Any) -> None:
+    status, _, raw = await asyncio.to_thread(_get, f"{running.http_url}/openapi.json")
+    assert status == 200
+    doc = json.loads(raw)
+    url = f"{running.http_url}/v1/units/TS01/lead"
+    path = "/v1/units/{unit}/lead"
+    good = lead("TS01")
+    key = uid()
+    status, body = await http_post(url, json.dumps(good).encode(), key)
+    assert status == 202
+    _check(doc, path, "post", 202, body)
+    await publish(running.js, "intake.TS01.lead", lead("TS01"))
+    await idle(running.js)
+    status, body = await http_post(url, json.dumps(good).encode(), key)
+    assert status == 202 and body["duplicate"] is True
+    _check(doc, path, "post", 202, body)
+    status, body = await http_post(url, json.dumps(good | {"title": "other"}).encode(), key)
+    assert status == 409
+    _check(doc, path, "post", 409, body)
+    status, body = await http_post(url, json.dumps(good | {"kind": "casino"}).encode(), uid())
+    assert status == 422
+    _check(doc, path, "post", 422, body)
+    status, body = await http_post(url, b"{}", None)
+    assert status == 422
+    _check(doc, path, "post", 422, body)
+
+    project = f"{running.http_url}/v1/projects/TS01-{good['lead_id']}"
+    status, media, raw = await asyncio.to_thread(_get, project)
+    assert status == 200 and media.startswith("application/json")
+    _check(doc, "/v1/projects/{project_id}", "get", 200, json.loads(raw))
+    status, _, raw = await asyncio.to_thread(_get, f"{running.http_url}/v1/projects/TS01-none")
+    assert status == 404
+    _check(doc, "/v1/projects/{project_id}", "get", 404, json.loads(raw))
+
+    status, media, _ = await asyncio.to_thread(_get, f"{running.http_url}/metrics")
+    assert status == 200 and media.split(";")[0] == "text/plain"
+    status, _, raw = await asyncio.to_thread(_get, f"{running.http_url}/health")
+    _check(doc, "/health", "get", status, json.loads(raw))
+
+
+def _schemathesis() -> list[str] | None:
+    local = Path(sys.executable).parent / "st"
+    found = str(local) if local.exists() else shutil.which("st")
+    return [found] if found else None
+
+
+async def test_schemathesis_finds_nothing(running: Any) -> None:
+    st = _schemathesis()
+    if st is None:
+        pytest.skip("schemathesis is not installed (add it to the dev extras to run this)")
+    for service in ("intake", "scoring"):
+        base = running.http_urls[service]
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [
+                *st,
+                "run",
+                f"{base}/openapi.json",
+                "--checks",
+                "all",
+                "--max-examples",
+                os.environ.get("INVESTFLOW_SCHEMATHESIS_EXAMPLES", "10"),
+                "--request-timeout",
+                "10",
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
