@@ -116,6 +116,7 @@ async def _demo(args: argparse.Namespace) -> int:
     from .runtime import StartupError, running_system, wait_until_idle
     from .summary import (
         amendments_summary,
+        caused_by_claims,
         committee_summary,
         rejection_reasons,
         render,
@@ -149,7 +150,14 @@ async def _demo(args: argparse.Namespace) -> int:
                 notify_counts = await _settle_notify(data)
                 await wait_until_idle(system.js, timeout=args.timeout, progress=False)
                 counts = await subject_counts(system.js)
-                print(render(counts, await rejection_reasons(system.js)), flush=True)
+                print(
+                    render(
+                        counts,
+                        await rejection_reasons(system.js),
+                        await caused_by_claims(system.js),
+                    ),
+                    flush=True,
+                )
                 print(await committee_summary(system.js), flush=True)
                 print(await amendments_summary(system.js), flush=True)
                 await _print_service_summaries(data, notify_counts, counts.get("notify.sent", 0))

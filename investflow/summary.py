@@ -53,7 +53,17 @@ async def rejection_reasons(js: JetStreamContext, limit: int = 10_000) -> Counte
     return reasons
 
 
-def render(counts: dict[str, int], reasons: Counter[str] | None = None) -> str:
+async def caused_by_claims(js: JetStreamContext) -> int:
+    """Project events a Center's claim resolution caused beside its own project.claim: the
+    held report's project.lead it released and the losing project's project.withdrawal."""
+    return sum(
+        bool(c.get("released")) + bool(c.get("withdrawn"))
+        for c in await _read(js, "PROJECT", "project.claim")
+    )
+
+
+def render(counts: dict[str, int], reasons: Counter[str] | None = None, caused: int = 0) -> str:
+    """`caused`: project events no inbound message reported itself (caused_by_claims)."""
     received = 0
     rejected: Counter[str] = Counter()
     outputs: dict[str, Counter[str]] = defaultdict(Counter)
@@ -75,8 +85,12 @@ def render(counts: dict[str, int], reasons: Counter[str] | None = None) -> str:
     for kind in sorted(kinds):
         accepted = outputs["project"].get(kind, 0)
         lines.append(f"  {kind:<12}{accepted:>10}{rejected[kind]:>10}")
-    accepted_all = sum(outputs["project"].values()) - held
+    accepted_all = sum(outputs["project"].values()) - held - caused
     lines.append(f"  {'total':<12}{accepted_all:>10}{sum(rejected.values()):>10}")
+    if caused:
+        lines.append(
+            f"  (besides {caused} lead/withdrawal events the Center's claim resolutions caused)"
+        )
     resent = received - accepted_all - held - sum(rejected.values())
     lines.append(
         f"  received by the units' inboxes / 收到: {received} "
