@@ -127,6 +127,7 @@ async def test_committee_decision_names_sponsor_and_hq(system) -> None:
         await publish(
             system.js, "intake.TS03.document", {"project_id": pid, "type": doc, "ref": f"{doc}-1"}
         )
+    await idle(system.js)  # materials in before the committee sits (inboxes read side by side)
     members = ["TS03", "DEVZONE", "DRC", "NRB"]
     await publish(
         system.js,
