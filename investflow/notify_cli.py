@@ -144,9 +144,22 @@ def _report_weekly(args: argparse.Namespace) -> int:
     if args.leader and not directory.is_leader(args.leader):
         print(f"investflow report weekly: {args.leader} is not a county leader", file=sys.stderr)
         return 2
-    engine = (
-        replay.facts_from_file(Path(args.samples), directory) if args.samples else _engine(args)
-    )
+    if args.samples:
+        samples = Path(args.samples)
+        if not samples.is_file():
+            print(
+                f"investflow report weekly: --samples {args.samples!r} is not a file "
+                "(a JSON Lines file such as samples/year-2022.jsonl) / 不是文件",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            engine = replay.facts_from_file(samples, directory)
+        except (UnicodeDecodeError, ValueError) as exc:
+            print(f"investflow report weekly: {exc}", file=sys.stderr)
+            return 2
+    else:
+        engine = _engine(args)
     renderer = Renderer(directory)
     settings = Settings.from_env()
     sched = Scheduler(

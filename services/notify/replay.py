@@ -64,10 +64,18 @@ def canonical_events(
 
 
 def read_lines(path: Path) -> Iterable[dict[str, Any]]:
+    """The file's JSON objects; a line that is not one raises ValueError naming the line."""
     with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not JSON / 不是 JSON: {exc.msg}") from None
+            if not isinstance(item, dict) or "subject" not in item:
+                raise ValueError(f"{path}:{number}: no subject / 缺少 subject")
+            yield item
 
 
 def apply_events(engine: Engine, events: Iterable[tuple[str, dict[str, Any]]]) -> int:

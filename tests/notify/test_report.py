@@ -198,3 +198,17 @@ def test_report_weekly_command_renders_the_sample_year(tmp_path: Path, capsys) -
         )
         == 2
     )
+
+
+def test_report_weekly_refuses_a_samples_path_that_is_not_a_jsonl_file(
+    tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "report.html"
+    args = ["report", "weekly", "--on", ON.isoformat(), "--out", str(out), "--samples"]
+    assert investflow([*args, str(SAMPLES.parent)]) == 2
+    assert "is not a file" in capsys.readouterr().err
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(SAMPLES.read_text(encoding="utf-8").splitlines()[0] + "\n{oops\n")
+    assert investflow([*args, str(broken)]) == 2
+    assert f"{broken}:2: not JSON" in capsys.readouterr().err
+    assert not out.exists()
