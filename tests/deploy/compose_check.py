@@ -13,9 +13,11 @@
    healthcheck must pass. Auth is on: NATS users from `investflow nats users`, HTTP tokens
    from `investflow tokens issue` run in the intake container.
 3. Smoke flow: a unit reports a project over NATS with its nkey and over HTTP with its token;
-   the credit shows on the scoreboard. Scoring is scaled to 2 replicas, one is killed while
-   funds arrive, and every funds record must still be credited (nothing lost). Each
-   service's /metrics must pass `promtool check metrics` (when promtool can be had).
+   the credit shows on the scoreboard; the board refuses its page without a token, shows it
+   with one from `investflow board token center`, and lists the project. Scoring is scaled
+   to 2 replicas, one is killed while funds arrive, and every funds record must still be
+   credited (nothing lost). Each service's /metrics must pass `promtool check metrics` (when
+   promtool can be had).
 4. Everything is torn down (containers, volumes, secrets); the summary ends with the line
    `compose-check: N passed, M failed`, and the exit status is 0 only when M is 0.
 """
@@ -239,10 +241,12 @@ class Stack:
             "NATS_URL_INTERNAL": f"nats://127.0.0.1:{self.ports['NATS_PORT']}",
             "NOTIFY_DRY_RUN": "1",
             "INVESTFLOW_ACK_WAIT": "5",
+            "BOARD_TOKEN_SECRET": secrets.token_hex(32),
         } | {k: str(v) for k, v in self.ports.items()}
         env["POSTGRES_ADDR"] = f"127.0.0.1:{self.ports['POSTGRES_PORT']}"
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         self.nats_url = env["NATS_URL_INTERNAL"]
+        self.board_token = ""  # issued in the board container by the smoke flow
 
     def compose(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return sh(["docker", "compose", "-p", self.project,
@@ -322,7 +326,22 @@ def http_json(url: str, body: Any = None, headers: dict[str, str] | None = None)
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
+        raw = err.read()
+        try:
+            return err.code, json.loads(raw or b"null")
+        except ValueError:  # an HTML error page (the board's login page)
+            return err.code, raw.decode("utf-8", errors="replace")
+    except (urllib.error.URLError, OSError) as err:
+        return 0, str(err)
+
+
+def http_text(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode("utf-8", errors="replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode("utf-8", errors="replace")
     except (urllib.error.URLError, OSError) as err:
         return 0, str(err)
 
@@ -407,13 +426,18 @@ async def smoke(stack: Stack, report: Report) -> tuple[str, Decimal] | None:
                 headers={"Nats-Msg-Id": uid()},
             )
         await nc.close()
-        nats_ok = ack.stream == "INTAKE"
+        nats_ok = ack.stream == f"INTAKE_{UNIT}"  # each unit has an inbox stream of its own
+        if not nats_ok:
+            errors.append(f"acked by stream {ack.stream}")
     except Exception as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
         nats_ok = False
     report.check(f"unit {UNIT} publishes over NATS with its nkey", nats_ok, "; ".join(errors))
     # HTTP checks the project exists: wait until intake has stored the lead sent over NATS.
-    stored = await wait_for(lambda: http_json(f"{intake}/v1/projects/{pid}")[0] == 200, 60)
+    # Reading a project needs the unit's token too (it sees its own projects only).
+    stored = await wait_for(
+        lambda: http_json(f"{intake}/v1/projects/{pid}", headers=auth)[0] == 200, 60
+    )
     report.check("intake stored the lead sent over NATS", bool(stored), pid)
     doc = {"project_id": pid, "type": PROOFS_NEW_LAND[-1], "ref": "land-1"}
     s1, b1 = http_json(f"{intake}/v1/units/{UNIT}/document", doc, auth | {"Idempotency-Key": uid()})
@@ -431,8 +455,34 @@ async def smoke(stack: Stack, report: Report) -> tuple[str, Decimal] | None:
     points = await wait_for(credited, timeout=120)
     report.check("the credit shows on the scoreboard", points == Decimal("12000000"),
                  f"{UNIT} +{points} points")  # fmt: skip
-    print("-- board page: no board service in this build yet (checked once it exists)")
+    await board_page(stack, report, pid)
     return pid, before
+
+
+async def board_page(stack: Stack, report: Report, pid: str) -> None:
+    """The board asks for a token, shows its page with one, and has the project from NATS."""
+    issued = stack.compose("exec", "-T", "board", "investflow", "board", "token", "center",
+                           timeout=120)  # fmt: skip
+    token = issued.stdout.strip().splitlines()[-1] if issued.returncode == 0 else ""
+    # The detail never shows stdout: it holds the token.
+    if not report.check("investflow board token in the board container", token.startswith("ifb."),
+                        issued.stderr[-300:]):  # fmt: skip
+        return
+    stack.board_token = token
+    board = stack.url("board")
+    status, _ = http_text(f"{board}/")
+    report.check("board page without a token is refused", status == 401, f"status {status}")
+    auth = {"Authorization": f"Bearer {token}"}
+    status, page = http_text(f"{board}/", auth)
+    report.check("board page loads with a token", status == 200 and "<html" in page.lower(),
+                 f"status {status}, {len(page)} chars")  # fmt: skip
+
+    def listed() -> bool:
+        status, body = http_json(f"{board}/api/projects?q={pid}", headers=auth)
+        return status == 200 and any(r["project_id"] == pid for r in body.get("rows", []))
+
+    shown = await wait_for(listed, timeout=60)
+    report.check("the board shows the project sent over NATS", bool(shown), pid)
 
 
 async def scale_and_kill(stack: Stack, report: Report, pid: str, before: Decimal) -> None:
@@ -489,10 +539,14 @@ def check_metrics(stack: Stack, report: Report) -> None:
     urls = {name: stack.url(name) for name in ("intake", "review", "notify")}
     for i, url in enumerate(stack.scoring_urls()):
         urls[f"scoring#{i + 1}"] = url
+    if stack.board_token:  # every board path but /health and /login asks for a token
+        urls["board"] = stack.url("board")
     tool, why = promtool()
     for name, url in urls.items():
+        headers = {"Authorization": f"Bearer {stack.board_token}"} if name == "board" else {}
         try:
-            with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+            req = urllib.request.Request(f"{url}/metrics", headers=headers)
+            with urllib.request.urlopen(req, timeout=10) as resp:
                 text = resp.read().decode()
         except Exception as exc:
             report.check(f"{name} /metrics", False, str(exc))
