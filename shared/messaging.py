@@ -435,7 +435,7 @@ async def settle_in_order(
             end += 1
         if work_run is not None and end - i > 1:
             started = time.monotonic()
-            tracing.consuming(msgs[i:end])
+            tracing.consuming(msgs[i:end], service)
             try:
                 await work_run(msgs[i:end])
             except Exception as exc:
@@ -445,6 +445,7 @@ async def settle_in_order(
                 for msg in msgs[i:end]:
                     await msg.ack()
                     metrics.observe_settled(service, msg.subject, "ok", share)
+                    tracing.settled(msg, "ok")
                 i = end
                 continue
         for k in range(i, end):
@@ -464,7 +465,7 @@ async def _settle_one(
     """Settle msgs[k]; False when it failed and it and the rest were handed back."""
     msg = msgs[k]
     started = time.monotonic()
-    tracing.consuming([msg])
+    tracing.consuming([msg], service)
     try:
         await work(msg)
     except Exception as exc:
@@ -472,11 +473,13 @@ async def _settle_one(
         if not transient(exc):
             log.error("%s: %s cannot succeed, dead-lettered: %r", service, msg.subject, exc)
             metrics.observe_settled(service, msg.subject, "dead_letter", time.monotonic() - started)
+            tracing.settled(msg, "dead_letter")
             await dead_letter(broker, service, msg, exc, delivered)
             await msg.term()
             return True
         outcome = "dead_letter" if delivered >= settings.max_deliver else "retry"
         metrics.observe_settled(service, msg.subject, outcome, time.monotonic() - started)
+        tracing.settled(msg, outcome)
         if delivered >= settings.max_deliver:
             log.error(
                 "%s: %s failed %d times, dead-lettered: %s", service, msg.subject, delivered, exc
@@ -499,6 +502,7 @@ async def _settle_one(
         return False
     await msg.ack()
     metrics.observe_settled(service, msg.subject, "ok", time.monotonic() - started)
+    tracing.settled(msg, "ok")
     return True
 
 

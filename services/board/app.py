@@ -29,6 +29,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from shared import tracing
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import Directory, load_directory
 from shared.http_ops import add_ops_routes, serve
@@ -275,6 +276,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await broker.stop()
+        await asyncio.to_thread(tracing.shutdown)
 
 
 http = FastAPI(

@@ -277,6 +277,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     finally:
         await broker.stop()
         await outbox.flush_marks()
+        await asyncio.to_thread(tracing.shutdown)
 
 
 http = FastAPI(
@@ -296,6 +297,7 @@ unit_token = tokens.UnitToken(engine, enabled=tokens.auth_enabled())
 reader = tokens.TokenUnit(engine, enabled=tokens.auth_enabled())
 http.add_exception_handler(tokens.AuthError, tokens.auth_error_response)
 make_exact(http, list(INBOUND_MODELS.values()))
+http.add_middleware(tracing.HTTPSpans, service=SERVICE)  # the caller's trace goes on; its span
 
 
 class Accepted(BaseModel):
@@ -411,7 +413,8 @@ async def post_event(
         # The caller's trace (W3C traceparent), or a new one, goes on with the message.
         headers={
             "Idempotency-Key": idempotency_key,
-            tracing.HEADER: tracing.child(request.headers.get(tracing.HEADER)),
+            # (HTTPSpans made it the current one: the request's span, when exporting)
+            tracing.HEADER: tracing.current() or tracing.child(request.headers.get(tracing.HEADER)),
         },
         stream=unit_stream_name(unit),
     )

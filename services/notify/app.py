@@ -237,6 +237,7 @@ async def _shutdown() -> None:
     for task in _tasks:
         task.cancel()
     await asyncio.gather(*_tasks, return_exceptions=True)
+    await asyncio.to_thread(tracing.shutdown)
 
 
 def main() -> None:

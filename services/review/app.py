@@ -16,7 +16,7 @@ from faststream.nats.annotations import NatsMessage
 from nats.aio.msg import Msg
 from sqlalchemy import Engine
 
-from shared import outbox, subjects
+from shared import outbox, subjects, tracing
 from shared.contract import Decided, MaterialsStatus, Recognition, Refused, Screened
 from shared.contract.events import check_event
 from shared.db import create_tables, make_engine, unit_of_work
@@ -139,6 +139,7 @@ async def _shutdown() -> None:
     if _stop_following is not None:
         await _stop_following()
     await outbox.flush_marks()
+    await asyncio.to_thread(tracing.shutdown)
 
 
 _stop_ops = None

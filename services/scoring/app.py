@@ -34,7 +34,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import select
 
-from shared import outbox, subjects
+from shared import outbox, subjects, tracing
 from shared.contract import (
     AssessmentRates,
     Credited,
@@ -333,6 +333,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await broker.stop()
         await stop_following()
         await outbox.flush_marks()
+        await asyncio.to_thread(tracing.shutdown)
 
 
 http = FastAPI(
