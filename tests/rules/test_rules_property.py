@@ -82,7 +82,7 @@ document_sets = st.sets(st.sampled_from([d.value for d in DocumentType]))
 
 
 @settings(
-    max_examples=20000 if SLOW else 5000,
+    max_examples=20000 if SLOW else 2000,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
