@@ -29,7 +29,8 @@ PREFIX = "ifb"
 AUTH_ENV = "BOARD_HTTP_AUTH"
 SECRET_ENV = "BOARD_TOKEN_SECRET"
 REVOKED_ENV = "BOARD_REVOKED_FILE"
-ROLES = ("unit", "leader", "center", "admin")
+# metrics: a scraper (Prometheus) that may read /metrics and nothing else.
+ROLES = ("unit", "leader", "center", "admin", "metrics")
 _ON = ("1", "true", "yes", "on")
 _OFF = ("", "0", "false", "no", "off")
 
@@ -42,7 +43,7 @@ class TokenError(ValueError):
 class Viewer:
     """Whoever is looking: what the queries filter by."""
 
-    role: str  # unit | leader | center | admin | open (auth off)
+    role: str  # unit | leader | center | admin | metrics | open (auth off)
     code: str | None = None
     token_id: str | None = None
 

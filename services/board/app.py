@@ -329,6 +329,10 @@ async def authenticate(
             request.state.viewer = verifier.verify(token)
         except access.TokenError as exc:
             return _refuse(request, 401, str(exc))
+        if request.state.viewer.role == "metrics" and request.url.path != "/metrics":
+            return _refuse(
+                request, 403, "a metrics token reads /metrics only / 监控令牌只能读取 /metrics"
+            )
     response = await call_next(request)
     route = request.scope.get("route")
     PAGE_SECONDS.labels(page=getattr(route, "path", "other")).observe(time.perf_counter() - started)

@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     board = sub.add_parser("board", help="the board (挂图作战): issue access tokens")
     bsub = board.add_subparsers(dest="board_command", required=True)
     token = bsub.add_parser(
-        "token", help="a signed token: unit CODE | leader CODE | center | admin"
+        "token",
+        help="a signed token: unit CODE | leader CODE | center | admin | metrics (Prometheus)",
     )
     token.add_argument("role", choices=access.ROLES)
     token.add_argument("code", nargs="?", default=None, help="the unit's or leader's code")

@@ -118,6 +118,18 @@ async def test_roles_refused_where_they_do_not_belong(board_system) -> None:
     assert status == 200
 
 
+async def test_a_metrics_token_reads_metrics_and_nothing_else(board_system) -> None:
+    """Prometheus scrapes the board with a token of its own that opens no page."""
+    base, scraper = board_system.board_url, token("metrics")
+    status, body, _ = get(base, "/metrics", scraper)
+    assert status == 200 and b"investflow_board_messages_total" in body
+    for path in ("/", "/projects", "/api/projects", "/api/overview", "/ops", "/ranking.xlsx"):
+        status, body, _ = get(base, path, scraper)
+        assert status == 403, path
+        if path.startswith("/api/"):
+            assert "/metrics" in json.loads(body)["errors"][0]["problem"]
+
+
 async def test_a_revoked_token_stops_working(board_system) -> None:
     js, base = board_system.js, board_system.board_url
     await new_lead(js, "TS08", reported_on="2022-02-01")

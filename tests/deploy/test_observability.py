@@ -258,8 +258,12 @@ def test_the_prometheus_config_and_dashboard_cover_every_service() -> None:
         for sd in job["dns_sd_configs"]
         for n in sd["names"]
     }
-    compose_ports = {"intake": 8080, "scoring": 8082, "review": 8083, "notify": 8084}
+    compose_ports = {
+        "intake": 8080, "scoring": 8082, "review": 8083, "notify": 8084, "board": 8090
+    }  # fmt: skip
     assert targets == set(compose_ports.items())  # the ports deploy/docker-compose.yml sets
+    [board] = [job for job in config["scrape_configs"] if job["job_name"] == "investflow-board"]
+    assert board["authorization"]["type"] == "Bearer"  # its /metrics needs a `metrics` token
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     exprs = " ".join(
         target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
