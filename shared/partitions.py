@@ -382,6 +382,7 @@ class PartitionConsumer:
         self.parts: dict[int, _Partition] = {}
         self.releasing: dict[int, asyncio.Task[None]] = {}
         self.short_since: float | None = None
+        self.stopping = False
 
     def durable(self, p: int) -> str:
         return f"{self.service}-p{p}"
@@ -391,17 +392,27 @@ class PartitionConsumer:
         return set(self.leases.held)
 
     async def run(self) -> None:
-        """Until cancelled; then the batches in hand are finished and the leases given back."""
+        """Until cancelled or `stop()`; then the batches in hand are finished and the leases
+        given back."""
         await self.leases.open()
+        me = asyncio.current_task()
         try:
-            while True:
+            # Python 3.11's wait_for (inside nats-py) can swallow a cancellation that lands
+            # as its reply does: the request to cancel is still counted, so look at it.
+            while not self.stopping and not (me is not None and me.cancelling()):
                 try:
                     await self._tick()
                 except (nats.errors.Error, OSError, TimeoutError) as exc:
                     log.warning("%s: lease round failed: %s", self.service, exc)
                 await asyncio.sleep(self._pause())
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
         finally:
             await asyncio.shield(self._leave())
+
+    def stop(self) -> None:
+        """Ask `run()` to give everything back and return, within a lease round."""
+        self.stopping = True
 
     def _pause(self) -> float:
         """A tick's interval; a quarter of it while short of our share since a change, so

@@ -27,7 +27,7 @@ import nats.js.errors
 import pytest
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from investflow.nats_server import NatsServer, free_port
 from shared.messaging import Retry
@@ -77,15 +77,19 @@ async def until(predicate: Callable[[], object], timeout: float = 30.0, what: st
         await asyncio.sleep(0.05)
 
 
-async def publish_all(js: JetStreamContext) -> None:
-    """seq 0..PER_KEY-1 of every key; one round of keys at a time, so a key's order is sure."""
+async def publish_all(js: JetStreamContext, pause: float = 0.0) -> None:
+    """seq 0..PER_KEY-1 of every key, ten keys at a time (a key's next message waits for
+    the one before, so its order is sure), with `pause` between, for a steady stream."""
     for seq in range(PER_KEY):
-        await asyncio.gather(
-            *(
-                js.publish(f"project.lead.{k}", json.dumps({"key": k, "seq": seq}).encode())
-                for k in KEYS
+        for i in range(0, len(KEYS), 10):
+            await asyncio.gather(
+                *(
+                    js.publish(f"project.lead.{k}", json.dumps({"key": k, "seq": seq}).encode())
+                    for k in KEYS[i : i + 10]
+                )
             )
-        )
+            if pause:
+                await asyncio.sleep(pause)
 
 
 # --- (a) the partition number ---------------------------------------------------------------
@@ -272,25 +276,39 @@ async def test_a_killed_replicas_partitions_are_taken_over_in_order(
     await add_stream(js)
     db = tmp_path / "handled.db"
     make_db(db)
-    ack_wait, lease = 2.0, 3.0
+    # The lease no longer than ack_wait (the least allowed), and messages still arriving:
+    # B can take a partition before A's unacked messages are due, and be handed newer ones.
+    ack_wait, lease = 2.0, 2.0
     opts = {"ack_wait": ack_wait, "lease": lease, "batch": 10, "work": 0.02}
     a = replica(url, db, "A", tmp_path, **opts)
     b = replica(url, db, "B", tmp_path, **opts)
+    publishing = None
     try:
         await until(lambda: _split(js, {"A": N // 2, "B": N // 2}), what="a 4/4 split")
-        await publish_all(js)
+        publishing = asyncio.create_task(publish_all(js, pause=0.035))
         await until(
-            lambda: query(db, "SELECT COUNT(*) FROM handled WHERE member = 'A'")[0][0] >= 200,
+            lambda: query(db, "SELECT COUNT(*) FROM handled WHERE member = 'A'")[0][0] >= 150,
             what="A under way",
         )
         of_a = [p for p, h in (await holders(js)).items() if h == "A"]
+
+        async def a_has_messages_in_hand() -> bool:
+            for p in of_a:
+                if (await js.consumer_info("PROJECT", f"worker-p{p}")).num_ack_pending:
+                    return True
+            return False
+
+        await until(a_has_messages_in_hand, what="A with messages in hand")
         a.send_signal(signal.SIGKILL)
         killed = time.time()
         a.wait()
         await until(lambda: _all_held_by(js, {"B"}), timeout=lease + ack_wait + 5, what="B")
         leases_s = time.time() - killed
+        await publishing
         await until(lambda: count(db) >= len(KEYS) * PER_KEY, timeout=40, what="all handled")
     finally:
+        if publishing is not None:
+            publishing.cancel()
         stop(a, b)
     marks = ",".join("?" * len(of_a))
     first_b = query(
@@ -304,6 +322,7 @@ async def test_a_killed_replicas_partitions_are_taken_over_in_order(
         f"\nB took A's partitions {of_a}: leases {leases_s:.2f}s, first message {takeover_s:.2f}s"
     )
     assert takeover_s <= lease + ack_wait + 1.0
+    assert_in_order_and_complete(db)
     # The kill landed with messages in hand: B had them redelivered.
     redelivered = query(
         db,
@@ -312,7 +331,6 @@ async def test_a_killed_replicas_partitions_are_taken_over_in_order(
         *of_a,
     )[0][0]
     assert redelivered >= 1
-    assert_in_order_and_complete(db)
     # Handled twice only what A had handled (committed) just before it died.
     twice = query(
         db,
@@ -321,6 +339,63 @@ async def test_a_killed_replicas_partitions_are_taken_over_in_order(
     )
     assert all(member == "A" and n == 2 for _, _, member, n in twice), twice
     assert len(twice) <= len(of_a) * 10
+
+
+async def test_a_takeover_settles_the_dead_holders_messages_before_newer_ones(nats_js) -> None:  # type: ignore[no-untyped-def]
+    """Deterministic: a holder took 3 messages and died (room left under max_ack_pending),
+    so the server hands the next holder newer ones first; it must not handle them first."""
+    _, js = nats_js
+    parts = await add_stream(js)
+    key = key_in(2)
+
+    async def send(seqs: range) -> None:
+        for seq in seqs:
+            await js.publish(f"project.lead.{key}", json.dumps({"seq": seq}).encode())
+
+    await send(range(3))
+    config = ConsumerConfig(
+        durable_name="solo-p2",
+        filter_subject=parts.filter_subject(2),
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=1.0,
+        max_ack_pending=10,
+        max_deliver=-1,
+    )
+    await js.add_consumer("PROJECT", config=config)
+    dead = await js.pull_subscribe_bind(durable="solo-p2", stream="PROJECT")
+    assert len(await dead.fetch(3, timeout=2)) == 3
+    await dead.unsubscribe()
+    await send(range(3, 6))
+    order: list[int] = []
+
+    async def handler(msgs: list[Msg]) -> None:
+        order.extend(json.loads(m.data)["seq"] for m in msgs)
+
+    async def dead_letter(msg: Msg, exc: BaseException) -> None:
+        raise AssertionError(exc)
+
+    consumer = PartitionConsumer(
+        js,
+        service="solo",
+        stream="PROJECT",
+        partitioning=parts,
+        handler=handler,
+        dead_letter=dead_letter,
+        ack_wait_s=1.0,
+        batch=10,
+        fetch_timeout_s=0.5,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        with contextlib.suppress(AssertionError):  # the order says what went wrong
+            await until(lambda: len(order) >= 6, timeout=10, what="six handled")
+        await asyncio.sleep(0.3)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert order == list(range(6))
 
 
 # --- (d) failures stay in their partition ---------------------------------------------------
