@@ -242,7 +242,11 @@ class PartitionLeases:
         start = fnv1a_32(self.member.encode()) % self.partitions
         return [(start + i) % self.partitions for i in range(self.partitions)]
 
-    async def tick(self, releasing: set[int] = frozenset()) -> LeaseChanges:  # type: ignore[assignment]
+    async def tick(
+        self, releasing: frozenset[int] = frozenset(), busy: frozenset[int] = frozenset()
+    ) -> LeaseChanges:
+        """`releasing`: being given back (not counted as our share); `busy`: not to be taken
+        (a lost partition whose worker has not stopped yet)."""
         assert self.kv is not None
         changes = LeaseChanges()
         await self.kv.put(f"{self.service}.m.{self.member}", b"")
@@ -271,7 +275,7 @@ class PartitionLeases:
         for p in self.order():
             if len(self.held) >= self.target:
                 break
-            if p in self.held:
+            if p in self.held or p in busy:
                 continue
             try:
                 self.held[p] = await self.kv.create(self.key(p), self.member.encode())
@@ -381,6 +385,7 @@ class PartitionConsumer:
         )
         self.parts: dict[int, _Partition] = {}
         self.releasing: dict[int, asyncio.Task[None]] = {}
+        self.retiring: dict[int, asyncio.Task[None]] = {}  # lost, worker still finishing
         self.short_since: float | None = None
         self.stopping = False
 
@@ -428,12 +433,15 @@ class PartitionConsumer:
         return self.leases.interval_s
 
     async def _tick(self) -> None:
-        changes = await self.leases.tick(set(self.releasing))
+        self.retiring = {p: t for p, t in self.retiring.items() if not t.done()}
+        changes = await self.leases.tick(frozenset(self.releasing), frozenset(self.retiring))
         for p in changes.lost:
             log.warning("%s: lost the lease of partition %d", self.service, p)
             part = self.parts.pop(p, None)
             if part is not None:
                 part.lost = True
+                if part.task is not None:
+                    self.retiring[p] = part.task
         for p in changes.acquired:
             part = _Partition(p)
             part.task = asyncio.create_task(self._consume(part), name=f"{self.durable(p)}")
@@ -456,7 +464,7 @@ class PartitionConsumer:
         for part in self.parts.values():
             part.stopping = True
         tasks = [t for t in (part.task for part in self.parts.values()) if t is not None]
-        tasks += list(self.releasing.values())
+        tasks += list(self.releasing.values()) + list(self.retiring.values())
         await asyncio.gather(*tasks, return_exceptions=True)
         self.parts.clear()
         try:

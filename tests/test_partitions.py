@@ -150,6 +150,12 @@ async def test_three_members_hold_a_fair_share_each_and_all_partitions(nats_js) 
     assert sorted(len(h) for h in held) == [2, 3, 3]
     assert set().union(*held) == set(range(N))
     assert sum(len(h) for h in held) == N  # nobody holds another's
+    # A lease deleted behind its holder's back is lost at the next renewal.
+    x = members[0]
+    p = next(iter(x.held))
+    kv = await js.key_value("investflow_leases")
+    await kv.delete(f"svc.p.{p}")
+    assert p in (await x.tick()).lost
     # A lease bucket of another lease time is refused, not silently shared.
     with pytest.raises(ValueError):
         await PartitionLeases(js, "svc", N, 5.0).open()
@@ -482,6 +488,47 @@ async def holders_of(js: JetStreamContext, service: str) -> dict[str, bytes]:
         with contextlib.suppress(nats.js.errors.NotFoundError):
             out[key] = (await kv.get(key)).value
     return out
+
+
+async def test_a_partition_whose_lease_was_taken_stops_at_once(nats_js) -> None:  # type: ignore[no-untyped-def]
+    _, js = nats_js
+    await add_stream(js)
+    handled: list[str] = []
+
+    async def handler(msgs: list[Msg]) -> None:
+        handled.extend(m.subject.split(".")[-1] for m in msgs)
+
+    async def dead_letter(msg: Msg, exc: BaseException) -> None:
+        raise AssertionError(exc)
+
+    consumer = PartitionConsumer(
+        js,
+        service="solo",
+        stream="PROJECT",
+        partitioning=partitioning(SUBJECTS, N),
+        handler=handler,
+        dead_letter=dead_letter,
+        ack_wait_s=1.5,
+        batch=10,
+        fetch_timeout_s=0.5,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        await until(lambda: consumer.held == set(range(N)), what="all partitions held")
+        kv = await js.key_value("investflow_leases")
+        await kv.delete("solo.p.3")
+        await kv.create("solo.p.3", b"someone-else")
+        await until(lambda: 3 not in consumer.held, timeout=5, what="partition 3 let go")
+        await js.publish(f"project.lead.{key_in(3)}", b"{}")
+        await js.publish(f"project.lead.{key_in(4)}", b"{}")
+        await until(lambda: key_in(4) in handled, timeout=5)
+        await asyncio.sleep(1.0)
+        assert key_in(3) not in handled  # its new holder's, not ours
+        assert (await kv.get("solo.p.3")).value == b"someone-else"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 # --- (5) public APIs only -------------------------------------------------------------------
