@@ -481,6 +481,48 @@ async def test_poison_and_retry_hold_up_only_their_own_partition(nats_js) -> Non
     assert (await holders_of(js, "solo")) == {}
 
 
+async def test_a_message_that_keeps_failing_transiently_is_dead_lettered_at_max_deliver(
+    nats_js,
+) -> None:  # type: ignore[no-untyped-def]
+    _, js = nats_js
+    await add_stream(js)
+    tries: list[int] = []
+    dead: list[str] = []
+
+    async def handler(msgs: list[Msg]) -> None:
+        tries.append(msgs[0].metadata.num_delivered)
+        raise Retry("never arrives")
+
+    async def dead_letter(msg: Msg, exc: BaseException) -> None:
+        dead.append(f"{msg.metadata.num_delivered}: {exc!r}")
+
+    consumer = PartitionConsumer(
+        js,
+        service="solo",
+        stream="PROJECT",
+        partitioning=partitioning(SUBJECTS, N),
+        handler=handler,
+        dead_letter=dead_letter,
+        ack_wait_s=2.0,
+        batch=10,
+        fetch_timeout_s=0.5,
+        max_deliver=3,
+        retry_delay_s=lambda _n: 0.2,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        await until(lambda: consumer.held == set(range(N)), what="all partitions held")
+        await js.publish("project.lead.P-1", b"{}")
+        await until(lambda: dead, timeout=10, what="dead-lettered")
+        await asyncio.sleep(0.5)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert dead == ["3: Retry('never arrives')"]
+    assert max(tries) == 3  # terminated then, not delivered again
+
+
 async def holders_of(js: JetStreamContext, service: str) -> dict[str, bytes]:
     kv = await js.key_value("investflow_leases")
     out = {}
