@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -85,12 +85,36 @@ def _fix_422(doc: dict[str, Any]) -> None:
     schemas.update(model_schemas([ErrorList]))
 
 
-def make_exact(http: FastAPI, extra_models: Sequence[type[BaseModel]] = ()) -> None:
-    """The app's errors in the project's shape, its spec saying so, and a local /docs page."""
+# Answered only by the token check (services/intake/tokens.py), so absent while it is off.
+AUTH_STATUSES = ("401", "403")
+
+
+def _drop_auth(doc: dict[str, Any]) -> None:
+    """Auth off: no operation asks for a token, so none says it does or answers 401/403."""
+    for path in doc.get("paths", {}).values():
+        for op in path.values():
+            if op.pop("security", None) is not None:
+                for status in AUTH_STATUSES:
+                    op.get("responses", {}).pop(status, None)
+    doc.get("components", {}).pop("securitySchemes", None)
+
+
+def make_exact(
+    http: FastAPI,
+    extra_models: Sequence[type[BaseModel]] = (),
+    auth: Callable[[], bool] | None = None,
+) -> None:
+    """The app's errors in the project's shape, its spec saying so, and a local /docs page.
+
+    `auth` says whether the app's token checks are on now; the spec asks for tokens only then
+    (they are a switch, INTAKE_HTTP_AUTH, and tests flip it on a live app).
+    """
     http.add_exception_handler(RequestValidationError, request_errors)
+    docs: dict[bool, dict[str, Any]] = {}
 
     def openapi() -> dict[str, Any]:
-        if http.openapi_schema is None:
+        on = auth() if auth is not None else True
+        if on not in docs:
             doc = get_openapi(
                 title=http.title,
                 version=http.version,
@@ -100,8 +124,11 @@ def make_exact(http: FastAPI, extra_models: Sequence[type[BaseModel]] = ()) -> N
             )
             _fix_422(doc)
             doc["components"]["schemas"].update(model_schemas(list(extra_models)))
-            http.openapi_schema = doc
-        return http.openapi_schema
+            if not on:
+                _drop_auth(doc)
+            docs[on] = doc
+        http.openapi_schema = docs[on]
+        return docs[on]
 
     http.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
     local_docs(http)

@@ -296,7 +296,8 @@ http = FastAPI(
 unit_token = tokens.UnitToken(engine, enabled=tokens.auth_enabled())
 reader = tokens.TokenUnit(engine, enabled=tokens.auth_enabled())
 http.add_exception_handler(tokens.AuthError, tokens.auth_error_response)
-make_exact(http, list(INBOUND_MODELS.values()))
+# Both dependencies follow the one switch; the spec asks for tokens only while it is on.
+make_exact(http, list(INBOUND_MODELS.values()), auth=lambda: unit_token.enabled)
 http.add_middleware(tracing.HTTPSpans, service=SERVICE)  # the caller's trace goes on; its span
 
 
@@ -326,10 +327,16 @@ def _kind_route(kind: InboundKind) -> None:
     body by a path parameter's value); the body is still parsed by hand, strictly."""
     model = INBOUND_MODELS[kind]
     who = "the Center (unit CENTER) only" if kind in CENTER_ONLY_KINDS else "any unit, as itself"
+    # The directory's units (the Center alone for its kinds): what the server accepts. Only
+    # in the spec: `parse` still checks it, with the project's own message for the rest.
+    senders = [Directory.CENTER] if kind in CENTER_ONLY_KINDS else sorted(directory.units)
 
     async def post_kind(
         request: Request,
-        unit: str = Path(description="the reporting unit's code (deploy/units.yaml)"),
+        unit: str = Path(
+            description="the reporting unit's code (deploy/units.yaml)",
+            json_schema_extra={"enum": senders},
+        ),
         idempotency_key: str = Header(
             min_length=1,
             max_length=MAX_KEY_LENGTH,

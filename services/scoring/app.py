@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -388,6 +389,10 @@ def directory() -> Any:
     return _directory or None
 
 
+# Exactly what the spec says: parse_quarter alone would also take " q1 " (it strips).
+QUARTER_PATTERN = r"^([Qq]?[1-4])?$"
+
+
 @http.get(
     "/v1/scoreboard",
     response_class=Response,
@@ -396,11 +401,16 @@ def directory() -> Any:
 async def get_scoreboard(
     year: int = Query(..., ge=1990, le=2100),
     quarter: str | None = Query(
-        default=None, description="Q1..Q4 (or 1..4); default: the whole year"
+        default=None,
+        description="Q1..Q4 (or 1..4); default: the whole year",
+        # In the spec only: the check below answers with its own words.
+        json_schema_extra={"pattern": QUARTER_PATTERN},
     ),
     format: str = Query(default="json", pattern="^(json|csv|table)$"),
 ) -> Response:
     try:
+        if quarter is not None and not re.fullmatch(QUARTER_PATTERN, quarter):
+            raise ValueError(f"quarter {quarter!r}: expected Q1, Q2, Q3 or Q4")
         q = scoreboard.parse_quarter(quarter)
     except ValueError as exc:
         return JSONResponse(

@@ -15,7 +15,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from .inbound import EARLIEST, LATEST, _plausible
+from .currency import ISO_4217
+from .inbound import EARLIEST, LATEST, _currency, _plausible
 
 # Years EARLIEST..LATEST (1990..2100): a pattern, since JSON Schema has no date bounds.
 DAY_PATTERN = r"^(199[0-9]|20[0-9]{2}|2100)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
@@ -50,6 +51,19 @@ class ContractJsonSchema(GenerateJsonSchema):
                 "pattern": DAY_PATTERN,
                 "description": f"a date from {EARLIEST} to {LATEST} / 日期须在 {EARLIEST}..{LATEST}",
             }
+        elif schema["function"].get("function") is _currency:
+            out = {**out, "enum": sorted(ISO_4217)}
+        return out
+
+    def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
+        out = super().dict_schema(schema)
+        # pydantic gives keys with a pattern as `patternProperties` only, which lets any other
+        # key through with any value; the validator refuses them, so the schema does too.
+        if "patternProperties" in out:
+            keys = self.generate_inner(schema["keys_schema"]) if "keys_schema" in schema else {}
+            out["additionalProperties"] = False
+            if "enum" in keys:
+                out["propertyNames"] = {"enum": keys["enum"]}
         return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from shared.contract import INBOUND_MODELS, InboundKind
+from shared.contract import CENTER_ONLY_KINDS, INBOUND_MODELS, InboundKind
 from tests.helpers import http_post, idle, lead, publish, uid
 
 pytestmark = pytest.mark.timeout(180)
@@ -78,8 +79,17 @@ def test_every_route_is_in_the_spec_with_its_schemas() -> None:
         assert list(metrics) == ["text/plain"], name
 
 
-def test_each_kind_has_its_body_schema_and_required_key() -> None:
+@pytest.mark.parametrize("auth", [True, False])
+def test_each_kind_has_its_body_schema_and_required_key(
+    auth: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.intake import app as intake_app
+    from shared.directory import Directory
+
+    monkeypatch.setattr(intake_app.unit_token, "enabled", auth)
+    monkeypatch.setattr(intake_app.reader, "enabled", auth)
     doc = _apps()["intake"].openapi()
+    units = sorted(intake_app.directory.units)
     for kind in InboundKind:
         op = doc["paths"][f"/v1/units/{{unit}}/{kind.value}"]["post"]
         body = op["requestBody"]
@@ -90,13 +100,42 @@ def test_each_kind_has_its_body_schema_and_required_key() -> None:
         key = next(p for p in op["parameters"] if p["name"].lower() == "idempotency-key")
         assert key["in"] == "header" and key["required"] is True
         assert key["schema"]["maxLength"] == 200
+        [unit] = [p for p in op["parameters"] if p["in"] == "path"]
+        center_only = kind in CENTER_ONLY_KINDS
+        assert unit["schema"]["enum"] == ([Directory.CENTER] if center_only else units)
         responses = op["responses"]
         assert _ref(responses["202"]) == "#/components/schemas/Accepted"
-        assert {"401", "403", "409", "422"} <= set(responses)
-    project = doc["paths"]["/v1/projects/{project_id}"]["get"]["responses"]
-    assert _ref(project["200"]) == "#/components/schemas/Project"
-    assert _ref(project["404"]) == ERRORS
+        assert {"409", "422"} <= set(responses)
+        # The spec describes the server as configured: tokens, 401 and 403 only with auth on.
+        assert ({"401", "403"} <= set(responses)) is auth
+        assert ({"401", "403"} & set(responses) != set()) is auth
+        assert ("security" in op) is auth
+    project = doc["paths"]["/v1/projects/{project_id}"]["get"]
+    assert _ref(project["responses"]["200"]) == "#/components/schemas/Project"
+    assert _ref(project["responses"]["404"]) == ERRORS
+    assert ("401" in project["responses"]) is auth and ("security" in project) is auth
+    assert ("securitySchemes" in doc["components"]) is auth
     assert "/v1/units/{unit}/{kind}" not in doc["paths"]
+
+
+def test_the_spec_refuses_what_the_validators_refuse() -> None:
+    """Found by schemathesis: a schema-valid rates table or quarter the server refused."""
+    rates = _apps()["intake"].openapi()["components"]["schemas"]["Rates"]["properties"]["rates"]
+    assert rates["additionalProperties"] is False  # not just `patternProperties`
+    assert "USD" in rates["propertyNames"]["enum"] and "AAA" not in rates["propertyNames"]["enum"]
+    scoring = _apps()["scoring"]
+    [quarter] = [
+        p
+        for p in scoring.openapi()["paths"]["/v1/scoreboard"]["get"]["parameters"]
+        if p["name"] == "quarter"
+    ]
+    pattern = quarter["schema"]["pattern"]
+    client = TestClient(scoring)
+    for value, ok in (("Q2", True), ("2", True), ("q4", True), (" q1 ", False), ("Q5", False)):
+        assert (re.fullmatch(pattern, value) is not None) is ok, value
+        if not ok:  # refused before the scoreboard is built (no database needed)
+            reply = client.get("/v1/scoreboard", params={"year": 2022, "quarter": value})
+            assert reply.status_code == 422 and reply.json()["errors"][0]["field"] == "quarter"
 
 
 def test_docs_page_needs_no_cdn() -> None:
@@ -200,22 +239,28 @@ def _schemathesis() -> list[str] | None:
     return [found] if found else None
 
 
-async def test_schemathesis_finds_nothing(running: Any) -> None:
+async def test_schemathesis_finds_nothing(running: Any, tmp_path: Path) -> None:
     st = _schemathesis()
     if st is None:
         pytest.skip("schemathesis is not installed (add it to the dev extras to run this)")
+    config = ["--config-file", str(Path(__file__).with_name("schemathesis.toml"))]
     for service in ("intake", "scoring"):
         base = running.http_urls[service]
         result = await asyncio.to_thread(
             subprocess.run,
             [
                 *st,
+                *(config if service == "intake" else []),
                 "run",
                 f"{base}/openapi.json",
                 "--checks",
                 "all",
                 "--max-examples",
                 os.environ.get("INVESTFLOW_SCHEMATHESIS_EXAMPLES", "10"),
+                # The run waits on the server's replies, not on the CPU (load stays ~1):
+                # four at a time keeps the coverage phase's ~1700 intake requests under a minute.
+                "--workers",
+                "4",
                 "--request-timeout",
                 "10",
                 "--no-color",
@@ -223,5 +268,6 @@ async def test_schemathesis_finds_nothing(running: Any) -> None:
             capture_output=True,
             text=True,
             timeout=120,
+            cwd=tmp_path,  # its replay cache (.schemathesis/) stays out of the checkout
         )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
