@@ -239,35 +239,55 @@ def _schemathesis() -> list[str] | None:
     return [found] if found else None
 
 
+# Intake's operations in four groups, one `st run` process each: schemathesis' own threads
+# (`--workers N`) hit CPython 3.11's thread-unsafe AST construction in hypothesis
+# ("SystemError: AST constructor recursion depth mismatch", python/cpython#106905), seen once
+# in three runs under load, so the parallelism is processes, one thread each.
+INTAKE_GROUPS = (
+    r"^/v1/units/\{unit\}/(lead|document|funds)$",
+    r"^/v1/units/\{unit\}/(milestone|visit|rates)$",
+    r"^/v1/units/\{unit\}/(meeting|decision|claim)$",
+    r"^/v1/units/\{unit\}/(correction|withdrawal)$|^/v1/projects/|^/health$|^/metrics$",
+)
+
+
 async def test_schemathesis_finds_nothing(running: Any, tmp_path: Path) -> None:
     st = _schemathesis()
     if st is None:
         pytest.skip("schemathesis is not installed (add it to the dev extras to run this)")
+    intake = running.http_urls["intake"]
+    paths = json.loads(await asyncio.to_thread(lambda: _get(f"{intake}/openapi.json")[2]))["paths"]
+    for path in paths:  # every operation is in exactly one group: none goes untested
+        assert sum(bool(re.search(g, path)) for g in INTAKE_GROUPS) == 1, path
     config = ["--config-file", str(Path(__file__).with_name("schemathesis.toml"))]
-    for service in ("intake", "scoring"):
-        base = running.http_urls[service]
-        result = await asyncio.to_thread(
-            subprocess.run,
+    runs = [(intake, config, ["--include-path-regex", g]) for g in INTAKE_GROUPS]
+    runs.append((running.http_urls["scoring"], [], []))
+
+    def run(n: int, base: str, before: list[str], after: list[str]) -> subprocess.CompletedProcess:
+        (tmp_path / str(n)).mkdir()
+        return subprocess.run(
             [
                 *st,
-                *(config if service == "intake" else []),
+                *before,
                 "run",
                 f"{base}/openapi.json",
+                *after,
                 "--checks",
                 "all",
                 "--max-examples",
                 os.environ.get("INVESTFLOW_SCHEMATHESIS_EXAMPLES", "10"),
-                # The run waits on the server's replies, not on the CPU (load stays ~1):
-                # four at a time keeps the coverage phase's ~1700 intake requests under a minute.
                 "--workers",
-                "4",
+                "1",
                 "--request-timeout",
                 "10",
                 "--no-color",
             ],
             capture_output=True,
             text=True,
-            timeout=120,
-            cwd=tmp_path,  # its replay cache (.schemathesis/) stays out of the checkout
+            timeout=180,
+            cwd=tmp_path / str(n),  # its replay cache (.schemathesis/) stays out of the checkout
         )
+
+    results = await asyncio.gather(*(asyncio.to_thread(run, n, *r) for n, r in enumerate(runs)))
+    for result in results:
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
