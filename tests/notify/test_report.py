@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import shutil
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +18,7 @@ from services.notify import facts, replay
 from services.notify.params import load_params
 from services.notify.scheduler import Scheduler
 from shared.contract import Credited, Explanation
+from shared.db import make_engine
 from shared.settings import REPO_ROOT
 from tests.notify.support import DIRECTORY, RENDERER, RULESETS
 
@@ -25,8 +27,20 @@ ON = dt.date(2022, 6, 6)  # a Monday: facts up to Sunday 2022-06-05
 
 
 @pytest.fixture(scope="module")
-def sample_engine():  # type: ignore[no-untyped-def]
-    engine = replay.facts_from_file(SAMPLES, DIRECTORY)
+def replayed_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Notify's facts of the sample year in a database file (replayed once: it is the slow part)."""
+    path = tmp_path_factory.mktemp("report") / "notify.db"
+    engine = make_engine(f"sqlite:///{path}")
+    replay.facts_from_file(SAMPLES, DIRECTORY, engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="module")
+def sample_engine(replayed_db: Path):  # type: ignore[no-untyped-def]
+    copy = replayed_db.with_name("notify-credited.db")
+    shutil.copyfile(replayed_db, copy)
+    engine = make_engine(f"sqlite:///{copy}")
     credit = Credited(
         project_id="TS03-ZS2022-0001",
         funds_id="F001",
@@ -46,12 +60,12 @@ def sample_engine():  # type: ignore[no-untyped-def]
     return engine
 
 
-def expected_from_the_file(on: dt.date) -> dict:
+def expected_from_the_file(on: dt.date, path: Path = SAMPLES) -> dict:
     """Straight from the JSON Lines, without notify's code: only lines intake accepts count
     (no `case` mark except the late rates and the rate-missing funds)."""
     as_of = on - dt.timedelta(days=1)
     ok = lambda line: "data" in line and line.get("case", "") in ("", "late_rates", "rate_missing")  # noqa: E731
-    lines = [json.loads(x) for x in SAMPLES.read_text(encoding="utf-8").splitlines() if x.strip()]
+    lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
     lines = [x for x in lines if ok(x)]
     leads = {
         f"{x['data']['unit']}-{x['data']['lead_id']}"
@@ -166,23 +180,12 @@ def test_leader_report_covers_only_their_projects(sample_engine) -> None:
     }  # ties by code: DEVZONE, L06, TS03
 
 
-def test_report_weekly_command_renders_the_sample_year(tmp_path: Path, capsys) -> None:
+def test_report_weekly_command_renders_the_sample_year(
+    tmp_path: Path, replayed_db: Path, capsys
+) -> None:
     out = tmp_path / "report.html"
-    assert (
-        investflow(
-            [
-                "report",
-                "weekly",
-                "--on",
-                ON.isoformat(),
-                "--samples",
-                str(SAMPLES),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    args = ["report", "weekly", "--on", ON.isoformat(), "--out", str(out)]
+    assert investflow([*args, "--database-url", f"sqlite:///{replayed_db}"]) == 0
     html = out.read_text(encoding="utf-8")
     want = expected_from_the_file(ON)
     assert "挂图作战" in html and 'src="data:image/png;base64,' in html
@@ -192,12 +195,20 @@ def test_report_weekly_command_renders_the_sample_year(tmp_path: Path, capsys) -
     )
     assert len(re.findall(r'<tr data-project="', html)) == len(want["overdue"])
     assert "wrote" in capsys.readouterr().out
-    assert (
-        investflow(
-            ["report", "weekly", "--on", "2022-13-01", "--samples", str(SAMPLES), "--out", str(out)]
-        )
-        == 2
+
+    # --samples replays a file itself: the year's first 500 lines (its first weeks).
+    head = tmp_path / "head.jsonl"
+    head.write_text("".join(SAMPLES.read_text(encoding="utf-8").splitlines(True)[:500]))
+    assert investflow([*args, "--samples", str(head)]) == 0
+    html = out.read_text(encoding="utf-8")
+    want = expected_from_the_file(ON, head)
+    assert 0 < want["projects"] < expected_from_the_file(ON)["projects"]
+    assert re.search(r'id="projects" class="big">(\d+)<', html).group(1) == str(want["projects"])
+    assert re.search(r'id="funds-year" data-rmb="([0-9.]+)"', html).group(1) == str(
+        want["funds"].quantize(Decimal("0.01"))
     )
+    assert len(re.findall(r'<tr data-project="', html)) == len(want["overdue"])
+    assert investflow([*args[:2], "--on", "2022-13-01", "--samples", str(head), *args[4:]]) == 2
 
 
 def test_report_weekly_refuses_a_samples_path_that_is_not_a_jsonl_file(
