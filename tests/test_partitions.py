@@ -560,6 +560,13 @@ async def test_a_partition_whose_lease_was_taken_stops_at_once(nats_js) -> None:
         kv = await js.key_value("investflow_leases")
         await kv.delete("solo.p.3")
         await kv.create("solo.p.3", b"someone-else")
+
+        async def renew() -> None:  # the other holder stays alive (the lease TTL is 1.5 s)
+            while True:
+                await asyncio.sleep(0.3)
+                await kv.put("solo.p.3", b"someone-else")
+
+        other = asyncio.create_task(renew())
         await until(lambda: 3 not in consumer.held, timeout=5, what="partition 3 let go")
         await js.publish(f"project.lead.{key_in(3)}", b"{}")
         await js.publish(f"project.lead.{key_in(4)}", b"{}")
@@ -567,6 +574,7 @@ async def test_a_partition_whose_lease_was_taken_stops_at_once(nats_js) -> None:
         await asyncio.sleep(1.0)
         assert key_in(3) not in handled  # its new holder's, not ours
         assert (await kv.get("solo.p.3")).value == b"someone-else"
+        other.cancel()
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
