@@ -31,6 +31,29 @@ def _pg_answers() -> str | None:
 PG_SKIP_REASON = _pg_answers()
 
 
+SLOW = bool(os.environ.get("INVESTFLOW_SLOW"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A flow module that names `SYSTEM_BACKEND` runs its whole-system tests on that backend
+    only, unless INVESTFLOW_SLOW (`make test-slow`: every one on both). Storage tests, the
+    fault, fuzz and trust-boundary flows keep both; the rest share them out, so each backend
+    still carries whole-system flows and `make test` stays within its ten minutes."""
+    if SLOW:
+        return
+    kept, dropped = [], []
+    for item in items:
+        only = getattr(getattr(item, "module", None), "SYSTEM_BACKEND", None)
+        if only == "postgresql" and PG_SKIP_REASON:
+            only = "sqlite"  # no PostgreSQL here: the module's flows still run
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        backend = params.get("system")
+        (dropped if only and backend and backend != only else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @contextlib.contextmanager
 def fresh_pg_database() -> Iterator[str]:
     """A throwaway database on the local server, dropped afterwards."""

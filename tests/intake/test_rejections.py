@@ -11,6 +11,8 @@ import pytest
 from services.intake.store import InboundEvent, Project
 from tests.helpers import count_rows, http_post, idle, lead, publish, read_subject, uid
 
+SYSTEM_BACKEND = "postgresql"  # `system` tests here: this backend (both under INVESTFLOW_SLOW)
+
 pytestmark = pytest.mark.timeout(180)
 
 

@@ -19,6 +19,8 @@ from shared.db import make_engine
 from tests.helpers import idle, lead, publish, read_subject, uid
 from tests.review.test_review_flow import COMMITTEE, PROOFS_NEW_LAND, ahead, approval
 
+SYSTEM_BACKEND = "postgresql"  # `system` tests here: this backend (both under INVESTFLOW_SLOW)
+
 pytestmark = pytest.mark.timeout(240)
 
 

@@ -11,6 +11,8 @@ import pytest
 from shared.settings import REPO_ROOT
 from tests.helpers import idle, lead, publish, read_subject
 
+SYSTEM_BACKEND = "postgresql"  # `system` tests here: this backend (both under INVESTFLOW_SLOW)
+
 pytestmark = pytest.mark.timeout(240)
 
 ORIGINAL = (REPO_ROOT / "rulesets" / "review-2022.1.yaml").read_text(encoding="utf-8")

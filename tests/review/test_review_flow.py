@@ -8,6 +8,8 @@ import pytest
 
 from tests.helpers import idle, lead, publish, read_subject, uid
 
+SYSTEM_BACKEND = "sqlite"  # `system` tests here: this backend (both under INVESTFLOW_SLOW)
+
 pytestmark = pytest.mark.timeout(180)
 
 COMMITTEE = ["basic_info_form", "feasibility_report", "aerial_view", "investment_contract"]

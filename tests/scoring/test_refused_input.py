@@ -13,6 +13,8 @@ import pytest
 
 from tests.helpers import idle, lead, publish, read_subject, uid
 
+SYSTEM_BACKEND = "sqlite"  # `system` tests here: this backend (both under INVESTFLOW_SLOW)
+
 pytestmark = pytest.mark.timeout(240)
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers import idle, lead, publish, read_subject, uid
 
+SYSTEM_BACKEND = "postgresql"  # `system` tests here: this backend (both under INVESTFLOW_SLOW)
+
 pytestmark = pytest.mark.timeout(180)
 
 PROOFS = [
