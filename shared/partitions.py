@@ -539,6 +539,14 @@ class PartitionConsumer:
         A new one taking over from `replaces` starts after that consumer's ack floor, so
         what it settled is not handled again, and the old one is deleted.
         """
+        try:
+            await self._ensure_once(p)
+        except nats.js.errors.APIError:
+            # Another replica starting at the same time made it first, with another start
+            # ("deliver policy can not be updated"): once more, and it is there to update.
+            await self._ensure_once(p)
+
+    async def _ensure_once(self, p: int) -> None:
         stream, config = self.stream_of(p), self._config(p)
         try:
             have = await self.js.consumer_info(stream, self.durable(p))

@@ -146,3 +146,60 @@ async def test_an_upgraded_deployment_continues_after_the_old_consumers_ack_floo
             assert info.delivered.consumer_seq == 2, (stream, info.delivered)
             with pytest.raises(NotFoundError):
                 await system.js.consumer_info(stream, "intake")
+
+
+async def test_replicas_starting_together_take_the_old_consumers_over_without_failing(
+    tmp_path: Path,
+) -> None:
+    """Two replicas of an upgraded release start at once: both prepare every inbox's durable
+    while the other deletes the old one and creates the new; neither fails to start."""
+    from shared.partitions import PartitionConsumer, StreamPartitions
+
+    server = NatsServer(free_port(), tmp_path / "nats")
+    server.start()
+    try:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        units = [f"U{i}" for i in range(6)]
+        for unit in units:
+            stream = f"INTAKE_{unit}"
+            await js.add_stream(stream_config(unit_stream(unit), 2))
+            for _ in range(5):
+                await js.publish(f"intake.{unit}.lead", b"{}", headers={"Nats-Msg-Id": uid()})
+            config = ConsumerConfig(
+                durable_name="intake",
+                filter_subject=f"intake.{unit}.*",
+                ack_policy=AckPolicy.EXPLICIT,
+            )
+            await js.add_consumer(stream, config=config)
+            old = await js.pull_subscribe_bind(durable="intake", stream=stream)
+            for msg in await old.fetch(3, timeout=5):
+                await msg.ack_sync()
+            await old.unsubscribe()
+        parts = StreamPartitions(tuple((u, f"INTAKE_{u}", f"intake.{u}.*") for u in units))
+
+        async def nothing(*_: object) -> None:
+            return None
+
+        replicas = [
+            PartitionConsumer(
+                js,
+                service="intake",
+                partitioning=parts,
+                handler=nothing,
+                dead_letter=nothing,
+                ack_wait_s=2,
+                replaces="intake",
+            )
+            for _ in range(2)
+        ]
+        results = await asyncio.gather(*(r.ensure_all() for r in replicas), return_exceptions=True)
+        assert [r for r in results if r is not None] == []
+        for unit in units:
+            info = await js.consumer_info(f"INTAKE_{unit}", f"intake-{unit}")
+            assert info.num_pending == 2  # the two the old consumer had not settled
+            with pytest.raises(NotFoundError):
+                await js.consumer_info(f"INTAKE_{unit}", "intake")
+        await nc.close()
+    finally:
+        server.stop()
