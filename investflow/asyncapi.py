@@ -32,7 +32,10 @@ WILDCARD = "intake.{unit}.{kind}:Consume"
 
 
 def build_spec() -> AsyncAPI:
-    brokers = [importlib.import_module(f"{s.module}.app").broker for s in SERVICES]
+    modules = [importlib.import_module(f"{s.module}.app") for s in SERVICES]
+    # `documented`: subscriptions a service runs outside FastStream (intake's partitioned
+    # inboxes), declared on a broker that is never started.
+    brokers = [b for m in modules for b in (m.broker, getattr(m, "documented", None)) if b]
     return AsyncAPI(
         *brokers,
         title="investflow",
@@ -49,6 +52,7 @@ def _expand_inbound(doc: dict[str, Any]) -> None:
     channels.pop(WILDCARD, None)
     operations.pop(WILDCARD, None)
     messages.pop(f"{WILDCARD}:SubscribeMessage", None)
+    schemas.pop(f"{WILDCARD}:Message:Payload", None)  # a declaration without a handler
     schemas.update(contract_schemas(list(INBOUND_MODELS.values()), REF))
     for kind, model in INBOUND_MODELS.items():
         name = f"intake.{{unit}}.{kind.value}"

@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +67,15 @@ class ServiceAccess:
     why: str = ""
     follows_rules: bool = False  # watches the published rulesets (shared/rules/published.py)
     hears_rules_loaded: bool = False  # hears every rules service's rules.loaded.<service>
+    # Consumes through shared/partitions.py: one durable per partition, `<service>-<name>`,
+    # and leases in the KV bucket; `partitions(units)` gives (name, stream, filter) of each.
+    partitions: Callable[[Iterable[str]], tuple[tuple[str, str, str], ...]] | None = None
+
+
+def _inbox_partitions(units: Iterable[str]) -> tuple[tuple[str, str, str], ...]:
+    from shared.streams import inbox_partitions
+
+    return inbox_partitions(units)
 
 
 # Checked against the services' own FastStream brokers by tests/deploy/test_nats_auth.py:
@@ -78,6 +87,7 @@ SERVICE_ACCESS: dict[str, ServiceAccess] = {
         # checking that unit's bearer token; the stream stays the one write path.
         publishes=("project.*", "intake.rejected.*.*", "intake.*.*"),
         why="validates inbound events, emits project.* and rejections",
+        partitions=_inbox_partitions,
     ),
     "review": ServiceAccess(
         consumes=("PROJECT",),
@@ -167,6 +177,36 @@ RULES_READ = (
 )
 
 
+LEASES_BUCKET = "investflow_leases"  # shared.partitions.DEFAULT_BUCKET
+LEASES_STREAM = f"KV_{LEASES_BUCKET}"
+
+
+def leases_api(service: str) -> tuple[str, ...]:
+    """A partitioned service's leases (shared/partitions.py): create the bucket when it is the
+    first, read it (get, list the keys through an ordered consumer), and write its own keys
+    `<service>.>` only."""
+    return (
+        f"$JS.API.STREAM.INFO.{LEASES_STREAM}",
+        f"$JS.API.STREAM.CREATE.{LEASES_STREAM}",
+        f"$JS.API.DIRECT.GET.{LEASES_STREAM}.>",
+        f"$JS.API.STREAM.MSG.GET.{LEASES_STREAM}",
+        f"$JS.API.CONSUMER.CREATE.{LEASES_STREAM}",
+        f"$JS.API.CONSUMER.CREATE.{LEASES_STREAM}.>",
+        f"$JS.API.CONSUMER.INFO.{LEASES_STREAM}.*",
+        f"$JS.API.CONSUMER.DELETE.{LEASES_STREAM}.*",
+        f"$JS.FC.{LEASES_STREAM}.>",
+        f"$KV.{LEASES_BUCKET}.{service}.>",
+    )
+
+
+def partition_consumers(spec: ServiceSpec, units: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(stream, durable) of every consumer the service runs."""
+    access = SERVICE_ACCESS[spec.name]
+    if access.partitions is not None:
+        return [(stream, f"{spec.name}-{name}") for name, stream, _ in access.partitions(units)]
+    return [(stream, spec.durable or spec.name) for stream in _streams(access, units)]
+
+
 def unit_identity(code: str, description: str) -> Identity:
     return Identity(
         name=code,
@@ -199,8 +239,17 @@ def service_identity(spec: ServiceSpec, units: Iterable[str] = ()) -> Identity:
     # answering this account's JetStream requests itself ("JetStream not enabled for
     # account"; nats-server enableJetStreamInfoServiceImportOnly).
     publish = [*access.publishes, f"dlq.{spec.name}.>", "$JS.API.INFO"]
-    for stream in _streams(access, units):
-        publish += consumer_api(stream, durable)
+    for stream, name in partition_consumers(spec, units):
+        publish += consumer_api(stream, name)
+    if access.partitions is not None:
+        for stream in sorted({stream for stream, _ in partition_consumers(spec, units)}):
+            # The one durable per stream of earlier releases: its ack floor is where the
+            # partition's consumer starts, then it is deleted (shared/partitions.py).
+            publish += (
+                f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
+                f"$JS.API.CONSUMER.DELETE.{stream}.{durable}",
+            )
+        publish += leases_api(spec.name)
     subscribe = [SHARED_INBOX, f"{own_inbox(spec.name)}.>"]
     if spec.rules or access.follows_rules:
         # Its own load announcements come back within its account (scoring re-settles

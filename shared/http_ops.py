@@ -43,12 +43,21 @@ def _nats_connected(broker: NatsBroker) -> bool:
     return conn is not None and bool(conn.is_connected)
 
 
+Infos = Callable[[], Awaitable[list[Any]]]
+
+
 async def refresh_gauges(
-    service: str, broker: NatsBroker, engine: Callable[[], Engine], outbox: Any | None
+    service: str,
+    broker: NatsBroker,
+    engine: Callable[[], Engine],
+    outbox: Any | None,
+    consumers: Infos | None = None,
 ) -> None:
-    """The scrape-time gauges: this service's consumers as the server sees them, its outbox."""
+    """The scrape-time gauges: this service's consumers as the server sees them, its outbox.
+    `consumers`: the infos of consumers not run by FastStream (shared/partitions.py)."""
     connected = _nats_connected(broker)
     metrics.UP.labels(service).set(1 if connected else 0)
+    infos: list[Any] = []
     for sub in broker.subscribers if connected else ():
         try:
             psub = getattr(sub, "subscription", None)
@@ -57,9 +66,13 @@ async def refresh_gauges(
         if psub is None or not hasattr(psub, "consumer_info"):
             continue
         try:
-            info = await asyncio.wait_for(psub.consumer_info(), 2.0)
+            infos.append(await asyncio.wait_for(psub.consumer_info(), 2.0))
         except Exception:  # NATS away: the gauges keep their last value, UP says why
             continue
+    if consumers is not None and connected:
+        with contextlib.suppress(Exception):
+            infos += await asyncio.wait_for(consumers(), 5.0)
+    for info in infos:
         labels = (service, info.stream_name, info.config.durable_name or info.name)
         metrics.CONSUMER_PENDING.labels(*labels).set(int(info.num_pending or 0))
         metrics.CONSUMER_ACK_PENDING.labels(*labels).set(int(info.num_ack_pending or 0))
@@ -96,6 +109,7 @@ def add_ops_routes(
     engine: Callable[[], Engine],
     service: str | None = None,
     outbox: Any | None = None,
+    consumers: Infos | None = None,
 ) -> None:
     """`/health` (NATS connected and the database answering, else 503), `/metrics`, and the
     request counters on every route. `outbox`: the service's outbox table, for its backlog."""
@@ -151,7 +165,7 @@ def add_ops_routes(
         },
     )
     async def prometheus_metrics() -> Response:
-        await refresh_gauges(name, broker, engine, outbox)
+        await refresh_gauges(name, broker, engine, outbox, consumers)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

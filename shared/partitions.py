@@ -136,6 +136,30 @@ class Partitioning:
         return partition_of([wild[k - 1] for k in self.key], self.partitions)
 
 
+@dataclass(frozen=True)
+class StreamPartitions:
+    """Partitions given one by one as (name, stream, filter), e.g. one inbox stream per unit.
+
+    The name, not the index, makes the durable (`<service>-<name>`) and the lease key, so
+    adding a partition (a unit) renames nothing and moves no other partition's position.
+    """
+
+    entries: tuple[tuple[str, str, str], ...]
+
+    @property
+    def partitions(self) -> int:
+        return len(self.entries)
+
+    def name_of(self, p: int) -> str:
+        return self.entries[p][0]
+
+    def stream_of(self, p: int) -> str:
+        return self.entries[p][1]
+
+    def filter_subject(self, p: int) -> str:
+        return self.entries[p][2]
+
+
 def partitioning(
     subjects: Sequence[str], partitions: int, key: Sequence[int] | None = None
 ) -> Partitioning:
@@ -193,10 +217,12 @@ class PartitionLeases:
         *,
         bucket: str = DEFAULT_BUCKET,
         member: str | None = None,
+        names: Sequence[str] | None = None,
     ) -> None:
         self.js = js
         self.service = service
         self.partitions = partitions
+        self.names = list(names) if names is not None else None
         self.lease_s = float(lease_s)
         self.bucket = bucket
         self.member = member or default_member_id()
@@ -211,7 +237,7 @@ class PartitionLeases:
         return self.lease_s / 3
 
     def key(self, p: int) -> str:
-        return f"{self.service}.p.{p}"
+        return f"{self.service}.p.{self.names[p] if self.names else p}"
 
     async def open(self) -> None:
         try:
@@ -346,10 +372,12 @@ class PartitionConsumer:
         js: JetStreamContext,
         *,
         service: str,
-        stream: str,
-        partitioning: Partitioning,
+        stream: str | None = None,
+        partitioning: Partitioning | StreamPartitions,
         handler: Handler,
         dead_letter: DeadLetter,
+        handle_one: Callable[[Msg], Awaitable[None]] | None = None,
+        replaces: str | None = None,
         ack_wait_s: float = 30.0,
         lease_s: float | None = None,
         batch: int = 64,
@@ -366,11 +394,18 @@ class PartitionConsumer:
                 f"租约 ({lease_s}s) 须不短于 ack_wait ({ack_wait_s}s) / the lease ({lease_s}s) "
                 f"must be >= ack_wait ({ack_wait_s}s)"
             )
+        if stream is None and not isinstance(partitioning, StreamPartitions):
+            raise ValueError("a subject-transform partitioning needs its stream")
         self.js = js
         self.service = service
         self.stream = stream
         self.partitioning = partitioning
         self.handler = handler
+        # One message on its own (a batch of one, or after its batch failed), when it is
+        # handled differently from a batch.
+        self.handle_one = handle_one
+        # The durable these consumers take over from (one per stream, before partitions).
+        self.replaces = replaces
         self.dead_letter = dead_letter
         self.ack_wait_s = float(ack_wait_s)
         self.batch = batch
@@ -380,8 +415,13 @@ class PartitionConsumer:
         self.retry_delay_s = retry_delay_s
         # What would overtake an older unsettled message comes back after this.
         self.reorder_delay_s = max(0.2, self.ack_wait_s / 4)
+        names = (
+            [partitioning.name_of(p) for p in range(partitioning.partitions)]
+            if isinstance(partitioning, StreamPartitions)
+            else None
+        )
         self.leases = PartitionLeases(
-            js, service, partitioning.partitions, lease_s, bucket=bucket, member=member
+            js, service, partitioning.partitions, lease_s, bucket=bucket, member=member, names=names
         )
         self.parts: dict[int, _Partition] = {}
         self.releasing: dict[int, asyncio.Task[None]] = {}
@@ -390,7 +430,15 @@ class PartitionConsumer:
         self.stopping = False
 
     def durable(self, p: int) -> str:
+        if isinstance(self.partitioning, StreamPartitions):
+            return f"{self.service}-{self.partitioning.name_of(p)}"
         return f"{self.service}-p{p}"
+
+    def stream_of(self, p: int) -> str:
+        if isinstance(self.partitioning, StreamPartitions):
+            return self.partitioning.stream_of(p)
+        assert self.stream is not None
+        return self.stream
 
     @property
     def held(self) -> set[int]:
@@ -472,8 +520,8 @@ class PartitionConsumer:
         except (nats.errors.Error, OSError, TimeoutError) as exc:  # they expire anyway
             log.warning("%s: could not give the leases back: %s", self.service, exc)
 
-    async def _subscribe(self, p: int) -> JetStreamContext.PullSubscription:
-        config = ConsumerConfig(
+    def _config(self, p: int) -> ConsumerConfig:
+        return ConsumerConfig(
             durable_name=self.durable(p),
             filter_subject=self.partitioning.filter_subject(p),
             ack_policy=AckPolicy.EXPLICIT,
@@ -484,8 +532,70 @@ class PartitionConsumer:
             # gave up on would be lost; we dead-letter after max_deliver ourselves.
             max_deliver=-1,
         )
-        await self.js.add_consumer(self.stream, config=config)  # creates, or updates in place
-        return await self.js.pull_subscribe_bind(durable=self.durable(p), stream=self.stream)
+
+    async def ensure(self, p: int) -> None:
+        """Create partition p's durable, or bring it to the current settings in place.
+
+        A new one taking over from `replaces` starts after that consumer's ack floor, so
+        what it settled is not handled again, and the old one is deleted.
+        """
+        try:
+            await self._ensure_once(p)
+        except nats.js.errors.APIError:
+            # Another replica starting at the same time made it first, with another start
+            # ("deliver policy can not be updated"): once more, and it is there to update.
+            await self._ensure_once(p)
+
+    async def _ensure_once(self, p: int) -> None:
+        stream, config = self.stream_of(p), self._config(p)
+        try:
+            have = await self.js.consumer_info(stream, self.durable(p))
+        except nats.js.errors.NotFoundError:
+            have = None
+        if have is not None:  # the server refuses to change where a consumer starts
+            config.deliver_policy = have.config.deliver_policy
+            config.opt_start_seq = have.config.opt_start_seq
+            config.opt_start_time = have.config.opt_start_time
+            await self.js.add_consumer(stream, config=config)
+            return
+        old = None
+        if self.replaces:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                old = await self.js.consumer_info(stream, self.replaces)
+        if old is None:
+            await self.js.add_consumer(stream, config=config)
+            return
+        floor = int(old.ack_floor.stream_seq if old.ack_floor else 0)
+        config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+        config.opt_start_seq = floor + 1
+        try:
+            await self.js.add_consumer(stream, config=config)
+        except nats.js.errors.BadRequestError:
+            # A work queue takes one consumer per subject: the old one goes first (what it
+            # acked is gone from a work queue, so a crash in between loses nothing).
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self.js.delete_consumer(stream, self.replaces)
+            await self.js.add_consumer(stream, config=config)
+        else:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self.js.delete_consumer(stream, self.replaces)
+        log.warning(
+            "%s: consumer %s/%s replaces %s, starting after its ack floor %d",
+            self.service,
+            stream,
+            self.durable(p),
+            self.replaces,
+            floor,
+        )
+
+    async def ensure_all(self) -> None:
+        """Every partition's durable, e.g. before saying ready: its backlog shows from the start."""
+        for p in range(self.partitioning.partitions):
+            await self.ensure(p)
+
+    async def _subscribe(self, p: int) -> JetStreamContext.PullSubscription:
+        await self.ensure(p)
+        return await self.js.pull_subscribe_bind(durable=self.durable(p), stream=self.stream_of(p))
 
     async def _consume(self, part: _Partition) -> None:
         sub: JetStreamContext.PullSubscription | None = None
@@ -565,14 +675,16 @@ class PartitionConsumer:
     async def _in_order(self, p: int, msgs: list[Msg]) -> int:
         """How many of `msgs` (in stream order) may be handled now: those that overtake no
         unsettled older message of the partition (held by a dead holder, or nak'd)."""
-        info = await self.js.consumer_info(self.stream, self.durable(p))
+        info = await self.js.consumer_info(self.stream_of(p), self.durable(p))
         if info.num_ack_pending == len(msgs):
             return len(msgs)  # everything unsettled is in hand; anything older is acked
         subject = self.partitioning.filter_subject(p)
 
         async def next_after(seq: int) -> int | None:
             try:
-                found = await self.js.get_msg(self.stream, seq=seq + 1, subject=subject, next=True)
+                found = await self.js.get_msg(
+                    self.stream_of(p), seq=seq + 1, subject=subject, next=True
+                )
             except nats.js.errors.NotFoundError:
                 return None
             return found.seq
@@ -592,6 +704,8 @@ class PartitionConsumer:
             return True, []
         keepalive = asyncio.create_task(self._keep_alive(msgs))
         try:
+            if len(msgs) == 1 and self.handle_one is not None:
+                return (True, msgs) if await self._settle_one(part, msgs, 0) else (False, [])
             try:
                 await self.handler(msgs)
             except Exception as exc:
@@ -619,7 +733,10 @@ class PartitionConsumer:
     async def _settle_one(self, part: _Partition, msgs: list[Msg], k: int) -> bool:
         msg = msgs[k]
         try:
-            await self.handler([msg])
+            if self.handle_one is not None:
+                await self.handle_one(msg)
+            else:
+                await self.handler([msg])
         except Exception as exc:
             delivered = int(msg.metadata.num_delivered)
             if self.is_transient(exc) and delivered < self.max_deliver:

@@ -111,6 +111,13 @@ def unit_stream(unit: str) -> StreamSpec:
     )
 
 
+def inbox_partitions(units: Iterable[str]) -> tuple[tuple[str, str, str], ...]:
+    """Intake's partitions as (name, stream, filter): each unit's inbox, and the one-stream
+    layout's leftovers in INTAKE. Named by unit, so adding a unit renames nothing."""
+    inboxes = tuple((u, unit_stream_name(u), f"intake.{u}.*") for u in sorted(units))
+    return (*inboxes, ("INTAKE", "INTAKE", "intake.*.*"))
+
+
 def all_streams(units: Iterable[str]) -> tuple[StreamSpec, ...]:
     return STREAMS + tuple(unit_stream(u) for u in sorted(units))
 

@@ -588,7 +588,8 @@ def private_accesses(source: str) -> list[str]:
     """`x._name` on anything but self/cls, and getattr/setattr/hasattr(x, "_name")."""
     found = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+        dunder = node.attr.startswith("__") if isinstance(node, ast.Attribute) else False
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not dunder:
             owner = node.value
             if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
                 found.append(f"line {node.lineno}: .{node.attr}")
@@ -607,6 +608,45 @@ def private_accesses(source: str) -> list[str]:
 def test_partitions_touch_no_private_attribute_of_nats_or_faststream() -> None:
     source = (ROOT / "shared" / "partitions.py").read_text()
     assert private_accesses(source) == []
+
+
+def private_users(source: str) -> set[str]:
+    """The module's top-level functions and classes that touch private attributes, directly
+    or through another of them."""
+    tree = ast.parse(source)
+    defs = {
+        n.name: n
+        for n in tree.body
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+    }
+    tainted = {name for name, node in defs.items() if private_accesses(ast.unparse(node))}
+    while True:
+        more = {
+            name
+            for name, node in defs.items()
+            if name not in tainted
+            and any(isinstance(n, ast.Name) and n.id in tainted for n in ast.walk(node))
+        }
+        if not more:
+            return tainted
+        tainted |= more
+
+
+def test_intake_touches_no_private_attribute_itself_or_through_shared_messaging() -> None:
+    """Intake consumes through shared/partitions.py: neither its own code nor what it uses of
+    shared/messaging.py (consume_in_order, _Turns, _waiting) reaches into nats-py/FastStream."""
+    tainted = private_users((ROOT / "shared" / "messaging.py").read_text())
+    assert {"consume_in_order", "durable_subscriber"} & tainted  # the scan sees them
+    for path in sorted((ROOT / "services" / "intake").glob("*.py")):
+        source = path.read_text()
+        assert private_accesses(source) == [], path.name
+        used = {
+            alias.name
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.ImportFrom) and node.module == "shared.messaging"
+            for alias in node.names
+        }
+        assert not used & tainted, (path.name, used & tainted)
 
 
 def test_the_private_attribute_scan_catches_what_messaging_does() -> None:

@@ -1,4 +1,8 @@
-"""Intake's wiring: the JetStream subscription, the HTTP routes, and the publishers.
+"""Intake's wiring: the inbox consumers, the HTTP routes, and the publishers.
+
+Each unit's inbox (and the one-stream layout's leftovers) is a partition of
+shared/partitions.py: replicas share them through leases, each inbox is consumed by one
+replica at a time in stream order, and a retry or a poison message holds up only its unit.
 
 A message is read top to bottom: `parse` (validate.py) checks it without state, `record`
 (record.py) checks and stores it in one transaction with the events it causes, and only
@@ -8,6 +12,7 @@ then are those events published and the message acknowledged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -17,7 +22,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.responses import JSONResponse
-from faststream.nats.annotations import NatsMessage
+from faststream.nats import JStream, NatsBroker, PullSub
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import Counter
@@ -25,7 +30,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from shared import outbox, subjects, tracing
+from shared import metrics, outbox, subjects, tracing
 from shared.contract import (
     CANONICAL_MODELS,
     CENTER_ONLY_KINDS,
@@ -38,17 +43,11 @@ from shared.contract import (
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import Directory, load_directory
 from shared.http_ops import add_ops_routes, serve
-from shared.messaging import (
-    Retry,
-    consume_in_order,
-    durable_subscriber,
-    make_broker,
-    repair_consumers,
-    transient,
-)
+from shared.messaging import Retry, dead_letter, delivery_count, make_broker, transient
 from shared.openapi import error_response, make_exact
+from shared.partitions import PartitionConsumer, StreamPartitions
 from shared.settings import Settings, connect_nats
-from shared.streams import unit_stream_name
+from shared.streams import inbox_partitions, unit_stream_name
 
 from . import store, tokens
 from .record import Recorded, check, key_reused, record
@@ -202,7 +201,7 @@ async def _unless_in_flight(sender: str, project_ids: list[str]) -> None:
     if _js is None:
         _js = (await connect_nats(settings, name="investflow-intake-inboxes")).jetstream()
     for owner in sorted(owners):
-        info = await _js.consumer_info(unit_stream_name(owner), SERVICE)
+        info = await _js.consumer_info(unit_stream_name(owner), f"{SERVICE}-{owner}")
         if (info.num_pending or 0) + (info.num_ack_pending or 0) > 0:
             raise Retry(f"a project of {owner} may still be in its inbox")
 
@@ -230,37 +229,66 @@ async def process_one(msg: Msg) -> None:
         raise
 
 
-def _inbox_subscriber(stream: str, subject: str, unit: str) -> None:
-    subscriber = durable_subscriber(
-        broker,
-        subject,
-        stream=stream,
-        durable=SERVICE,
-        settings=settings,
-        # One title for every inbox: the AsyncAPI document shows one channel per kind
-        # (investflow/asyncapi.py expands it from the contract models).
+INBOXES = StreamPartitions(inbox_partitions(directory.units))
+
+# The AsyncAPI document only: the inboxes are consumed by `inboxes` below, not by FastStream.
+# One title for every inbox: the document shows one channel per kind (investflow/asyncapi.py
+# expands it from the contract models).
+documented = NatsBroker(settings.nats_url)
+for _name, _stream, _filter in INBOXES.entries:
+    documented.subscriber(
+        _filter,
+        stream=JStream(_stream, declare=False),
+        durable=f"{SERVICE}-{_name}",
+        pull_sub=PullSub(),
         title="intake.{unit}.{kind}:Consume",
         description="Inbound events from units' systems; see docs/asyncapi.yaml for each kind",
     )
 
-    @subscriber
-    async def on_inbound(message: NatsMessage) -> None:
-        await consume_in_order(
-            message.raw_message,
-            subscriber,
-            broker,
-            SERVICE,
-            settings,
-            process_one,
-            work_run=process,
-        )
+
+async def _handle_batch(msgs: list[Msg]) -> None:
+    """A batch in one transaction; settled by the partition consumer as settle_in_order did."""
+    started = asyncio.get_running_loop().time()
+    tracing.consuming(msgs, SERVICE)
+    await process(msgs)
+    share = (asyncio.get_running_loop().time() - started) / len(msgs)
+    for msg in msgs:
+        metrics.observe_settled(SERVICE, msg.subject, "ok", share)
+        tracing.settled(msg, "ok")
 
 
-# One inbox per unit (shared/streams.py): a unit's backlog or poison holds up only itself.
-for _unit in sorted(directory.units):
-    _inbox_subscriber(unit_stream_name(_unit), subjects.inbound(_unit, "*"), _unit)
-# The one-stream layout's leftovers, drained on upgraded deployments; idle otherwise.
-_inbox_subscriber("INTAKE", subjects.INBOUND_FILTER, "*")
+async def _handle_one(msg: Msg) -> None:
+    started = asyncio.get_running_loop().time()
+    tracing.consuming([msg], SERVICE)
+    try:
+        await process_one(msg)
+    except Exception as exc:
+        # The partition consumer's own rule: retried while transient and tries are left.
+        retry = transient(exc) and delivery_count(msg) < settings.max_deliver
+        outcome = "retry" if retry else "dead_letter"
+        elapsed = asyncio.get_running_loop().time() - started
+        metrics.observe_settled(SERVICE, msg.subject, outcome, elapsed)
+        tracing.settled(msg, outcome)
+        raise
+    metrics.observe_settled(SERVICE, msg.subject, "ok", asyncio.get_running_loop().time() - started)
+    tracing.settled(msg, "ok")
+
+
+async def _dead_letter(msg: Msg, exc: BaseException) -> None:
+    await dead_letter(broker, SERVICE, msg, exc, delivery_count(msg))
+
+
+inboxes: PartitionConsumer | None = None
+
+
+async def consumer_infos() -> list[Any]:
+    """The inbox consumers as the server sees them, for the /metrics gauges."""
+    if inboxes is None:
+        return []
+    return [
+        await inboxes.js.consumer_info(inboxes.stream_of(p), inboxes.durable(p))
+        for p in range(INBOXES.partitions)
+    ]
 
 
 # ---- HTTP: the same contract as POST /v1/units/{unit}/{kind} -------------------------------
@@ -268,13 +296,36 @@ _inbox_subscriber("INTAKE", subjects.INBOUND_FILTER, "*")
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    global _js, inboxes
     await asyncio.to_thread(engine)
-    await repair_consumers(settings, SERVICE)
     await broker.start()
+    if _js is None:
+        nc = await connect_nats(
+            settings, name="investflow-intake-inboxes", max_reconnect_attempts=-1
+        )
+        _js = nc.jetstream()
+    inboxes = PartitionConsumer(
+        _js,
+        service=SERVICE,
+        partitioning=INBOXES,
+        handler=_handle_batch,
+        handle_one=_handle_one,
+        dead_letter=_dead_letter,
+        ack_wait_s=settings.ack_wait_s,
+        batch=settings.batch_size,
+        max_deliver=settings.max_deliver,
+        replaces=SERVICE,  # the one durable per inbox of earlier releases
+    )
+    # Before ready: every inbox's backlog shows on its durable from the start.
+    await inboxes.ensure_all()
+    running = asyncio.create_task(inboxes.run(), name="intake-inboxes")
     print(f"investflow: {SERVICE} ready", flush=True)
     try:
         yield
     finally:
+        running.cancel()  # the batches in hand are finished, the leases given back
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
         await broker.stop()
         await outbox.flush_marks()
         await asyncio.to_thread(tracing.shutdown)
@@ -477,7 +528,7 @@ async def get_project(project_id: str, caller: str | None = Depends(reader)) -> 
     return JSONResponse(project.model_dump(mode="json"))
 
 
-add_ops_routes(http, broker, engine, SERVICE, store.Outbox)
+add_ops_routes(http, broker, engine, SERVICE, store.Outbox, consumers=consumer_infos)
 
 
 def main() -> None:

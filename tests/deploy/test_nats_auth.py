@@ -99,19 +99,31 @@ def test_the_permission_table_matches_what_each_service_declares() -> None:
     import importlib
 
     for spec in SERVICES:
-        broker = importlib.import_module(f"{spec.module}.app").broker
+        module = importlib.import_module(f"{spec.module}.app")
+        broker = module.broker
+        # Intake's inboxes are partitions (shared/partitions.py), declared for the document
+        # on a broker that is never started, with their durables.
+        subscribers = [*broker.subscribers, *getattr(module, "documented", broker).subscribers]
+        subscribers = list({id(s): s for s in subscribers}.values())
         access = deploy_cli.SERVICE_ACCESS[spec.name]
-        streams = {s.stream.name for s in broker.subscribers}
         units = load_directory(UNITS).units
-        consumes = deploy_cli._streams(access, units)
-        assert streams == set(consumes), spec.name
+        consumers = deploy_cli.partition_consumers(spec, units)
+        assert {s.stream.name for s in subscribers} == {c[0] for c in consumers}, spec.name
+        if access.partitions is not None:
+            durables = {(s.stream.name, s.config.durable_name) for s in subscribers}
+            assert durables == set(consumers), spec.name
         who = deploy_cli.service_identity(spec, units)
         for pub in broker.publishers:
             subject = re.sub(r"\{\w+\}", "X", pub.subject.template)
             assert any(matches(p, subject) for p in who.publish), f"{spec.name}: {subject}"
-        for stream in consumes:
-            assert f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{spec.durable}" in who.publish
-            assert f"$JS.ACK.{stream}.{spec.durable}.>" in who.publish
+        for stream, durable in consumers:
+            assert f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}" in who.publish
+            assert f"$JS.ACK.{stream}.{durable}.>" in who.publish
+        if access.partitions is not None:  # its leases: its own keys only
+            from shared.partitions import DEFAULT_BUCKET
+
+            assert f"$KV.{DEFAULT_BUCKET}.{spec.name}.>" in who.publish
+            assert not any(matches(p, f"$KV.{DEFAULT_BUCKET}.other.p.X") for p in who.publish)
 
 
 def test_seeds_are_kept_across_runs_and_rotated_one_at_a_time(tmp_path: Path) -> None:

@@ -196,19 +196,10 @@ TWO_OF_EVERY_SERVICE = {"intake": 2, "review": 2, "scoring": 2, "notify": 2}
     [
         ("sqlite", {**TWO_OF_EVERY_SERVICE, "intake": 1}),
         ("postgresql", {**TWO_OF_EVERY_SERVICE, "intake": 1}),
-        pytest.param(
-            "sqlite",
-            TWO_OF_EVERY_SERVICE,
-            # Known defect (issue 12): with two intake replicas on one unit's inbox, a funds
-            # record is now and then taken by one replica before the other has stored the
-            # lead ahead of it, and is refused as "unknown project" (1 of 450 here). Checking
-            # for the lead again at refusal finds nothing yet: the hand-over between replicas
-            # (_Turns in shared/messaging.py) let it overtake, as test_two_replicas_take_turns
-            # also shows under load. Per-project partitions (issue 12) replace that hand-over.
-            marks=pytest.mark.xfail(
-                reason="two intake replicas over per-unit inboxes", strict=False
-            ),
-        ),
+        # Two intake replicas share the units' inboxes as partitions (shared/partitions.py):
+        # each inbox has one holder at a time, so a funds record no longer overtakes its
+        # lead on a hand-over between replicas (the defect of issue 12's turn-taking).
+        ("sqlite", TWO_OF_EVERY_SERVICE),
     ],
 )
 async def test_two_replicas_of_every_service_count_exactly_once(
