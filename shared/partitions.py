@@ -553,6 +553,13 @@ class PartitionConsumer:
         except nats.js.errors.NotFoundError:
             have = None
         if have is not None:  # the server refuses to change where a consumer starts
+            filters = [have.config.filter_subject] if have.config.filter_subject else []
+            filters += list(have.config.filter_subjects or [])
+            if filters != [config.filter_subject]:  # redefined behind the service's back
+                log.warning(
+                    "%s: consumer %s/%s filtered %s; put back to %r",
+                    self.service, stream, self.durable(p), filters, config.filter_subject,
+                )  # fmt: skip
             config.deliver_policy = have.config.deliver_policy
             config.opt_start_seq = have.config.opt_start_seq
             config.opt_start_time = have.config.opt_start_time

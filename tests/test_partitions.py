@@ -653,3 +653,34 @@ def test_the_private_attribute_scan_catches_what_messaging_does() -> None:
     sample = "await psub._nc.publish(psub._nms)\ngetattr(sub, '_sub')\nself._x = cls._y\n"
     assert len(private_accesses(sample)) == 3
     assert private_accesses((ROOT / "shared" / "messaging.py").read_text())
+
+
+async def test_a_partition_durable_redefined_with_another_filter_is_put_back_and_logged(
+    nats_js, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11 item 5 on partitioned consumers: whoever redefined the durable, the service
+    puts its own filter back on start and says so; what arrived meanwhile is still pending."""
+    import logging
+
+    _, js = nats_js
+    await add_stream(js)
+    parts = partitioning(SUBJECTS, N)
+
+    async def nothing(msgs: list[Msg]) -> None:
+        return None
+
+    consumer = PartitionConsumer(
+        js, service="solo", stream="PROJECT", partitioning=parts, handler=nothing,
+        dead_letter=nothing,  # type: ignore[arg-type]
+    )  # fmt: skip
+    await consumer.ensure(2)
+    config = (await js.consumer_info("PROJECT", "solo-p2")).config
+    config.filter_subject = "project.none"
+    await js.add_consumer("PROJECT", config=config)
+    await js.publish(f"project.lead.{key_in(2)}", b"{}")
+    with caplog.at_level(logging.WARNING, logger="investflow.partitions"):
+        await consumer.ensure(2)
+    info = await js.consumer_info("PROJECT", "solo-p2")
+    assert info.config.filter_subject == parts.filter_subject(2)
+    assert (info.num_pending or 0) == 1
+    assert any("project.none" in r.getMessage() for r in caplog.records)
