@@ -16,7 +16,7 @@ import httpx
 import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from investflow.nats_server import NatsServer, free_port
 from investflow.runtime import wait_until_idle
@@ -43,7 +43,10 @@ async def holders(js) -> dict[str, str]:  # type: ignore[no-untyped-def]
         return out
     for key in keys:
         if key.startswith("intake.p."):
-            with_value = await kv.get(key)
+            try:
+                with_value = await kv.get(key)
+            except KeyNotFoundError:  # given back or expired since keys() listed it
+                continue
             out[key.removeprefix("intake.p.")] = (with_value.value or b"").decode()
     return out
 
