@@ -377,6 +377,7 @@ class PartitionConsumer:
         handler: Handler,
         dead_letter: DeadLetter,
         handle_one: Callable[[Msg], Awaitable[None]] | None = None,
+        settled: Callable[[Msg, str, float], None] | None = None,
         replaces: str | None = None,
         ack_wait_s: float = 30.0,
         lease_s: float | None = None,
@@ -404,6 +405,9 @@ class PartitionConsumer:
         # One message on its own (a batch of one, or after its batch failed), when it is
         # handled differently from a batch.
         self.handle_one = handle_one
+        # (message, ok | retry | dead_letter, seconds): metrics and tracing, told once per
+        # decision, so a service does not restate the retry rule.
+        self.settled = settled or (lambda _m, _o, _s: None)
         # The durable these consumers take over from (one per stream, before partitions).
         self.replaces = replaces
         self.dead_letter = dead_letter
@@ -713,6 +717,7 @@ class PartitionConsumer:
         try:
             if len(msgs) == 1 and self.handle_one is not None:
                 return (True, msgs) if await self._settle_one(part, msgs, 0) else (False, [])
+            started = time.monotonic()
             try:
                 await self.handler(msgs)
             except Exception as exc:
@@ -724,8 +729,10 @@ class PartitionConsumer:
                     exc,
                 )
             else:
+                share = (time.monotonic() - started) / len(msgs)
                 for m in msgs:
                     await m.ack()
+                    self.settled(m, "ok", share)
                 part.handled += len(msgs)
                 return True, msgs
             for k in range(len(msgs)):
@@ -739,6 +746,7 @@ class PartitionConsumer:
 
     async def _settle_one(self, part: _Partition, msgs: list[Msg], k: int) -> bool:
         msg = msgs[k]
+        started = time.monotonic()
         try:
             if self.handle_one is not None:
                 await self.handle_one(msg)
@@ -747,6 +755,7 @@ class PartitionConsumer:
         except Exception as exc:
             delivered = int(msg.metadata.num_delivered)
             if self.is_transient(exc) and delivered < self.max_deliver:
+                self.settled(msg, "retry", time.monotonic() - started)
                 delay = self.retry_delay_s(delivered)
                 log.warning(
                     "%s: %s failed (try %d), retrying in %.1fs: %r",
@@ -760,6 +769,7 @@ class PartitionConsumer:
                     await rest.nak(delay=delay)
                 await asyncio.sleep(delay)  # this partition only: the others keep going
                 return False
+            self.settled(msg, "dead_letter", time.monotonic() - started)
             log.error("%s: %s dead-lettered: %r", self.service, msg.subject, exc)
             try:
                 await self.dead_letter(msg, exc)
@@ -772,6 +782,7 @@ class PartitionConsumer:
             await msg.term()
             return True
         await msg.ack()
+        self.settled(msg, "ok", time.monotonic() - started)
         part.handled += 1
         return True
 

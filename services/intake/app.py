@@ -247,31 +247,19 @@ for _name, _stream, _filter in INBOXES.entries:
 
 
 async def _handle_batch(msgs: list[Msg]) -> None:
-    """A batch in one transaction; settled by the partition consumer as settle_in_order did."""
-    started = asyncio.get_running_loop().time()
+    """A batch in one transaction; the partition consumer settles it."""
     tracing.consuming(msgs, SERVICE)
     await process(msgs)
-    share = (asyncio.get_running_loop().time() - started) / len(msgs)
-    for msg in msgs:
-        metrics.observe_settled(SERVICE, msg.subject, "ok", share)
-        tracing.settled(msg, "ok")
 
 
 async def _handle_one(msg: Msg) -> None:
-    started = asyncio.get_running_loop().time()
     tracing.consuming([msg], SERVICE)
-    try:
-        await process_one(msg)
-    except Exception as exc:
-        # The partition consumer's own rule: retried while transient and tries are left.
-        retry = transient(exc) and delivery_count(msg) < settings.max_deliver
-        outcome = "retry" if retry else "dead_letter"
-        elapsed = asyncio.get_running_loop().time() - started
-        metrics.observe_settled(SERVICE, msg.subject, outcome, elapsed)
-        tracing.settled(msg, outcome)
-        raise
-    metrics.observe_settled(SERVICE, msg.subject, "ok", asyncio.get_running_loop().time() - started)
-    tracing.settled(msg, "ok")
+    await process_one(msg)
+
+
+def _settled(msg: Msg, outcome: str, seconds: float) -> None:
+    metrics.observe_settled(SERVICE, msg.subject, outcome, seconds)
+    tracing.settled(msg, outcome)
 
 
 async def _dead_letter(msg: Msg, exc: BaseException) -> None:
@@ -310,6 +298,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         partitioning=INBOXES,
         handler=_handle_batch,
         handle_one=_handle_one,
+        settled=_settled,
         dead_letter=_dead_letter,
         ack_wait_s=settings.ack_wait_s,
         batch=settings.batch_size,
