@@ -7,6 +7,7 @@ INVESTFLOW_BOARD_SCREENSHOT=1 (how the README's picture was made).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import shutil
@@ -213,4 +214,37 @@ async def test_the_board_in_a_browser(board_system, browser) -> None:
     )
     assert subjects == ["TS01"]
     await page.screenshot(path=str(ARTIFACTS / "ts01-ranking.png"), full_page=True)
+    await context.close()
+
+
+async def test_a_live_reload_never_swallows_a_click(board_system, browser) -> None:
+    """The live poll reloads the page when the data moved; it must not cancel a navigation the
+    user already started (a click on a slow page was lost, seen as ERR_ABORTED in a loaded run)."""
+    base = board_system.board_url
+    context, page = await _login(browser, base, CENTER)
+    answered = 0
+    in_flight, clicked = asyncio.Event(), asyncio.Event()
+
+    async def version(route) -> None:  # type: ignore[no-untyped-def]
+        # The first poll sees v0; the second is held until the click, then says the data moved.
+        nonlocal answered
+        if answered:
+            in_flight.set()
+            await clicked.wait()
+        answered += 1
+        await route.fulfill(json={"version": "v0" if answered == 1 else f"v{answered}"})
+
+    async def slow_ranking(route) -> None:  # type: ignore[no-untyped-def]
+        await asyncio.sleep(3.0)  # the moved version is answered while this is on its way
+        await route.continue_()
+
+    await page.route("**/api/version", version)
+    await page.route("**/ranking", slow_ranking)
+    await page.goto(base + "/")
+    await asyncio.wait_for(in_flight.wait(), 10)
+    await page.click("nav a[href='/ranking']", no_wait_after=True)
+    clicked.set()
+    await page.wait_for_selector("#ranking", timeout=20_000)
+    assert page.url.endswith("/ranking")
+    assert answered >= 2, "the moved version was never answered: nothing was tested"
     await context.close()
