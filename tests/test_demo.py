@@ -35,5 +35,6 @@ def test_demo_runs_the_sample_year_and_prints_its_summary() -> None:
     assert int(received.group(1)) >= int(total.group(1)) + int(total.group(2)) + 2
     assert received.group(2) == "2"  # the sample year's two duplicate claims
     assert "duplicate claims held for the Center / 重复认领: 2" in out
+    assert re.search(r"^Notify counts .* — equal\.$", out, re.M), out[-3000:]
     assert "Demo finished; everything stopped." in out
     assert "Traceback" not in out
