@@ -43,8 +43,11 @@ investflow air-gapped install / 离线安装 (docs/operations.md)
   tar -xzf {name}
   cd {stem}
   python3.11 -m venv /opt/investflow/venv
-  /opt/investflow/venv/bin/pip install --no-index --find-links wheelhouse -r src/requirements.lock
-  /opt/investflow/venv/bin/pip install --no-index --find-links wheelhouse --no-deps -e src
+  /opt/investflow/venv/bin/pip install --no-index --find-links wheelhouse \
+      -c src/requirements.lock -e src
+
+The services' packages at the versions the lock pins, no test tools; the wheelhouse holds
+those too (add -r src/requirements.lock to run the tests offline).
   /opt/investflow/venv/bin/investflow --help
 
 Images (when images/ is present), for docker compose:
