@@ -80,7 +80,7 @@ def natural_key(parsed: Parsed) -> str | None:
 def _project_problem(
     session: Session, unit: str, project_id: str, field_name: str, unknown: list[str]
 ) -> FieldError | None:
-    project = store.get_project(session, project_id)
+    project = store.project_row(session, project_id)
     if project is None:
         unknown.append(project_id)
         return FieldError(

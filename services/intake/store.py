@@ -109,6 +109,8 @@ _BY_KEY = core_select(_INBOUND).where(
 )
 _BY_NATURAL_KEY = core_select(_INBOUND).where(_INBOUND.c.natural_key == bindparam("natural_key"))
 _ADD_INBOUND = insert(_INBOUND)
+_PROJECT = Project.__table__  # type: ignore[attr-defined]
+_PROJECT_BY_ID = core_select(_PROJECT).where(_PROJECT.c.project_id == bindparam("project_id"))
 _ADD_OUTBOX = insert(Outbox.__table__)  # type: ignore[attr-defined]
 
 
@@ -128,6 +130,13 @@ def inbound_by_natural_key(session: Session, natural_key: str) -> Row[Any] | Non
     """`natural_key_taken` as a row, for the consumer's hot path."""
     query = _BY_NATURAL_KEY
     return _connection(session).execute(query, {"natural_key": natural_key}).first()
+
+
+def project_row(session: Session, project_id: str) -> Row[Any] | None:
+    """`get_project` as a row, for the checks: the session keeps no Project it loaded once
+    it is dropped, so each check loaded one through the ORM again."""
+    query = _PROJECT_BY_ID
+    return _connection(session).execute(query, {"project_id": project_id}).first()
 
 
 def add_inbound(session: Session, **values: Any) -> int:
