@@ -242,8 +242,8 @@ def record(
             store.add_outbox(session, result.outbox)
             return result
 
-    # The payload as validated goes into the envelope as it is: validating it again (from
-    # its JSON) gave the same event at a fifth of a funds record's cost.
+    # The payload as validated goes into the envelope as it is: validating it again from
+    # its JSON gave the same bytes (the sample year, compared) for three times the work.
     envelope = CANONICAL_MODELS[parsed.kind](
         event_id=msg_id,
         project_id=parsed.project_id,
