@@ -172,13 +172,19 @@ async def process(msgs: list[Msg]) -> None:
         # Units' inboxes are consumed side by side: two reports of one project can race for
         # its claim row. Once more, and the loser finds the winner's row (a duplicate claim).
         results = await asyncio.to_thread(transaction)
+    # Every event the batch caused goes out in one go, in order, acks awaited together;
+    # each carries the trace of the message that caused it, whatever else the batch held.
+    rows = []
+    for (_, _, key, _, _, _), result in zip(items, results, strict=True):
+        if not isinstance(result, list):
+            tracing.follow(key)
+            rows += [(row, tracing.headers_for()) for row in result.outbox]
+    await outbox.publish_traced(broker, engine(), store.Outbox, rows)
     for (unit, kind, key, subject, _, body), result in zip(items, results, strict=True):
         if isinstance(result, list):
             await _unless_in_flight(unit, getattr(result, "unknown", []))
             await publish_rejection(unit, kind, subject, key, result, body)
             continue
-        tracing.follow(key)  # its events carry its trace, whatever else the batch held
-        await outbox.publish(broker, engine(), store.Outbox, result.outbox)
         MESSAGES.labels(kind=kind, outcome=result.outcome).inc()
 
 
