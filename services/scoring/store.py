@@ -446,6 +446,7 @@ def _locked_rates(session: Session) -> dict[tuple[dt.date, str], LockedRate]:
     under it cannot change meanwhile but by this transaction (which updates the entry): read
     once per transaction, not once per record. Keyed by the transaction, so a new one
     (or a rolled-back one) starts empty."""
+    session.connection()  # begins the transaction if none yet: the key is never None
     txn = session.get_transaction()
     held = session.info.get("scoring_locked_rates")
     if held is None or held[0] is not txn:
