@@ -150,7 +150,7 @@ def _lead(ctx: _Context, event: LeadReported) -> None:
         log.warning("scoring: %s: a second lead for the project, kept the first", project_id)
         return
     lead = event.data
-    later = ctx.session.get(store.RecordVersion, f"lead:{project_id}")
+    later = store.record_version(ctx.session, f"lead:{project_id}")
     if later is not None:  # a correction or withdrawal overtook the lead
         if later.payload is None:
             row.withdrawn = later.reason or WITHDRAWN
@@ -187,7 +187,7 @@ COUNTED_MILESTONES = frozenset({"filed", "registered", "land_assigned", "started
 
 def _milestone(ctx: _Context, event: MilestoneReached, seq: int) -> bool:
     m = event.data
-    later = ctx.session.get(store.RecordVersion, f"milestone:{m.project_id}:{m.milestone.value}")
+    later = store.record_version(ctx.session, f"milestone:{m.project_id}:{m.milestone.value}")
     if later is not None and later.payload is None:
         return False  # withdrawn before it got here
     if later is not None:
@@ -220,7 +220,7 @@ def _funds(ctx: _Context, event: FundsArrived) -> None:
     project = store.lock_project(ctx.session, f.project_id)
     if store.funds_record_exists(ctx.session, f.project_id, f.funds_id):
         return  # the same record again (another event id): it counts once
-    later = ctx.session.get(store.RecordVersion, f"funds:{f.project_id}:{f.funds_id}")
+    later = store.record_version(ctx.session, f"funds:{f.project_id}:{f.funds_id}")
     if later is not None and later.payload is not None:  # a correction overtook it
         f = Funds.model_validate_json(later.payload)
     record = store.FundsRecord(
@@ -252,7 +252,7 @@ def _rates(ctx: _Context, event: RatesPublished, seq: int) -> None:
         text = format(event.data.rates[currency].normalize(), "f")
         row = store.lock_rate(ctx.session, day, currency)
         if row.cny_per_unit is None:
-            row.cny_per_unit, row.stream_seq = text, seq
+            store.set_rate(ctx.session, row, text, seq)
         elif (not seq or seq >= row.stream_seq) and row.cny_per_unit != text:
             # A correction applies to records credited from now on; past credits keep the
             # rate they were credited at (it is in their ledger entry).
@@ -263,9 +263,7 @@ def _rates(ctx: _Context, event: RatesPublished, seq: int) -> None:
                 row.cny_per_unit,
                 text,
             )
-            row.cny_per_unit, row.stream_seq = text, seq
-        ctx.session.add(row)
-    ctx.session.flush()
+            store.set_rate(ctx.session, row, text, seq)
     for record in store.held_on(ctx.session, day, currencies, lock=True):
         project = projects.get(record.project_id) or store.lock_project(
             ctx.session, record.project_id
@@ -518,7 +516,7 @@ def _write(
     ctx: _Context,
     record: store.FundsRecord,
     step: Step,
-    active: store.Entry | None,
+    active: Any | None,  # the entry's row (store.active_credit)
     out_of_year: bool = False,
 ) -> None:
     pid, fid = record.project_id, record.funds_id

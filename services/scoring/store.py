@@ -13,6 +13,7 @@ transaction fails on the key and, retried, finds the credit already there.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -252,6 +253,28 @@ _FUNDS_LOCKED = (
     .where(_funds.c.project_id == bindparam("p"), _funds.c.funds_id == bindparam("f"))
     .with_for_update()
 )
+_rate = Rate.__table__  # type: ignore[attr-defined]
+_RATE_LOCKED = (
+    core_select(_rate.c.cny_per_unit, _rate.c.stream_seq)
+    .where(_rate.c.on == bindparam("d"), _rate.c.currency == bindparam("c"))
+    .with_for_update()
+)
+_RATE_ADD = insert(_rate)
+_RATE_SET = (
+    update(_rate)
+    .where(_rate.c.on == bindparam("d"), _rate.c.currency == bindparam("c"))
+    .values(cny_per_unit=bindparam("r"), stream_seq=bindparam("s"))
+)
+_version = RecordVersion.__table__  # type: ignore[attr-defined]
+_VERSION_OF = core_select(_version.c.payload, _version.c.reason).where(
+    _version.c.target == bindparam("t")
+)
+_entry = Entry.__table__  # type: ignore[attr-defined]
+_ENTRY_OF = core_select(_entry).where(
+    _entry.c.project_id == bindparam("p"),
+    _entry.c.funds_id == bindparam("f"),
+    _entry.c.seq == bindparam("s"),
+)
 # populate_existing: the values as of the lock, also for a row this session read before.
 _PROJECT_LOCKED = (
     select(Project)
@@ -404,26 +427,73 @@ def held_because(session: Session, words: str) -> list[FundsRecord]:
     return list(session.exec(query).all())
 
 
-def lock_rate(session: Session, day: dt.date, currency: str) -> Rate:
+@dataclass
+class LockedRate:
+    """A (day, currency) rate row as this transaction holds it locked."""
+
+    on: dt.date
+    currency: str
+    cny_per_unit: str | None
+    stream_seq: int
+
+    @property
+    def rate(self) -> Decimal | None:
+        return Decimal(self.cny_per_unit) if self.cny_per_unit is not None else None
+
+
+def _locked_rates(session: Session) -> dict[tuple[dt.date, str], LockedRate]:
+    """The rate rows this transaction has locked. A lock holds until commit, so a row read
+    under it cannot change meanwhile but by this transaction (which updates the entry): read
+    once per transaction, not once per record. Keyed by the transaction, so a new one
+    (or a rolled-back one) starts empty."""
+    session.connection()  # begins the transaction if none yet: the key is never None
+    txn = session.get_transaction()
+    held = session.info.get("scoring_locked_rates")
+    if held is None or held[0] is not txn:
+        held = (txn, {})
+        session.info["scoring_locked_rates"] = held
+    return held[1]  # type: ignore[no-any-return]
+
+
+def lock_rate(session: Session, day: dt.date, currency: str) -> LockedRate:
     """The (day, currency) rate row, created empty if new, locked until commit."""
-    if session.get(Rate, (day, currency)) is None:
-        session.add(Rate(on=day, currency=currency))
-        session.flush()  # created by another at once: one fails on the key and is retried
-    row = session.exec(
-        select(Rate).where(Rate.on == day, Rate.currency == currency).with_for_update()
-    ).one()
-    session.refresh(row)
+    locked = _locked_rates(session)
+    row = locked.get((day, currency))
+    if row is not None:
+        return row
+    conn = session.connection()
+    found = conn.execute(_RATE_LOCKED, {"d": day, "c": currency}).first()
+    if found is None:
+        # Created by another at once: one fails on the key and is retried. The inserted row
+        # is this transaction's until commit (PostgreSQL: others' FOR UPDATE waits).
+        conn.execute(_RATE_ADD, {"on": day, "currency": currency, "stream_seq": 0})
+        row = LockedRate(day, currency, None, 0)
+    else:
+        row = LockedRate(day, currency, found.cny_per_unit, found.stream_seq)
+    locked[(day, currency)] = row
     return row
 
 
-def active_credit(session: Session, record: FundsRecord) -> Entry | None:
-    """The credit standing for a record (its latest entry, when that is a credit)."""
+def set_rate(session: Session, row: LockedRate, cny_per_unit: str, stream_seq: int) -> None:
+    """Store a rate on a row `lock_rate` returned (and keep the transaction's copy in step)."""
+    session.connection().execute(
+        _RATE_SET, {"d": row.on, "c": row.currency, "r": cny_per_unit, "s": stream_seq}
+    )
+    row.cny_per_unit, row.stream_seq = cny_per_unit, stream_seq
+
+
+def record_version(session: Session, target: str) -> Any | None:
+    """The latest correction or withdrawal of `target` (payload, reason), or None. Core: it
+    is read far more often than written, and the writer (record._amendment) flushes."""
+    return session.connection().execute(_VERSION_OF, {"t": target}).first()
+
+
+def active_credit(session: Session, record: FundsRecord) -> Any | None:
+    """The credit standing for a record (its latest entry, when that is a credit): the
+    entry's columns as a row (entries are only ever inserted, through Core)."""
     if record.state != "credited" or record.entries == 0:
         return None
-    return session.exec(
-        select(Entry).where(
-            Entry.project_id == record.project_id,
-            Entry.funds_id == record.funds_id,
-            Entry.seq == record.entries,
-        )
-    ).first()
+    found = session.connection().execute(
+        _ENTRY_OF, {"p": record.project_id, "f": record.funds_id, "s": record.entries}
+    )
+    return found.first()
