@@ -197,7 +197,7 @@ def _exact_channels(doc: dict[str, Any], settings: Settings) -> None:
         if names:
             channel["parameters"] = {n: {"description": PARAMETERS.get(n, n)} for n in names}
         channel.pop("servers", None)  # on every server (AsyncAPI 3: none listed = all)
-    urls = [u.strip() for u in settings.nats_url.split(",") if u.strip()]
+    urls = [settings.nats_url] if isinstance(settings.nats_url, str) else settings.nats_url
     doc["servers"] = {
         f"nats{i + 1 if i else ''}": {
             "host": urlsplit(url).netloc.rsplit("@", 1)[-1] or url,
