@@ -1,0 +1,214 @@
+"""Faults on a three-node JetStream cluster (issue 17 item 3), on loopback only.
+
+The workload and the exact counts are the fault tests' (tests/fault/test_kill_and_replicas.py):
+every funds record credited exactly once, every correction standing once, no notification
+twice. Here the services run on a three-node cluster with every stream on all three nodes,
+and a node is killed -9 under them while that workload is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import nats.errors
+import pytest
+
+from investflow.nats_server import NatsCluster, free_port
+from investflow.runtime import System, running_system, wait_until_idle
+from shared.streams import STREAMS
+from tests.conftest import PG_SKIP_REASON, SLOW, fresh_pg_database
+from tests.fault.test_kill_and_replicas import ENV, check_exact, workload
+
+pytestmark = pytest.mark.timeout(600)
+
+# The streams the workload flows through: the one whose leader dies matters most.
+PIPELINE = ("PROJECT", "REVIEW", "SCORE", "NOTIFY")
+
+
+@contextlib.asynccontextmanager
+async def cluster_system(tmp_path: Path, backend: str) -> AsyncIterator[System]:
+    with contextlib.ExitStack() as stack:
+        env = dict(ENV)
+        if backend == "postgresql":
+            if PG_SKIP_REASON:
+                pytest.skip(PG_SKIP_REASON)
+            env["DATABASE_URL"] = stack.enter_context(fresh_pg_database())
+        async with running_system(
+            tmp_path,
+            free_port(),
+            free_port(),
+            echo=bool(os.environ.get("INVESTFLOW_ECHO")),
+            extra_env=env,
+            cluster=3,
+        ) as system:
+            system.database_url = env.get("DATABASE_URL")  # type: ignore[attr-defined]
+            yield system
+
+
+def nodes(system: System) -> NatsCluster:
+    assert system.nats_cluster is not None
+    return system.nats_cluster
+
+
+async def leader(js, stream: str) -> str | None:  # type: ignore[no-untyped-def]
+    try:
+        info = await js.stream_info(stream)
+    except nats.errors.Error:  # no leader while the election runs: no answer, or an error
+        return None
+    return info.cluster.leader if info.cluster else None
+
+
+async def publish_retrying(js, subject: str, key: str, body: bytes) -> int:  # type: ignore[no-untyped-def]
+    """As a unit's client does: a publish the cluster did not confirm (its leader died, the
+    election is running) is sent again under the same Nats-Msg-Id. Returns the tries."""
+    for tries in range(1, 200):
+        try:
+            await js.publish(subject, body, headers={"Nats-Msg-Id": key}, timeout=2)
+            return tries
+        except Exception:
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"could not publish {key}")
+
+
+async def wait_new_leader(js, stream: str, dead: str, timeout: float = 60) -> float:  # type: ignore[no-untyped-def]
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        now = await leader(js, stream)
+        if now and now != dead:
+            return time.monotonic() - start
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{stream} elected no new leader within {timeout}s")
+
+
+async def caught_up(urls: list[str], name: str, timeout: float = 60) -> float:
+    """Until every stream reports node `name` as a current replica, with no lag."""
+    start = time.monotonic()
+    nc = await nats.connect(urls)
+    try:
+        js = nc.jetstream()
+        while time.monotonic() - start < timeout:
+            behind = []
+            for info in await js.streams_info():
+                peers = {p.name: p for p in (info.cluster.replicas or [])} if info.cluster else {}
+                here = info.cluster and info.cluster.leader == name
+                peer = peers.get(name)
+                if not here and (peer is None or not peer.current or (peer.lag or 0) > 0):
+                    behind.append(info.config.name)
+            if not behind:
+                return time.monotonic() - start
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"{name} did not catch up within {timeout}s: {behind}")
+    finally:
+        await nc.close()
+
+
+async def messages_on_node(url: str, stream: str) -> int:
+    """The stream's message count as that node's own copy holds it (a direct get would be
+    served by any replica; the node's monitoring would need its http port): its /jsz."""
+    import json
+    import urllib.request
+
+    body = await asyncio.to_thread(
+        lambda: urllib.request.urlopen(f"{url}/jsz?streams=true", timeout=5).read()
+    )
+    for account in json.loads(body).get("account_details", []):
+        for s in account.get("stream_detail", []):
+            if s["name"] == stream:
+                return int(s["state"]["messages"])
+    raise AssertionError(f"{stream} not on {url}")
+
+
+async def run_with_kill(system: System, tmp_path: Path, victim_of: str) -> dict[str, float]:
+    """Publish the fault workload; a third of the way in, kill -9 a node (`leader`: the
+    PROJECT stream's leader, `follower`: a node that leads none of the pipeline's streams,
+    or one leading the fewest); restart it at two thirds. Returns the measured times."""
+    cluster = nodes(system)
+    messages = workload("C")
+    kill_at, restart_at = len(messages) // 3, 2 * len(messages) // 3
+    times: dict[str, float] = {}
+    victim = ""
+    killed_at = 0.0
+    retried = 0
+    for n, (subject, key, body) in enumerate(messages):
+        if n == kill_at:
+            leaders = {s: await leader(system.js, s) for s in PIPELINE}
+            if victim_of == "leader":
+                victim = leaders["PROJECT"] or ""
+            else:
+                counts = {s.name: list(leaders.values()).count(s.name) for s in cluster.servers}
+                victim = min(counts, key=lambda name: counts[name])
+            assert victim, leaders
+            cluster.server(victim).kill()
+            killed_at = time.monotonic()
+            # Timed beside the publishing, which goes on (and retries) meanwhile.
+            election = asyncio.create_task(wait_new_leader(system.js, "PROJECT", victim))
+        if n == restart_at:
+            cluster.server(victim).start()
+            restarted_at = time.monotonic()
+            times["down_s"] = restarted_at - killed_at
+        tries = await publish_retrying(system.js, subject, key, body)
+        if n >= kill_at and "first_publish_after_kill_s" not in times:
+            times["first_publish_after_kill_s"] = time.monotonic() - killed_at
+        retried += tries - 1
+    times["publishes_retried"] = retried
+    if victim_of == "leader":
+        times["election_s"] = await election
+    else:
+        election.cancel()
+        with contextlib.suppress(asyncio.CancelledError, AssertionError):
+            await election
+    await wait_until_idle(system.js, timeout=400)
+    times["drained_after_restart_s"] = time.monotonic() - restarted_at
+    times["caught_up_s"] = await caught_up(cluster.urls, victim)
+    await check_exact(system, tmp_path, system.database_url)  # type: ignore[attr-defined]
+    # The restarted node's own copy holds every message the others do.
+    node = next(n for n in cluster.nodes if n.name == victim)
+    other = next(n for n in cluster.nodes if n.name != victim)
+    for stream in PIPELINE:
+        mine = await messages_on_node(f"http://127.0.0.1:{node.http_port}", stream)
+        theirs = await messages_on_node(f"http://127.0.0.1:{other.http_port}", stream)
+        assert mine == theirs, (stream, mine, theirs)
+    assert all(c.restarts == 0 for c in system.supervisor.children.values()), {
+        n: c.restarts for n, c in system.supervisor.children.items()
+    }  # the services failed over to the other nodes; none had to be restarted
+    print(f"\n{victim_of} {victim} killed: {times}", flush=True)
+    return times
+
+
+async def assert_three_copies(system: System) -> None:
+    for spec in STREAMS:
+        info = await system.js.stream_info(spec.name)
+        assert info.config.num_replicas == 3 and len(info.cluster.replicas or []) == 2
+    for bucket in ("KV_investflow_rulesets", "KV_investflow_leases"):
+        assert (await system.js.stream_info(bucket)).config.num_replicas == 3
+    # The services were given all three nodes (NATS_URL), none of them 4222.
+    urls = system.nats_url.split(",")
+    assert len(urls) == 3 and not any(u.endswith(":4222") for u in urls)
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.skipif(not SLOW, reason="INVESTFLOW_SLOW")),
+    ],
+)
+async def test_kill_9_the_stream_leader_loses_and_doubles_nothing(
+    tmp_path: Path, backend: str
+) -> None:
+    async with cluster_system(tmp_path, backend) as system:
+        await assert_three_copies(system)
+        await run_with_kill(system, tmp_path, "leader")
+
+
+@pytest.mark.skipif(not SLOW, reason="INVESTFLOW_SLOW: the follower's kill, on both backends")
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_kill_9_a_follower_loses_and_doubles_nothing(tmp_path: Path, backend: str) -> None:
+    async with cluster_system(tmp_path, backend) as system:
+        await run_with_kill(system, tmp_path, "follower")
