@@ -184,17 +184,13 @@ async def _nats_init(args: argparse.Namespace) -> int:
         print(f"investflow nats init: cannot connect to {url}: {exc}", file=sys.stderr)
         return 1
     try:
-        # The leases bucket's TTL is the services' ack wait (shared/partitions.py): made here
-        # with the streams' replicas, so a cluster keeps it on three nodes from the start.
+        # The buckets are made here too, by the admin user, with the streams' replicas (so
+        # services only read and watch the rulesets); the leases bucket's TTL is the
+        # services' ack wait (shared/partitions.py).
         for line in await ensure_streams(
             nc.jetstream(), settings.duplicate_window_s, lease_s=settings.ack_wait_s
         ):
             print(line)
-        # Created here, by the admin user, so services only need to read and watch it.
-        from shared.rules.published import BUCKET, bucket
-
-        await bucket(nc.jetstream())
-        print(f"ok KV {BUCKET}")
     finally:
         await nc.close()
     return 0

@@ -152,6 +152,9 @@ class ClusterNode:
     cluster_port: int = 6222
     http_port: int | None = 8222
     listen: str = "0.0.0.0"  # interface the client, route and monitoring ports bind
+    # Where its route port binds, when the others reach it elsewhere (cluster_port: a
+    # forwarder in between, as the split test runs); advertised so they do not go around it.
+    bind_cluster_port: int | None = None
 
 
 def render_node_config(
@@ -175,7 +178,8 @@ def render_node_config(
         "",
         "cluster {",
         f"  name: {CLUSTER_NAME}",
-        f'  listen: "{node.listen}:{node.cluster_port}"',
+        f'  listen: "{node.listen}:{node.bind_cluster_port or node.cluster_port}"',
+        *([f'  advertise: "{node.host}:{node.cluster_port}"'] if node.bind_cluster_port else []),
         f"  routes: [{routes}]",
         "}",
         "",
@@ -195,7 +199,15 @@ class NatsCluster:
     """`size` nats-servers on loopback routed into one JetStream cluster, each with its own
     store dir and config under `data_dir/nats-<n>/`; ports are free ones unless given."""
 
-    def __init__(self, size: int, data_dir: Path, first_port: int | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        data_dir: Path,
+        first_port: int | None = None,
+        route_ports: Sequence[int] | None = None,
+    ) -> None:
+        """`route_ports`: where the nodes reach each other's route port (forwarders the
+        caller runs to `nodes[i].bind_cluster_port`); default: the route ports themselves."""
         if size < 1:
             raise ValueError("a cluster needs at least one node")
         ports = [first_port or free_port()] + [free_port() for _ in range(size - 1)]
@@ -204,9 +216,10 @@ class NatsCluster:
                 f"n{i + 1}",
                 "127.0.0.1",
                 port,
-                free_port(),
+                route_ports[i] if route_ports else free_port(),
                 http_port=free_port(),
                 listen="127.0.0.1",
+                bind_cluster_port=free_port() if route_ports else None,
             )
             for i, port in enumerate(ports)
         ]

@@ -107,13 +107,13 @@ async def running_system(
     ready_timeout: float = 120.0,
     replicas: dict[str, int] | None = None,
     http_ports: dict[str, int] | None = None,
-    cluster: int = 1,
+    cluster: int | NatsCluster = 1,
 ) -> AsyncIterator[System]:
     """`http_port` is intake's; `http_ports` sets other services' (e.g. {"scoring": 8082}),
     and every HTTP process not named there gets a free port. The lock comes first: a second
     `up` on the same data dir is told so, not that some port is taken. `cluster=3`: three
     nats-servers on loopback as one JetStream cluster, the first on `nats_port`, the others
-    on free ports; the services are given all three."""
+    on free ports; the services are given all three. Or a NatsCluster the caller built."""
     with data_dir_lock(data_dir):
         wanted = {"intake": http_port} | {k: v for k, v in (http_ports or {}).items() if v}
         for port, flag in [(nats_port, "--nats-port")] + [
@@ -147,11 +147,14 @@ async def _running_system(
     ready_timeout: float,
     replicas: dict[str, int] | None,
     wanted: dict[str, int],
-    cluster: int = 1,
+    cluster: int | NatsCluster = 1,
 ) -> AsyncIterator[System]:
     nodes: NatsCluster | None = None
-    if cluster > 1:
+    if isinstance(cluster, NatsCluster):
+        nodes = cluster
+    elif cluster > 1:
         nodes = NatsCluster(cluster, data_dir, first_port=nats_port)
+    if nodes:
         server: NatsServer = nodes.servers[0]
         urls = nodes.urls
     else:

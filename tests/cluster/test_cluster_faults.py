@@ -16,12 +16,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
+import nats.aio.client
 import nats.errors
 import pytest
 
 from investflow.nats_server import NatsCluster, free_port
 from investflow.runtime import System, running_system, wait_until_idle
 from shared.streams import STREAMS
+from tests.cluster.routes import RouteForwarders
 from tests.conftest import PG_SKIP_REASON, SLOW, fresh_pg_database
 from tests.fault.test_kill_and_replicas import ENV, check_exact, workload
 
@@ -212,3 +214,95 @@ async def test_kill_9_the_stream_leader_loses_and_doubles_nothing(
 async def test_kill_9_a_follower_loses_and_doubles_nothing(tmp_path: Path, backend: str) -> None:
     async with cluster_system(tmp_path, backend) as system:
         await run_with_kill(system, tmp_path, "follower")
+
+
+@contextlib.asynccontextmanager
+async def split_cluster(tmp_path: Path) -> AsyncIterator[tuple[System, RouteForwarders]]:
+    """The system on a cluster whose routes all run through forwarders (tests/cluster/routes.py)."""
+    ports = [free_port() for _ in range(3)]
+    cluster = NatsCluster(3, tmp_path, route_ports=ports)
+    forwarders = RouteForwarders(
+        ports, [n.bind_cluster_port or 0 for n in cluster.nodes], [n.name for n in cluster.nodes]
+    )
+    await forwarders.start()
+    try:
+        async with running_system(
+            tmp_path,
+            free_port(),
+            free_port(),
+            echo=bool(os.environ.get("INVESTFLOW_ECHO")),
+            extra_env=dict(ENV),
+            cluster=cluster,
+        ) as system:
+            system.database_url = None  # type: ignore[attr-defined]
+            yield system, forwarders
+    finally:
+        await forwarders.stop()
+
+
+async def learn_server_ids(cluster: NatsCluster, forwarders: RouteForwarders) -> None:
+    import json
+    import urllib.request
+
+    for node in cluster.nodes:
+        url = f"http://127.0.0.1:{node.http_port}/varz"
+        body = await asyncio.to_thread(lambda u=url: urllib.request.urlopen(u, timeout=5).read())
+        forwarders.ids[json.loads(body)["server_id"]] = node.name
+
+
+@pytest.mark.skipif(not SLOW, reason="INVESTFLOW_SLOW: the network split")
+async def test_split_minority_refuses_writes_and_nothing_is_doubled_after_it_heals(
+    tmp_path: Path,
+) -> None:
+    """A third of the way in, the PROJECT leader's node loses its routes (its clients stay
+    connected to it): the two others elect leaders and go on; a unit's publish to the cut-off
+    node is not acknowledged; the unit sends it again to the majority. At two thirds the
+    routes come back. Exact counts after."""
+    async with split_cluster(tmp_path) as (system, forwarders):
+        cluster = nodes(system)
+        # The forwarders let the routes through before they knew the ids: no cut was pending.
+        await learn_server_ids(cluster, forwarders)
+        majority = await nats.connect(cluster.urls)  # the unit's client, moved on the cut
+        messages = workload("S")
+        cut_at, heal_at = len(messages) // 3, 2 * len(messages) // 3
+        js = system.js
+        minority: nats.aio.client.Client | None = None
+        victim = ""
+        times: dict[str, float] = {}
+        try:
+            for n, (subject, key, body) in enumerate(messages):
+                if n == cut_at:
+                    victim = await leader(js, "PROJECT") or ""
+                    assert victim
+                    forwarders.isolate(victim)
+                    cut = time.monotonic()
+                    node = cluster.server(victim)
+                    minority = await nats.connect(node.url, max_reconnect_attempts=0)
+                    # A unit that reaches only the cut-off node: nothing it sends is confirmed.
+                    with pytest.raises(nats.errors.Error):
+                        await minority.jetstream().publish(
+                            subject, body, headers={"Nats-Msg-Id": key}, timeout=3
+                        )
+                    others = [s.url for s in cluster.servers if s.name != victim]
+                    await majority.close()
+                    majority = await nats.connect(others)
+                    js = majority.jetstream()
+                    times["election_s"] = await wait_new_leader(js, "PROJECT", victim)
+                if n == heal_at:
+                    forwarders.heal(victim)
+                    times["split_s"] = time.monotonic() - cut
+                await publish_retrying(js, subject, key, body)
+            healed = time.monotonic()
+            await wait_until_idle(majority.jetstream(), timeout=400)
+            times["drained_after_heal_s"] = time.monotonic() - healed
+            times["caught_up_s"] = await caught_up(cluster.urls, victim)
+            await check_exact(system, tmp_path, None)
+            print(
+                f"\nsplit {victim}: {times}; restarts "
+                f"{ {k: c.restarts for k, c in system.supervisor.children.items()} }",
+                flush=True,
+            )
+        finally:
+            await majority.close()
+            if minority is not None:
+                await minority.close()
