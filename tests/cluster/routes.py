@@ -21,6 +21,7 @@ class RouteForwarders:
         self.names = names  # node i's server_name
         self.ids: dict[str, str] = {}  # server id -> server_name, learnt from /varz
         self.cut: set[str] = set()
+        # (dialer's server id, target's server_name, the two ends)
         self.links: list[tuple[str, str, asyncio.StreamWriter, asyncio.StreamWriter]] = []
         self.servers: list[asyncio.base_events.Server] = []
         self.refused = 0
@@ -39,9 +40,12 @@ class RouteForwarders:
             b.close()
 
     def isolate(self, name: str) -> None:
+        """Cut node `name` off: its links closed, new ones refused. Needs `ids` filled in."""
         self.cut.add(name)
-        for dialer, target, a, b in list(self.links):
-            if name in (dialer, target):
+        for link in list(self.links):
+            dialer, target, a, b = link
+            if name in (self.ids.get(dialer, "?"), target):
+                self.links.remove(link)
                 a.close()
                 b.close()
 
@@ -67,11 +71,12 @@ class RouteForwarders:
         # The accepting node speaks first (INFO); the dialer answers with CONNECT.
         pump_down = asyncio.create_task(self._pump(up_r, writer))
         first = await reader.readline()
-        dialer = "?"
+        dialer = ""  # its server id: the nodes' ids are known only once they run
         if first.startswith(b"CONNECT "):
             with contextlib.suppress(ValueError):
-                dialer = self.ids.get(json.loads(first[8:]).get("name", ""), "?")
-        if target in self.cut or dialer in self.cut or (dialer == "?" and self.cut):
+                dialer = str(json.loads(first[8:]).get("name", ""))
+        name = self.ids.get(dialer, "?")
+        if self.cut and (target in self.cut or name in self.cut or name == "?"):
             self.refused += 1
             writer.close()
             up_w.close()
