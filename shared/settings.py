@@ -34,6 +34,12 @@ def nats_servers(raw: str) -> str | list[str]:
     return urls if len(urls) > 1 else (urls[0] if urls else raw)
 
 
+def server_list(url: str | list[str]) -> list[str]:
+    """Every server of a NATS_URL or a Settings.nats_url, as a list."""
+    found = nats_servers(url) if isinstance(url, str) else url
+    return [found] if isinstance(found, str) else list(found)
+
+
 @dataclass(frozen=True)
 class Settings:
     # One URL, or the cluster's URLs when NATS_URL lists several (nats_servers).
