@@ -315,25 +315,22 @@ def bucket_configs(replicas: int, lease_s: float | None) -> list[KeyValueConfig]
 async def ensure_buckets(
     js: JetStreamContext, replicas: int, lease_s: float | None = None
 ) -> list[str]:
-    """Create the KV buckets with `replicas` copies; scale any bucket that has other than
-    that (a service created it first, with one). A bucket on one node of three would stop
-    every service that follows the rulesets, or holds a lease, when that node dies."""
+    """Create the KV buckets with `replicas` copies; scale a bucket that has other than that
+    (a service created it first, with one). A bucket on one node of three would stop every
+    service that follows the rulesets, or holds a lease, when that node dies. Looked up by
+    name: a cluster's stream list leaves out streams whose leader is busy (one being scaled)."""
     report = []
     for config in bucket_configs(replicas, lease_s):
         try:
-            await js.stream_info(f"KV_{config.bucket}")
+            have = (await js.stream_info(f"KV_{config.bucket}")).config
         except NotFoundError:
             await js.create_key_value(config)
             report.append(f"created KV {config.bucket} (replicas {replicas})")
-    for info in await js.streams_info():
-        have = info.config
-        name = (have.name or "").removeprefix("KV_")
-        if not (have.name or "").startswith("KV_") or f"created KV {name} " in "\n".join(report):
             continue
         if (have.num_replicas or 1) == replicas:
-            report.append(f"ok KV {name}")
+            report.append(f"ok KV {config.bucket}")
             continue
         have.num_replicas = replicas
         await js.update_stream(have)
-        report.append(f"scaled KV {name} to replicas {replicas}")
+        report.append(f"scaled KV {config.bucket} to replicas {replicas}")
     return report
