@@ -24,7 +24,7 @@ from services.intake.validate import MAX_KEY_LENGTH
 from shared import contract
 from shared.contract import CENTER_ONLY_KINDS, INBOUND_MODELS, InboundKind
 from shared.contract.schema import contract_schemas
-from shared.settings import Settings
+from shared.settings import Settings, server_list
 
 from .services import SERVICES
 
@@ -197,7 +197,7 @@ def _exact_channels(doc: dict[str, Any], settings: Settings) -> None:
         if names:
             channel["parameters"] = {n: {"description": PARAMETERS.get(n, n)} for n in names}
         channel.pop("servers", None)  # on every server (AsyncAPI 3: none listed = all)
-    urls = [u.strip() for u in settings.nats_url.split(",") if u.strip()]
+    urls = server_list(settings.nats_url)
     doc["servers"] = {
         f"nats{i + 1 if i else ''}": {
             "host": urlsplit(url).netloc.rsplit("@", 1)[-1] or url,

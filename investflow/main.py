@@ -39,8 +39,10 @@ async def _up(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         ports = {name: getattr(args, f"{name}_port") for name in OTHER_HTTP_SERVICES}
+        # A cluster's nodes take free loopback ports unless --nats-port names the first one's.
+        nats_port = args.nats_port or (free_port() if args.cluster > 1 else 4222)
         async with running_system(
-            Path(args.data), args.nats_port, args.http_port, http_ports=ports
+            Path(args.data), nats_port, args.http_port, http_ports=ports, cluster=args.cluster
         ) as system:
             _print_ready(system)
             await stop.wait()
@@ -189,13 +191,13 @@ async def _nats_init(args: argparse.Namespace) -> int:
         print(f"investflow nats init: cannot connect to {url}: {exc}", file=sys.stderr)
         return 1
     try:
-        for line in await ensure_streams(nc.jetstream(), settings.duplicate_window_s):
+        # The buckets are made here too, by the admin user, with the streams' replicas (so
+        # services only read and watch the rulesets); the leases bucket's TTL is the
+        # services' ack wait (shared/partitions.py).
+        for line in await ensure_streams(
+            nc.jetstream(), settings.duplicate_window_s, lease_s=settings.ack_wait_s
+        ):
             print(line)
-        # Created here, by the admin user, so services only need to read and watch it.
-        from shared.rules.published import BUCKET, bucket
-
-        await bucket(nc.jetstream())
-        print(f"ok KV {BUCKET}")
     finally:
         await nc.close()
     return 0
@@ -235,7 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(REPO_ROOT / "data"),
         help="data dir: JetStream store, SQLite files, logs",
     )
-    up.add_argument("--nats-port", type=int, default=4222)
+    up.add_argument(
+        "--nats-port",
+        type=int,
+        default=None,
+        help="default 4222; with --cluster, the first node's (default: free ports)",
+    )
+    up.add_argument(
+        "--cluster",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N nats-servers on loopback as one JetStream cluster, streams kept on 3 "
+        "(docs/operations.md, single node vs cluster)",
+    )
     up.add_argument("--http-port", type=int, default=8080, help="intake's HTTP port (the units')")
     # Every service's /health and /metrics (and scoring's scoreboard) on a port of its own.
     for name in OTHER_HTTP_SERVICES:

@@ -22,7 +22,14 @@ from nats.js import JetStreamContext
 from shared.settings import Settings
 from shared.streams import ensure_streams
 
-from .nats_server import NatsServer, NatsServerError, free_port, port_taken, wait_for_jetstream
+from .nats_server import (
+    NatsCluster,
+    NatsServer,
+    NatsServerError,
+    free_port,
+    port_taken,
+    wait_for_jetstream,
+)
 from .services import SERVICES, ServiceSpec, with_replicas
 from .supervisor import Supervisor
 
@@ -33,7 +40,7 @@ class StartupError(RuntimeError):
 
 @dataclass
 class System:
-    nats_url: str
+    nats_url: str  # the cluster's URLs comma-separated, as the services' NATS_URL
     http_url: str  # intake's: the units' HTTP entry point
     data_dir: Path
     supervisor: Supervisor
@@ -41,6 +48,7 @@ class System:
     js: JetStreamContext
     http_urls: dict[str, str]  # every HTTP-serving service by name
     nats_server: NatsServer | None = None  # for fault tests: stop and start it under the services
+    nats_cluster: NatsCluster | None = None  # `cluster=3`: its nodes, to kill one under them
 
 
 async def _wait_http(url: str, timeout: float) -> None:
@@ -99,10 +107,13 @@ async def running_system(
     ready_timeout: float = 120.0,
     replicas: dict[str, int] | None = None,
     http_ports: dict[str, int] | None = None,
+    cluster: int | NatsCluster = 1,
 ) -> AsyncIterator[System]:
     """`http_port` is intake's; `http_ports` sets other services' (e.g. {"scoring": 8082}),
     and every HTTP process not named there gets a free port. The lock comes first: a second
-    `up` on the same data dir is told so, not that some port is taken."""
+    `up` on the same data dir is told so, not that some port is taken. `cluster=3`: three
+    nats-servers on loopback as one JetStream cluster, the first on `nats_port`, the others
+    on free ports; the services are given all three. Or a NatsCluster the caller built."""
     with data_dir_lock(data_dir):
         wanted = {"intake": http_port} | {k: v for k, v in (http_ports or {}).items() if v}
         for port, flag in [(nats_port, "--nats-port")] + [
@@ -120,6 +131,7 @@ async def running_system(
             ready_timeout=ready_timeout,
             replicas=replicas,
             wanted=wanted,
+            cluster=cluster,
         ) as system:
             yield system
 
@@ -135,27 +147,48 @@ async def _running_system(
     ready_timeout: float,
     replicas: dict[str, int] | None,
     wanted: dict[str, int],
+    cluster: int | NatsCluster = 1,
 ) -> AsyncIterator[System]:
-    server = NatsServer(nats_port, data_dir / "nats", log_file=data_dir / "nats-server.log")
+    nodes: NatsCluster | None = None
+    if isinstance(cluster, NatsCluster):
+        nodes = cluster
+    elif cluster > 1:
+        nodes = NatsCluster(cluster, data_dir, first_port=nats_port)
+    if nodes:
+        server: NatsServer = nodes.servers[0]
+        urls = nodes.urls
+    else:
+        server = NatsServer(nats_port, data_dir / "nats", log_file=data_dir / "nats-server.log")
+        urls = [server.url]
     try:
-        server.start()
+        if nodes:
+            nodes.start()
+        else:
+            server.start()
     except NatsServerError as exc:
         raise StartupError(str(exc)) from exc
     supervisor: Supervisor | None = None
     nc: Client | None = None
     try:
-        await wait_for_jetstream(server.url)
+        # A cluster answers once its nodes have elected a meta leader (~10 s here).
+        await wait_for_jetstream(urls, timeout=60 if nodes else 15)
+        settings = Settings.from_env()
         window = (extra_env or {}).get("INVESTFLOW_DUPLICATE_WINDOW")
-        nc = await nats.connect(server.url, max_reconnect_attempts=-1)
+        ack_wait = (extra_env or {}).get("INVESTFLOW_ACK_WAIT")
+        nc = await nats.connect(urls, max_reconnect_attempts=-1)
         js = nc.jetstream()
-        await ensure_streams(js, int(window) if window else Settings.from_env().duplicate_window_s)
+        await ensure_streams(
+            js,
+            int(window) if window else settings.duplicate_window_s,
+            lease_s=float(ack_wait) if ack_wait else settings.ack_wait_s,
+        )
         # Each service's first replica gets the operator's port (--http-port, --scoring-port,
         # ...); every other HTTP process a free port of its own, in its <SERVICE>_HTTP_PORT.
         services = with_replicas(services, replicas or {})
         ports = {s.key: wanted.get(s.key) or free_port() for s in services if s.http}
         env = (
             dict(os.environ)
-            | {"NATS_URL": server.url, "INVESTFLOW_DATA_DIR": str(data_dir)}
+            | {"NATS_URL": ",".join(urls), "INVESTFLOW_DATA_DIR": str(data_dir)}
             | (extra_env or {})
         )
         child_env = {
@@ -171,7 +204,15 @@ async def _running_system(
         for url in http_urls.values():
             await _wait_http(url, ready_timeout)
         yield System(
-            server.url, http_urls.get("intake", ""), data_dir, supervisor, nc, js, http_urls, server
+            ",".join(urls),
+            http_urls.get("intake", ""),
+            data_dir,
+            supervisor,
+            nc,
+            js,
+            http_urls,
+            None if nodes else server,
+            nodes,
         )
     finally:
         if supervisor is not None:
@@ -179,7 +220,10 @@ async def _running_system(
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.close()
-        server.stop()
+        if nodes:
+            nodes.stop()
+        else:
+            server.stop()
 
 
 async def backlogs(js: JetStreamContext) -> dict[str, int]:

@@ -27,9 +27,23 @@ def _secret(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+def nats_servers(raw: str) -> str | list[str]:
+    """NATS_URL: one server, or a cluster's as a comma-separated list (nats-py and FastStream
+    take a list, and fail over between its servers; a comma in one string they cannot parse)."""
+    urls = [u.strip() for u in raw.split(",") if u.strip()]
+    return urls if len(urls) > 1 else (urls[0] if urls else raw)
+
+
+def server_list(url: str | list[str]) -> list[str]:
+    """Every server of a NATS_URL or a Settings.nats_url, as a list."""
+    found = nats_servers(url) if isinstance(url, str) else url
+    return [found] if isinstance(found, str) else list(found)
+
+
 @dataclass(frozen=True)
 class Settings:
-    nats_url: str
+    # One URL, or the cluster's URLs when NATS_URL lists several (nats_servers).
+    nats_url: str | list[str]
     database_url: str | None
     data_dir: Path
     units_file: Path
@@ -52,7 +66,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
-            nats_url=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
+            nats_url=nats_servers(os.environ.get("NATS_URL", "nats://127.0.0.1:4222")),
             database_url=os.environ.get("DATABASE_URL") or None,
             data_dir=Path(os.environ.get("INVESTFLOW_DATA_DIR", REPO_ROOT / "data")),
             units_file=Path(
@@ -105,11 +119,15 @@ class Settings:
         return options
 
 
-async def connect_nats(settings: Settings, url: str | None = None, **kwargs: object):  # type: ignore[no-untyped-def]
-    """A nats-py connection with this process's credentials: the one way tools connect."""
+async def connect_nats(  # type: ignore[no-untyped-def]
+    settings: Settings, url: str | list[str] | None = None, **kwargs: object
+):
+    """A nats-py connection with this process's credentials: the one way tools connect.
+    `url` may list a cluster's servers, as a list or comma-separated (a --url a,b,c)."""
     import nats
 
     options: dict[str, object] = (
         {"connect_timeout": settings.connect_timeout_s} | settings.nats_options() | kwargs
     )
-    return await nats.connect(url or settings.nats_url, **options)  # type: ignore[arg-type]
+    servers = nats_servers(url) if isinstance(url, str) else url
+    return await nats.connect(servers or settings.nats_url, **options)  # type: ignore[arg-type]

@@ -15,6 +15,10 @@ from the one-stream layout, the unit messages it held then, which intake drains.
 
 Services refer to streams by name only (`JStream(name, declare=False)`): a second
 declaration with a different config would silently call update_stream.
+
+On a JetStream cluster every stream and the two KV buckets are kept on three nodes
+(`replicas: 3`), on a single server on one: `ensure_streams` asks the server which
+(`replicas_available`), or takes INVESTFLOW_STREAM_REPLICAS.
 """
 
 from __future__ import annotations
@@ -24,8 +28,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import APIError, NotFoundError
 
 MiB = 1024 * 1024
 
@@ -122,8 +132,58 @@ def all_streams(units: Iterable[str]) -> tuple[StreamSpec, ...]:
     return STREAMS + tuple(unit_stream(u) for u in sorted(units))
 
 
+# Copies kept of each stream on a cluster: any one node may die, and a majority (2 of 3)
+# still agrees on every write. More nodes do not mean more copies; each copy costs a write.
+CLUSTER_REPLICAS = 3
+
+# nats-server's answers to a replicated stream it cannot hold (server/errors.json).
+NOT_CLUSTERED = 10074  # "replicas > 1 not supported in non-clustered mode"
+NO_PLACEMENT = 10005  # "no suitable peers for placement"
+
+PROBE_STREAM = "INVESTFLOW_REPLICAS_PROBE"
+
+
+class ReplicasError(RuntimeError):
+    """The server can neither hold the replicated streams nor is it a single server."""
+
+
+async def replicas_available(js: JetStreamContext, wanted: int = CLUSTER_REPLICAS) -> int:
+    """How many copies of each stream this server can hold: INVESTFLOW_STREAM_REPLICAS, else
+    ask it. A single server refuses a replicated stream as non-clustered (→ 1); a cluster takes
+    a throwaway in-memory stream of `wanted` copies (→ wanted), deleted at once. A cluster that
+    cannot place them (a node down, fewer nodes) is an error, not a quiet fall back to one copy.
+    """
+    forced = _int_env("INVESTFLOW_STREAM_REPLICAS", 0)
+    if forced:
+        return forced
+    probe = StreamConfig(
+        name=PROBE_STREAM,
+        subjects=[f"_investflow.probe.{PROBE_STREAM}"],
+        storage=StorageType.MEMORY,
+        num_replicas=wanted,
+        max_msgs=1,
+    )
+    try:
+        await js.add_stream(probe)
+    except APIError as exc:
+        if exc.err_code == NOT_CLUSTERED:
+            return 1
+        if exc.err_code == NO_PLACEMENT:
+            raise ReplicasError(
+                f"the JetStream cluster cannot place {wanted} copies of a stream now "
+                f"({exc.description}): are all its nodes up? On a smaller cluster set "
+                "INVESTFLOW_STREAM_REPLICAS / 集群无法放置副本，请检查各节点"
+            ) from exc
+        raise
+    await js.delete_stream(PROBE_STREAM)
+    return wanted
+
+
 def stream_config(
-    spec: StreamSpec, duplicate_window_s: float, limits: Limits | None = None
+    spec: StreamSpec,
+    duplicate_window_s: float,
+    limits: Limits | None = None,
+    replicas: int = 1,
 ) -> StreamConfig:
     limits = limits or Limits.from_env()
     config = StreamConfig(
@@ -132,6 +192,7 @@ def stream_config(
         subjects=list(spec.subjects),
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
+        num_replicas=replicas,
         # Discarding old messages would lose accepted events: a full stream refuses new ones.
         discard=DiscardPolicy.NEW,
         max_bytes=limits.stream_max_bytes,
@@ -152,7 +213,14 @@ def stream_config(
     return config
 
 
-_COMPARED = ("max_bytes", "max_msg_size", "max_age", "discard", "duplicate_window")
+_COMPARED = (
+    "max_bytes",
+    "max_msg_size",
+    "max_age",
+    "discard",
+    "duplicate_window",
+    "num_replicas",
+)
 
 
 def _drifted(have: StreamConfig, wanted: StreamConfig) -> bool:
@@ -166,22 +234,32 @@ def _drifted(have: StreamConfig, wanted: StreamConfig) -> bool:
 
 
 async def ensure_streams(
-    js: JetStreamContext, duplicate_window_s: int, units: Iterable[str] | None = None
+    js: JetStreamContext,
+    duplicate_window_s: int,
+    units: Iterable[str] | None = None,
+    *,
+    replicas: int | None = None,
+    lease_s: float | None = None,
 ) -> list[str]:
     """Create missing streams and bring drifted ones back to the declared config.
 
     `units` are the directory's unit codes (default: the directory in INVESTFLOW_UNITS); each
-    gets its inbox. Returns one line per stream saying what was done, for `investflow nats init`.
+    gets its inbox. `replicas`: copies of each stream (default: what the server can hold).
+    The rulesets bucket is created with them, and so is the leases bucket when `lease_s` (its
+    TTL, the services' INVESTFLOW_ACK_WAIT) is given; buckets the services made are scaled.
+    Returns one line per stream saying what was done, for `investflow nats init`.
     """
     if units is None:
         from .directory import load_directory
         from .settings import Settings
 
         units = load_directory(Settings.from_env().units_file).units
+    if replicas is None:
+        replicas = await replicas_available(js)
     limits = Limits.from_env()
     report = []
     for spec in all_streams(units):
-        wanted = stream_config(spec, duplicate_window_s, limits)
+        wanted = stream_config(spec, duplicate_window_s, limits, replicas)
         try:
             info = await js.stream_info(spec.name)
         except NotFoundError:
@@ -207,4 +285,52 @@ async def ensure_streams(
             )
         else:
             report.append(f"updated {spec.name}")
+    report += await ensure_buckets(js, replicas, lease_s)
+    return report
+
+
+RULES_BUCKET = "investflow_rulesets"  # shared.rules.published.BUCKET
+LEASES_BUCKET = "investflow_leases"  # shared.partitions.DEFAULT_BUCKET
+
+
+def bucket_configs(replicas: int, lease_s: float | None) -> list[KeyValueConfig]:
+    """The buckets as shared/rules/published.py and shared/partitions.py create them when
+    missing (there with one copy), here with the deployment's `replicas`."""
+    out = [
+        KeyValueConfig(
+            bucket=RULES_BUCKET,
+            history=64,
+            storage=StorageType.FILE,
+            description="published rulesets",
+            replicas=replicas,
+        )
+    ]
+    if lease_s is not None:
+        out.append(
+            KeyValueConfig(bucket=LEASES_BUCKET, history=1, ttl=float(lease_s), replicas=replicas)
+        )
+    return out
+
+
+async def ensure_buckets(
+    js: JetStreamContext, replicas: int, lease_s: float | None = None
+) -> list[str]:
+    """Create the KV buckets with `replicas` copies; scale a bucket that has other than that
+    (a service created it first, with one). A bucket on one node of three would stop every
+    service that follows the rulesets, or holds a lease, when that node dies. Looked up by
+    name: a cluster's stream list leaves out streams whose leader is busy (one being scaled)."""
+    report = []
+    for config in bucket_configs(replicas, lease_s):
+        try:
+            have = (await js.stream_info(f"KV_{config.bucket}")).config
+        except NotFoundError:
+            await js.create_key_value(config)
+            report.append(f"created KV {config.bucket} (replicas {replicas})")
+            continue
+        if (have.num_replicas or 1) == replicas:
+            report.append(f"ok KV {config.bucket}")
+            continue
+        have.num_replicas = replicas
+        await js.update_stream(have)
+        report.append(f"scaled KV {config.bucket} to replicas {replicas}")
     return report
