@@ -272,6 +272,10 @@ record, 67-96 records/s (ratio 0.03-0.06).
 RSS (MB) per service, start → end: {rss_line}.
 
 The rules engine alone: `bench/rules.py`; the what-if replay: `bench/whatif.py`.
+
+Per-service profiles (issue 12, CPU per record), with the commands and the top lines before and
+after each cut: docs/profiles/intake.md (record on Core statements, outbox acks in flight
+together), docs/profiles/scoring.md (rate locks kept per transaction).
 """
 
 
