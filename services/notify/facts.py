@@ -40,8 +40,9 @@ def apply(session: Session, subject: str, event: dict[str, Any]) -> None:
 
     if stream == "project":
         if kind == "lead":
-            if session.get(store.Project, pid) is None:
-                session.add(
+            if store.kept(session, store.Project, pid) is None:
+                store.keep(
+                    session,
                     store.Project(
                         project_id=pid,
                         title=data["title"],
@@ -50,7 +51,8 @@ def apply(session: Session, subject: str, event: dict[str, Any]) -> None:
                         kind=data["kind"],
                         planned_investment=str(data["planned_investment"]),
                         reported_on=_day(data["reported_on"]),
-                    )
+                    ),
+                    pid,
                 )
             business_day = _day(data["reported_on"])
         elif kind == "meeting":
@@ -114,12 +116,12 @@ def apply(session: Session, subject: str, event: dict[str, Any]) -> None:
         elif kind == "decision":
             _decision(session, data, require=False)
         elif kind == "withdrawal" and data["target"]["kind"] == "lead":
-            project = session.get(store.Project, pid)
+            project = store.kept(session, store.Project, pid)
             if project is not None:  # 撤回: no more reminders for it
                 project.outcome = "withdrawn"
                 session.add(project)
     elif stream == "review":
-        project = session.get(store.Project, pid)
+        project = store.kept(session, store.Project, pid)
         if project is None:
             raise ProjectNotYetKnown(f"{subject} for {pid} before its project.lead")
         if kind == "screened":
@@ -152,7 +154,7 @@ def apply(session: Session, subject: str, event: dict[str, Any]) -> None:
                 require=True,
             )
     elif stream == "score" and kind == "credited":
-        if session.get(store.Project, pid) is None:
+        if store.kept(session, store.Project, pid) is None:
             raise ProjectNotYetKnown(f"{subject} for {pid} before its project.lead")
         store.insert_ignore(
             session,
@@ -178,7 +180,7 @@ def _decision(session: Session, data: dict[str, Any], *, require: bool) -> None:
     """集体决策, from intake's project.decision (until review speaks) or review's
     review.decided, which governs: review refuses a decision it does not take, and a later
     meeting's decision (re-review, 复议) replaces the earlier one."""
-    project = session.get(store.Project, data["project_id"])
+    project = store.kept(session, store.Project, data["project_id"])
     if project is None:
         if require:
             raise ProjectNotYetKnown(f"decision for {data['project_id']} before its project.lead")
@@ -199,12 +201,12 @@ def _decision(session: Session, data: dict[str, Any], *, require: bool) -> None:
 
 
 def project_card(session: Session, project_id: str | None) -> ProjectCard | None:
-    """The project's own row (what event triggers read): one primary-key lookup, usually
-    answered from the session's identity map since `apply` has just read the same row."""
+    """The project's own row (what event triggers read): one primary-key lookup, answered
+    from the rows the transaction holds since `apply` has just read the same row."""
     if not project_id:
         return None
     session.flush()  # a lead applied in this transaction is still pending
-    row = session.get(store.Project, project_id)
+    row = store.kept(session, store.Project, project_id)
     if row is None:
         return None
     return ProjectCard(

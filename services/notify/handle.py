@@ -12,6 +12,7 @@ from sqlmodel import Session
 from shared.db import unit_of_work
 
 from . import facts, store
+from .model import Alert
 from .plan import plan
 from .render import Renderer
 from .triggers import ALERTING_SUBJECTS, event_alerts
@@ -43,29 +44,36 @@ def consume_run(
     """`consume` for (subject, event, key) in order, all in one transaction (a run of
     messages delivered together): all are applied or none; returns how many are new."""
     with unit_of_work(engine) as session:
-        return sum(
-            _consume(session, subject, event, key, renderer, titles, now)
-            for subject, event, key in events
-        )
+        return _consume_run(session, events, renderer, titles, now)
 
 
-def _consume(
+def _consume_run(
     session: Session,
-    subject: str,
-    event: dict[str, Any],
-    key: str,
+    events: list[tuple[str, dict[str, Any], str]],
     renderer: Renderer,
     titles: Titles,
     now: dt.datetime,
 ) -> int:
-    # Claiming the key first, with ON CONFLICT DO NOTHING: one statement instead of a
-    # lookup and an insert, and a replica racing on the same key waits and then skips.
-    if not store.insert_ignore(session, store.Processed, [{"msg_id": key}], ["msg_id"]):
-        return 0
-    facts.apply(session, subject, event)
-    if subject not in ALERTING_SUBJECTS:
-        return 0
-    project = facts.project_card(session, event.get("project_id"))
+    # The run's keys are claimed first, in one INSERT ... ON CONFLICT DO NOTHING RETURNING:
+    # a key already applied (or claimed by a replica racing on it, which waits and then
+    # skips) comes back absent, and a key twice in the run is applied the first time only.
+    keys = list(dict.fromkeys(key for _, _, key in events))
+    new = set(
+        store.insert_new(
+            session, store.Processed, [{"msg_id": k} for k in keys], ["msg_id"], "msg_id"
+        )
+    )
     principals = renderer.directory.principal_leaders()
-    alerts = event_alerts(subject, event, project, titles, principals)
+    alerts: list[Alert] = []
+    for subject, event, key in events:
+        if key not in new:
+            continue
+        new.discard(key)
+        facts.apply(session, subject, event)
+        if subject in ALERTING_SUBJECTS:
+            # The project as known right after this event, as if each were applied alone.
+            project = facts.project_card(session, event.get("project_id"))
+            alerts += event_alerts(subject, event, project, titles, principals)
+    # One plan for the run: its outbox rows do not depend on the facts applied after the
+    # alert was worked out, and a cause named twice is planned once either way.
     return plan(session, alerts, renderer, now)

@@ -79,12 +79,10 @@ def plan(
                 row |= (extra or {}).get(f"{alert.cause}|{code}|{person.language}", {})
                 rows.append(row)
                 done.add((alert.cause, code, channel))
-    new = 0
-    for row in rows:  # one statement per row: the html/image columns differ in presence
-        new += store.insert_ignore(
-            session, store.Notification, [row], ["cause", "recipient", "channel"]
-        )
-    return new
+    # One executemany for them all (every row names the same columns); a row a replica has
+    # just planned too is skipped by the unique key and not counted.
+    keys = ["cause", "recipient", "channel"]
+    return len(store.insert_new(session, store.Notification, rows, keys, "id"))
 
 
 def _recipients(session: Session, codes: list[str]) -> dict[str, Recipient]:

@@ -74,6 +74,8 @@ class Renderer:
         self.md = MarkdownIt("commonmark", {"html": False}).enable(
             "table"
         )  # titles are data: no raw HTML
+        self._templates: dict[tuple[str, str], Any] = {}
+        self._helpers: dict[str, dict[str, Any]] = {}
 
     def helpers(self, lang: str) -> dict[str, Any]:
         def name(code: str | None) -> str:
@@ -100,8 +102,13 @@ class Renderer:
     ) -> tuple[str, str]:
         """(subject, markdown body) of one message in `lang`."""
         lang = lang if lang in LANGUAGES else "zh"
-        template = self.env.get_template(f"{lang}/{kind}.md.j2")
-        text = template.render(**data, recipient=recipient, **self.helpers(lang))
+        template = self._templates.get((lang, kind))
+        if template is None:
+            template = self._templates[(lang, kind)] = self.env.get_template(f"{lang}/{kind}.md.j2")
+        helpers = self._helpers.get(lang)
+        if helpers is None:  # pure functions of the language: built once per language
+            helpers = self._helpers[lang] = self.helpers(lang)
+        text = template.render(**data, recipient=recipient, **helpers)
         first, _, rest = text.strip().partition("\n")
         return first.lstrip("#").strip(), rest.strip() + "\n"
 

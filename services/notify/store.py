@@ -249,13 +249,63 @@ def insert_ignore(
     return int(session.execute(stmt, values[0]).rowcount or 0)  # type: ignore[attr-defined]
 
 
+def insert_new(
+    session: Session,
+    table: type[SQLModel],
+    rows: list[dict[str, Any]],
+    keys: list[str],
+    column: str,
+) -> list[Any]:
+    """`insert_ignore` for many rows in one executemany (the statement compiled once);
+    returns `column` of the rows actually inserted (RETURNING: executemany has no reliable
+    rowcount on PostgreSQL). Every row must name the same columns."""
+    if not rows:
+        return []
+    dialect = session.get_bind().dialect.name
+    cache = (dialect, table.__tablename__, tuple(keys), column)  # type: ignore[attr-defined]
+    stmt = _INSERT_NEW.get(cache)
+    if stmt is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        t = table.__table__  # type: ignore[attr-defined]
+        stmt = insert(t).on_conflict_do_nothing(index_elements=keys).returning(t.c[column])
+        _INSERT_NEW[cache] = stmt
+    return list(session.execute(stmt, rows).scalars())
+
+
+_INSERT_NEW: dict[tuple[str, str, tuple[str, ...], str], Any] = {}
+
+KEPT = "notify.kept"
+
+
+def kept(session: Session, model: type[SQLModel], key: str) -> Any:
+    """`session.get`, the row then held for the rest of the transaction. The identity map
+    holds unchanged rows weakly, so without this every event of a run would read the same
+    project or state row from the database again."""
+    rows: dict[tuple[type[SQLModel], str], Any] = session.info.setdefault(KEPT, {})
+    row = rows.get((model, key))
+    if row is None:
+        row = session.get(model, key)
+        if row is not None:
+            rows[(model, key)] = row
+    return row
+
+
+def keep(session: Session, row: SQLModel, key: str) -> None:
+    """Add a new row to the session and hold it (see `kept`)."""
+    session.add(row)
+    session.info.setdefault(KEPT, {})[(type(row), key)] = row
+
+
 def get_state(session: Session, key: str) -> str | None:
-    row = session.get(State, key)
+    row = kept(session, State, key)
     return row.value if row else None
 
 
 def set_state(session: Session, key: str, value: str) -> None:
-    row = session.get(State, key) or State(key=key, value=value)
+    row = kept(session, State, key)
+    if row is None:
+        keep(session, State(key=key, value=value), key)
+        return
     row.value = value
     session.add(row)
 
