@@ -275,7 +275,8 @@ The rules engine alone: `bench/rules.py`; the what-if replay: `bench/whatif.py`.
 
 Per-service profiles (issue 12, CPU per record), with the commands and the top lines before and
 after each cut: docs/profiles/intake.md (record on Core statements, outbox acks in flight
-together), docs/profiles/scoring.md (rate locks kept per transaction).
+together), docs/profiles/scoring.md (rate locks kept per transaction), docs/profiles/notify.md (a run claims
+and plans in one executemany each).
 """
 
 
