@@ -129,6 +129,9 @@ async def test_a_withdrawn_funds_record_is_reversed_and_a_future_date_is_refused
         correction(target, {"arrived_on": future}, "date"),
         key=uid(),
     )
+    # Intake keeps order within one unit only (its inboxes are partitioned by unit), so a
+    # Center withdrawal sent right after a unit's correction may be recorded first.
+    await idle(js)
     # The Center may withdraw any unit's record.
     withdrawal = {"target": target, "reason": "entered twice by mistake"}
     await publish(js, "intake.CENTER.withdrawal", withdrawal, key="wd-1")
