@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-slow browser asyncapi-cli lint format lock asyncapi bench-rules clean
+.PHONY: demo test test-slow test-durations browser asyncapi-cli lint format lock asyncapi bench-rules clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"Python 3.11+ needed, found {sys.version.split()[0]}; run: make PYTHON=python3.11 ..."'
@@ -20,13 +20,18 @@ demo: $(STAMP)  ## run the whole system on the sample year, print the outcome, s
 
 # The suite mostly waits on running services, so test files run side by side: each worker
 # starts its own nats-servers and databases. TEST_WORKERS=1 runs them one after another.
+# Files go out longest first (tests/durations.json; xdist would reorder them by test count).
 TEST_WORKERS ?= 4
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP) browser asyncapi-cli  ## the test suite (real nats-server, SQLite, PostgreSQL when it answers)
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -q $(XDIST)
 
 test-slow: $(STAMP) browser asyncapi-cli  ## the same suite at the issues' full sizes (2,000-event fault runs, ...)
-	INVESTFLOW_SLOW=1 $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
+	INVESTFLOW_SLOW=1 $(BIN)/pytest -q $(XDIST)
+
+test-durations: $(STAMP) browser asyncapi-cli  ## run `make test` and rewrite tests/durations.json (the files' order)
+	INVESTFLOW_RECORD_DURATIONS=1 $(BIN)/pytest -q $(XDIST)
 
 # The board's browser tests drive Debian's chromium (never a downloaded browser); the CJK
 # font lets the pages and the weekly chart show Chinese.

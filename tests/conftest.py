@@ -7,6 +7,7 @@ with a temporary store dir, through the same `running_system()` operators use.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -52,6 +53,48 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+    heaviest_files_first(items)
+
+
+# Seconds each test file took (`make test-durations` rewrites it). The suite is CPU-bound on
+# a small machine: run with `--no-loadscope-reorder`, xdist hands files out in this order,
+# longest first, so no long file starts last while the other workers sit idle (before, the
+# last eighth of the tests took a third of the run).
+DURATIONS = Path(__file__).with_name("durations.json")
+
+
+def heaviest_files_first(items: list[pytest.Item]) -> None:
+    try:
+        weights: dict[str, float] = json.loads(DURATIONS.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # no weights: collection order
+    first_seen: dict[str, int] = {}
+    for n, item in enumerate(items):
+        first_seen.setdefault(item.nodeid.split("::", 1)[0], n)
+
+    def key(item: pytest.Item) -> tuple[float, int]:
+        path = item.nodeid.split("::", 1)[0]
+        return (-weights.get(path, 1.0), first_seen[path])
+
+    items.sort(key=key)  # stable: a file's tests keep their order
+
+
+_spent: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if os.environ.get("INVESTFLOW_RECORD_DURATIONS"):
+        path = report.nodeid.split("::", 1)[0]
+        _spent[path] = _spent.get(path, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # The controller (or a run without xdist) sees every report; xdist workers write nothing.
+    if not os.environ.get("INVESTFLOW_RECORD_DURATIONS") or hasattr(session.config, "workerinput"):
+        return
+    if _spent:
+        ordered = dict(sorted(((k, round(v, 1)) for k, v in _spent.items()), key=lambda kv: -kv[1]))
+        DURATIONS.write_text(json.dumps(ordered, indent=1) + "\n", encoding="utf-8")
 
 
 @contextlib.contextmanager

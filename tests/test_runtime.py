@@ -18,6 +18,8 @@ from shared.settings import REPO_ROOT
 from tests.helpers import count_rows, http_post, idle, lead, publish, read_subject
 
 pytestmark = pytest.mark.timeout(180)
+# The kill -9 restart on PostgreSQL is tests/fault's default; both here under INVESTFLOW_SLOW.
+SYSTEM_BACKEND = "sqlite"
 
 
 def _start_up(tmp_path: Path, nats_port: int, http_port: int) -> subprocess.Popen[str]:

@@ -33,7 +33,12 @@ TOKENS = [
     "-1", "1e999", ".nan", "0x1F", "null", "~", "true", "on", "yes", "\\d+", "(.*a){30}",
     "{param: nope}", "{rule: nope}", "{not: {not: {}}}", "\x00", "\ufeff", "\ud800", "é", "😀",
 ]  # fmt: skip
-EXAMPLES = int(os.environ.get("INVESTFLOW_FUZZ_EXAMPLES", "1100"))
+# 1,100 mutated files under INVESTFLOW_SLOW (`make test-slow`), 400 in `make test`.
+EXAMPLES = int(
+    os.environ.get(
+        "INVESTFLOW_FUZZ_EXAMPLES", "1100" if os.environ.get("INVESTFLOW_SLOW") else "400"
+    )
+)
 VERSIONS = [load_text(t, n) for n, t in SOURCES.items() if not n.endswith("-2022.yaml")]
 
 

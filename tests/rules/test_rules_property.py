@@ -82,7 +82,7 @@ document_sets = st.sets(st.sampled_from([d.value for d in DocumentType]))
 
 
 @settings(
-    max_examples=20000 if SLOW else 2000,
+    max_examples=20000 if SLOW else 800,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
@@ -277,7 +277,7 @@ def fact_sets(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @settings(
-    max_examples=3000 if SLOW else 150,
+    max_examples=3000 if SLOW else 60,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
