@@ -79,18 +79,58 @@ def heaviest_files_first(items: list[pytest.Item]) -> None:
     items.sort(key=key)  # stable: a file's tests keep their order
 
 
+RECORD = bool(os.environ.get("INVESTFLOW_RECORD_DURATIONS"))
 _spent: dict[str, float] = {}
+_cpu: dict[str, float] = {}
+_cpu_mark: list[float] = []
+
+
+def _cpu_now() -> float:
+    """CPU seconds of this worker and every child it has reaped (services, nats-servers):
+    on a CPU-bound machine that, not wall time, is what a test costs the others."""
+    import resource
+
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if RECORD:
+        _cpu_mark[:] = [_cpu_now()]  # collection and imports are nobody's test
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    if RECORD:
+        now = _cpu_now()
+        spent = now - (_cpu_mark[-1] if _cpu_mark else now)
+        _cpu_mark[:] = [now]
+        outcome.get_result().user_properties.append(("cpu_s", spent))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if os.environ.get("INVESTFLOW_RECORD_DURATIONS"):
+    if RECORD:
         path = report.nodeid.split("::", 1)[0]
         _spent[path] = _spent.get(path, 0.0) + report.duration
+        cpu = dict(report.user_properties).get("cpu_s", 0.0)
+        _cpu[path] = _cpu.get(path, 0.0) + float(cpu)  # type: ignore[arg-type]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if RECORD and _cpu:
+        terminalreporter.section("CPU seconds per test file (with its services), top 30")
+        for path, cpu in sorted(_cpu.items(), key=lambda kv: -kv[1])[:30]:
+            terminalreporter.write_line(f"{cpu:8.1f} cpu  {_spent[path]:8.1f} wall  {path}")
+        terminalreporter.write_line(f"{sum(_cpu.values()):8.1f} cpu in all")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     # The controller (or a run without xdist) sees every report; xdist workers write nothing.
-    if not os.environ.get("INVESTFLOW_RECORD_DURATIONS") or hasattr(session.config, "workerinput"):
+    if not RECORD or hasattr(session.config, "workerinput"):
         return
     if _spent:
         ordered = dict(sorted(((k, round(v, 1)) for k, v in _spent.items()), key=lambda kv: -kv[1]))
