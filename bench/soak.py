@@ -9,9 +9,13 @@
    nats-server (`--nodes 1`) or a three-node JetStream cluster on loopback (`--nodes 3`,
    every stream R3).
 3. Every line is published as the units would: in file order, under its `msg_id`
-   (`Nats-Msg-Id`), at most `--in-flight` publishes unacknowledged, and at most `--window`
-   funds records published whose first `score.credited` / `score.held` has not come yet
-   (so the feed runs at the pipeline's pace and the latency is not one long queue).
+   (`Nats-Msg-Id`), at most `--in-flight` publishes unacknowledged, at most
+   `--intake-backlog` messages in the units' inboxes (default: five business days' worth, at
+   most 200: intake reads the inboxes side by side, so a message can overtake that many
+   others, and a duplicate claim reported 10-30 days after its original must not overtake
+   it), and at most `--window` funds records published whose first `score.credited` /
+   `score.held` has not come yet (so the feed runs at the pipeline's pace and the latency is
+   not one long queue).
 4. Latency: per funds record, from its publish to the first `score.credited` or
    `score.held` naming its project and funds id, on a subscriber of this process.
 5. After the last outcome, every consumer drains and every process goes quiet; then the
@@ -287,6 +291,34 @@ async def publish(js: Any, subject: str, body: bytes, msg_id: str) -> Any:
     raise AssertionError("unreachable")
 
 
+class IntakeBacklog:
+    """Messages in the units' inboxes intake has not finished with, polled from JetStream;
+    between polls, whatever was fed since the poll began counts as waiting too."""
+
+    def __init__(self, js: Any) -> None:
+        self.js = js
+        self.polled_backlog = 0
+        self.fed_at_poll = 0
+        self.fed = 0  # kept current by backlog(fed)
+
+    def backlog(self, fed: int) -> int:
+        self.fed = fed
+        return self.polled_backlog + fed - self.fed_at_poll
+
+    async def poll(self, every: float = 0.25) -> None:
+        while True:
+            fed = self.fed
+            total = 0
+            with contextlib.suppress(Exception):  # a poll lost to a leader election: next one
+                # The inboxes are work queues: a message leaves once intake acknowledged it,
+                # so one stream listing says it all.
+                for info in await self.js.streams_info():
+                    if info.config.name.startswith("INTAKE_"):
+                        total += int(info.state.messages or 0)
+                self.polled_backlog, self.fed_at_poll = total, fed
+            await asyncio.sleep(every)
+
+
 async def read_outcomes(js: Any) -> Outcomes:
     """Every score.credited/held/reversed on the SCORE stream, counted per record."""
     out = Outcomes()
@@ -399,36 +431,48 @@ async def run(
 
         t0 = time.perf_counter()
         middle_at = exp.lines // 2
-        stalled = False
+        stalled = window_off = False
+        intake = IntakeBacklog(system.js)
+        poller = asyncio.create_task(intake.poll())
         with year.open(encoding="utf-8") as fh:
             for raw in fh:
                 if not raw.strip():
                     continue
                 line = json.loads(raw)
-                if (
+                is_funds = (
                     line["subject"].endswith(".funds")
                     and "raw" not in line
                     and not line.get("case", "").startswith("bad:")
+                )
+                # Two bounds, waited for together: intake's backlog (the units' inboxes are
+                # read side by side, so a message may overtake at most that many others; a
+                # duplicate claim must not overtake the lead it duplicates, 10-30 days
+                # earlier), and the funds records still awaiting their first outcome.
+                waited = time.monotonic()
+                progress_at = ((len(first), intake.polled_backlog), time.monotonic())
+                while not window_off and (
+                    intake.backlog(fed) >= args.intake_backlog
+                    or (is_funds and len(sent) - len(first) >= args.window)
                 ):
-                    key = (line["data"]["project_id"], line["data"]["funds_id"])
-                    # The window: wait while too many funds records are still on their way.
-                    waited = time.monotonic()
-                    progress_at = (len(first), time.monotonic())
-                    while len(sent) - len(first) >= args.window:
-                        await asyncio.sleep(0.02)
-                        bar.show(fed, live["credited"], live["held"])
-                        if len(first) != progress_at[0]:
-                            progress_at = (len(first), time.monotonic())
-                        elif time.monotonic() - progress_at[1] > args.stall_timeout:
-                            errors.append(
-                                f"no funds record settled for {args.stall_timeout:.0f}s with {args.window} in flight"
-                            )
-                            stalled = True
-                            break
-                    window_waits += time.monotonic() - waited
-                    if stalled and not args.keep_going:
+                    await asyncio.sleep(0.02)
+                    bar.show(fed, live["credited"], live["held"])
+                    moved = (len(first), intake.polled_backlog)
+                    if moved != progress_at[0]:
+                        progress_at = (moved, time.monotonic())
+                    elif time.monotonic() - progress_at[1] > args.stall_timeout:
+                        errors.append(
+                            f"nothing moved for {args.stall_timeout:.0f}s: intake backlog "
+                            f"{intake.backlog(fed)}, {len(sent) - len(first)} funds records in flight"
+                        )
+                        stalled = True
                         break
-                    stalled = False
+                window_waits += time.monotonic() - waited
+                if stalled:
+                    if not args.keep_going:
+                        break
+                    window_off = True  # --keep-going: feed the rest as fast as it goes
+                if is_funds:
+                    key = (line["data"]["project_id"], line["data"]["funds_id"])
                     sent.setdefault(key, time.perf_counter())
                 await in_flight.acquire()
                 task = asyncio.create_task(send(line))
@@ -441,6 +485,9 @@ async def run(
         if tasks:
             await asyncio.gather(*tasks)
         fed_s = time.perf_counter() - t0
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
         if "middle" not in rss:
             rss["middle"] = {n: round(rss_mb(p), 1) for n, p in procs.items()}
 
@@ -530,7 +577,8 @@ def summary_lines(
         f"{r['to_last_outcome_s']} s; every consumer drained at {r['to_all_drained_s']} s",
         f"throughput: {r['messages_per_s']} messages/s fed, {r['funds_per_s']} funds records/s settled{steady}",
         f"latency publish → first score.credited/held: p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
-        f"max {lat['max']} ms ({lat['records']} records, window {args.window})",
+        f"max {lat['max']} ms ({lat['records']} records; window {args.window} funds records, "
+        f"intake backlog ≤ {args.intake_backlog} messages)",
         "RSS MB start / middle / end: "
         + ", ".join(
             f"{n} {r['rss_mb']['start'][n]}/{r['rss_mb']['middle'][n]}/{r['rss_mb']['end'][n]}"
@@ -604,6 +652,12 @@ def main(argv: list[str] | None = None) -> int:
         "--window", type=int, default=200, help="funds records in flight (default 200)"
     )
     parser.add_argument(
+        "--intake-backlog",
+        type=int,
+        default=None,
+        help="messages fed that intake has not taken yet, at most (default: 5 days' worth, ≤ 200)",
+    )
+    parser.add_argument(
         "--in-flight", type=int, default=64, help="publishes awaiting their ack (64)"
     )
     parser.add_argument(
@@ -641,6 +695,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             gen_s = generate_year(args.leads, args.seed, year)
         exp = expected_from(year)
+        if args.intake_backlog is None:
+            args.intake_backlog = max(5, min(200, exp.lines * 5 // 365))
         print(
             f"soak: {exp.lines} messages, {len(exp.funds)} funds records; starting the system on "
             f"{args.nodes} node{'s' if args.nodes > 1 else ''} …",
