@@ -130,3 +130,31 @@ def test_soak_300_leads_on_three_nodes_ends_with_exact_counts(tmp_path: Path) ->
     assert result["counts"]["ok"] and result["counts"]["scoring_table_checked"]
     assert result["latency_ms"]["records"] == len(funds)
     assert set(result["rss_mb"]["end"]) >= {"intake", "scoring", "nats-n1", "nats-n2", "nats-n3"}
+
+
+def test_soak_section_of_performance_doc_survives_both_writers(tmp_path: Path) -> None:
+    """bench/soak.py replaces only its own run's block; bench/pipeline.py's rewrite of the
+    rest carries the soak section over (split_soak / with_soak, as pipeline.main does)."""
+    import argparse
+
+    from bench.measure import SOAK_BEGIN, SOAK_END, split_soak, with_soak
+    from bench.soak import doc_block, update_doc
+
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Performance\n\npipeline numbers v1\n", "utf-8")
+    one = argparse.Namespace(leads=1000, nodes=1)
+    three = argparse.Namespace(leads=1000, nodes=3)
+    update_doc(doc, three, doc_block(three, "m", "t1", ["3 nodes, first run"]))
+    update_doc(doc, one, doc_block(one, "m", "t2", ["1 node"]))
+    update_doc(doc, three, doc_block(three, "m", "t3", ["3 nodes, second run"]))
+    text = doc.read_text("utf-8")
+    assert text.startswith("# Performance\n\npipeline numbers v1\n")
+    assert text.count(SOAK_BEGIN) == 1 and text.count(SOAK_END) == 1
+    assert "1 node" in text and "3 nodes, second run" in text
+    assert "first run" not in text
+    assert text.index("1 node\n") < text.index("3 nodes, second run")  # sorted by size, nodes
+    # What bench/pipeline.py does when it rewrites its part.
+    _, soak = split_soak(text)
+    again = with_soak("# Performance\n\npipeline numbers v2\n", soak)
+    assert "pipeline numbers v2" in again and "pipeline numbers v1" not in again
+    assert split_soak(again)[1] == soak
