@@ -273,13 +273,21 @@ def body_of(line: dict[str, Any]) -> bytes:
 
 
 async def publish(js: Any, subject: str, body: bytes, msg_id: str) -> Any:
-    """As a unit does: a publish not acknowledged is sent again under the same msg_id."""
+    """As a unit does: a publish not acknowledged is sent again under the same msg_id.
+
+    On a cluster, a re-send arriving while the first copy is still being replicated is
+    refused with 10158 ("duplicate message id is in process"): sent again a moment later,
+    it is acknowledged as the duplicate it is."""
     import nats.errors
     import nats.js.errors
 
     for attempt in range(20):
         try:
             return await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id}, timeout=10)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != 10158 or attempt == 19:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
         except (
             nats.errors.TimeoutError,
             nats.js.errors.NoStreamResponseError,
@@ -376,6 +384,14 @@ async def run(
         elif system.nats_server is not None and system.nats_server.proc is not None:
             procs["nats-server"] = system.nats_server.proc.pid
         procs["soak (feeder)"] = os.getpid()
+        # What each process spends doing nothing (heartbeats, Raft, timers), to read the
+        # per-record CPU against: small runs are dominated by it.
+        idle_from = {n: cpu_s(p) for n, p in procs.items()}
+        await asyncio.sleep(args.idle_probe)
+        idle_pct = {
+            n: round((cpu_s(p) - idle_from[n]) * 100 / max(0.001, args.idle_probe), 1)
+            for n, p in procs.items()
+        }
         rss: dict[str, dict[str, float]] = {
             "start": {n: round(rss_mb(p), 1) for n, p in procs.items()}
         }
@@ -425,7 +441,8 @@ async def run(
                 ack = await publish(system.js, line["subject"], body_of(line), line["msg_id"])
                 duplicates += int(bool(ack.duplicate))
             except Exception as exc:  # counted and reported, the feed goes on
-                errors.append(f"{line['msg_id']}: {exc!r}")
+                detail = {k: getattr(exc, k, None) for k in ("code", "err_code", "description")}
+                errors.append(f"{line['msg_id']}: {exc!r} {detail}")
             finally:
                 in_flight.release()
 
@@ -518,6 +535,14 @@ async def run(
         rss["end"] = {n: round(rss_mb(p), 1) for n, p in procs.items()}
 
         outcomes = await read_outcomes(system.js)
+        stream_bytes = {
+            i.config.name: int(i.state.bytes or 0) for i in await system.js.streams_info()
+        }
+        store_bytes = {
+            d.name: sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+            for d in sorted(data_dir.glob("nats*"))
+            if d.is_dir()
+        }
         counts = check(exp, outcomes, scoring_table(data_dir))
 
     lat = sorted((first[k] - sent[k]) * 1000 for k in sent if k in first)
@@ -548,9 +573,13 @@ async def run(
         "dropped_as_duplicate": duplicates,
         "rss_mb": rss,
         "cpu_s": cpu,
+        "idle_cpu_pct": idle_pct,
         "cpu_ms_per_funds_record": {n: round(v * 1000 / n_funds, 2) for n, v in cpu.items()},
         "cpu_ms_per_message": {n: round(v * 1000 / max(1, fed), 2) for n, v in cpu.items()},
         "counts": counts,
+        "stream_mb": round(sum(stream_bytes.values()) / 2**20, 1),  # one copy
+        "stream_mb_by_stream": {k: round(v / 2**20, 1) for k, v in sorted(stream_bytes.items())},
+        "store_dir_mb": {k: round(v / 2**20, 1) for k, v in store_bytes.items()},
         "errors": errors[:20],
     }
 
@@ -588,6 +617,10 @@ def summary_lines(
         + ", ".join(f"{n} {r['cpu_s'][n]} ({r['cpu_ms_per_funds_record'][n]})" for n in names)
         + f"; sum {sum(r['cpu_s'].values()):.1f} s ({sum(r['cpu_ms_per_funds_record'].values()):.1f} ms per funds record, "
         f"{sum(r['cpu_ms_per_message'].values()):.2f} ms per message)",
+        "idle CPU % of a core before the feed: "
+        + ", ".join(f"{n} {r['idle_cpu_pct'][n]}" for n in names),
+        f"JetStream: {r['stream_mb']} MB in the streams (one copy); store dirs on disk MB: "
+        + ", ".join(f"{k} {v}" for k, v in r["store_dir_mb"].items()),
         f"counts: {c['expected_funds_records']} funds records in the file ({c['funds_lines_sent']} funds lines sent, "
         f"{exp.resends} resent lines, {r['dropped_as_duplicate']} dropped by JetStream as duplicates); "
         f"credited {c['credited']} + held {c['held']} + withdrawn {c['withdrawn']} = "
@@ -656,6 +689,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="messages fed that intake has not taken yet, at most (default: 5 days' worth, ≤ 200)",
+    )
+    parser.add_argument(
+        "--idle-probe", type=float, default=10, help="seconds of idle CPU measured first (10)"
     )
     parser.add_argument(
         "--in-flight", type=int, default=64, help="publishes awaiting their ack (64)"
