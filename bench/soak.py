@@ -251,6 +251,11 @@ class Progress:
             print(text, file=sys.stderr, flush=True)
 
 
+def _load() -> float:
+    """The machine's 1-minute load average: other users' work shows in the wall times."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
 def _clock(seconds: float) -> str:
     if seconds != seconds or seconds == float("inf"):
         return "?"
@@ -392,6 +397,7 @@ async def run(
             n: round((cpu_s(p) - idle_from[n]) * 100 / max(0.001, args.idle_probe), 1)
             for n, p in procs.items()
         }
+        load = {"start": _load()}
         rss: dict[str, dict[str, float]] = {
             "start": {n: round(rss_mb(p), 1) for n, p in procs.items()}
         }
@@ -497,6 +503,7 @@ async def run(
                 task.add_done_callback(tasks.discard)
                 fed += 1
                 if fed == middle_at:
+                    load["middle"] = _load()
                     rss["middle"] = {n: round(rss_mb(p), 1) for n, p in procs.items()}
                 bar.show(fed, live["credited"], live["held"])
         if tasks:
@@ -532,6 +539,7 @@ async def run(
         for s in subs:
             await s.unsubscribe()
         cpu = {n: round(cpu_s(p) - cpu_start[n], 2) for n, p in procs.items()}
+        load["end"] = _load()
         rss["end"] = {n: round(rss_mb(p), 1) for n, p in procs.items()}
 
         outcomes = await read_outcomes(system.js)
@@ -574,6 +582,7 @@ async def run(
         "rss_mb": rss,
         "cpu_s": cpu,
         "idle_cpu_pct": idle_pct,
+        "load": load,
         "cpu_ms_per_funds_record": {n: round(v * 1000 / n_funds, 2) for n, v in cpu.items()},
         "cpu_ms_per_message": {n: round(v * 1000 / max(1, fed), 2) for n, v in cpu.items()},
         "counts": counts,
@@ -602,6 +611,8 @@ def summary_lines(
     lines = [
         f"soak: {args.leads} leads, {args.nodes} node{'s' if args.nodes > 1 else ''} ({replicated}), seed {args.seed}: "
         f"{exp.lines} messages, {len(exp.funds)} funds records (year generated in {gen_s:.1f} s)",
+        "machine load (1-min average, all users) at start / middle / end: "
+        + " / ".join(str(r["load"].get(k)) for k in ("start", "middle", "end")),
         f"system up in {r['system_up_s']} s; fed {r['fed_messages']} messages in {r['feed_s']} s; last funds outcome at "
         f"{r['to_last_outcome_s']} s; every consumer drained at {r['to_all_drained_s']} s",
         f"throughput: {r['messages_per_s']} messages/s fed, {r['funds_per_s']} funds records/s settled{steady}",
