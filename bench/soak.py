@@ -659,6 +659,10 @@ node count, the latest run of each:
 """
 
 
+NOTES_BEGIN = "<!-- soak notes: kept as written -->"
+NOTES_END = "<!-- /soak notes -->"
+
+
 def doc_block(args: argparse.Namespace, machine: str, stamp: str, lines: list[str]) -> str:
     command = f"nice .venv/bin/python bench/soak.py --leads {args.leads} --nodes {args.nodes}"
     return (
@@ -682,7 +686,12 @@ def update_doc(doc: Path, args: argparse.Namespace, block: str) -> None:
     )
     blocks[(args.leads, args.nodes)] = block
     body = "\n".join(blocks[k].rstrip("\n") + "\n" for k in sorted(blocks))
-    doc.write_text(with_soak(text, SOAK_INTRO + "\n" + body + SOAK_END + "\n"), "utf-8")
+    # What a person wrote about the runs (the extrapolation, say) stays as it is.
+    notes = re.search(
+        re.escape(NOTES_BEGIN) + r".*?" + re.escape(NOTES_END) + r"\n?", section, re.S
+    )
+    kept = notes.group(0).rstrip("\n") + "\n\n" if notes else ""
+    doc.write_text(with_soak(text, SOAK_INTRO + "\n" + kept + body + SOAK_END + "\n"), "utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

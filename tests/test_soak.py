@@ -138,7 +138,7 @@ def test_soak_section_of_performance_doc_survives_both_writers(tmp_path: Path) -
     import argparse
 
     from bench.measure import SOAK_BEGIN, SOAK_END, split_soak, with_soak
-    from bench.soak import doc_block, update_doc
+    from bench.soak import NOTES_BEGIN, NOTES_END, doc_block, update_doc
 
     doc = tmp_path / "performance.md"
     doc.write_text("# Performance\n\npipeline numbers v1\n", "utf-8")
@@ -146,8 +146,14 @@ def test_soak_section_of_performance_doc_survives_both_writers(tmp_path: Path) -
     three = argparse.Namespace(leads=1000, nodes=3)
     update_doc(doc, three, doc_block(three, "m", "t1", ["3 nodes, first run"]))
     update_doc(doc, one, doc_block(one, "m", "t2", ["1 node"]))
+    text = doc.read_text("utf-8")
+    notes = f"{NOTES_BEGIN}\nhand-written extrapolation\n{NOTES_END}\n"
+    doc.write_text(
+        text.replace("<!-- soak run leads=1000 nodes=1", notes + "<!-- soak run leads=1000 nodes=1")
+    )
     update_doc(doc, three, doc_block(three, "m", "t3", ["3 nodes, second run"]))
     text = doc.read_text("utf-8")
+    assert text.count("hand-written extrapolation") == 1
     assert text.startswith("# Performance\n\npipeline numbers v1\n")
     assert text.count(SOAK_BEGIN) == 1 and text.count(SOAK_END) == 1
     assert "1 node" in text and "3 nodes, second run" in text
