@@ -31,8 +31,8 @@ is a `intake.<unit>.funds` line not marked `bad:*` (the one `bad:negative_amount
 refused by intake), counted once per (project_id, funds_id) however often it is sent (a
 `resend` line repeats an earlier one's msg_id and data). Each must end in exactly one state:
 credited (one `score.credited` more than `score.reversed`), held (no standing credit, at
-least one `score.held`) or withdrawn (the target of a `withdrawal` line: its credit
-reversed). No record may stand credited twice (credits - reversals > 1), none may be
+least one `score.held`) or withdrawn (the target of a `withdrawal` line: its credit, if any,
+reversed and a `score.held` saying it was withdrawn). No record may stand credited twice (credits - reversals > 1), none may be
 missing, and no event may name a record the file does not have. Whether a record ends
 credited or held is review's and scoring's rules (recognition, policy, exchange rates), not
 the generator's, so those two numbers are read, not predicted; but they must add up with
@@ -133,6 +133,15 @@ class Outcomes:
     credited: Counter[Key] = field(default_factory=Counter)
     held: Counter[Key] = field(default_factory=Counter)
     reversed: Counter[Key] = field(default_factory=Counter)
+    # score.held events that say the record (or its project) was withdrawn (撤回): scoring
+    # announces a withdrawal so, after reversing the credit if there was one.
+    withdrawal_held: Counter[Key] = field(default_factory=Counter)
+
+
+def says_withdrawn(reason: str) -> bool:
+    """The reason of a score.held that withdraws (services/scoring/record.py `_amendment`,
+    ledger.settle for a withdrawn project)."""
+    return reason.startswith("funds withdrawn (version ") or reason.startswith("project withdrawn")
 
 
 def check(exp: Expected, out: Outcomes, db_state: dict[Key, str] | None) -> dict[str, Any]:
@@ -141,6 +150,9 @@ def check(exp: Expected, out: Outcomes, db_state: dict[Key, str] | None) -> dict
     state: dict[Key, str] = {}
     problems: list[str] = []
     doubled = []
+    # A record withdrawn before it reached scoring is stored withdrawn and says nothing.
+    for key in exp.withdrawn - seen:
+        state[key] = "withdrawn"
     for key in seen:
         net = out.credited[key] - out.reversed[key]
         if net > 1 or net < 0:
@@ -148,14 +160,14 @@ def check(exp: Expected, out: Outcomes, db_state: dict[Key, str] | None) -> dict
             state[key] = f"net {net}"
         elif net == 1:
             state[key] = "credited"
-        elif out.reversed[key] and key in exp.withdrawn:
+        elif out.withdrawal_held[key]:
             state[key] = "withdrawn"
         elif out.held[key]:
             state[key] = "held"
         else:
             state[key] = "reversed, not held"  # a credit taken back and nothing said why
     counts = Counter(state.values())
-    missing = exp.funds - seen
+    missing = exp.funds - seen - exp.withdrawn
     unknown = seen - exp.funds
     if missing:
         problems.append(
@@ -351,7 +363,10 @@ async def read_outcomes(js: Any) -> Outcomes:
             for _ in range(expected):
                 msg = await sub.next_msg(timeout=30)
                 event = json.loads(msg.data)
-                counter[(event["project_id"], event["funds_id"])] += 1
+                key = (event["project_id"], event["funds_id"])
+                counter[key] += 1
+                if subject == "score.held" and says_withdrawn(event["reason"]):
+                    out.withdrawal_held[key] += 1
         finally:
             await sub.unsubscribe()
     return out

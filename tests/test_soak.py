@@ -40,6 +40,8 @@ def _settled(exp: Expected) -> Outcomes:
         out.credited[key] += 1
     for key in exp.withdrawn:
         out.reversed[key] += 1
+        out.held[key] += 1
+        out.withdrawal_held[key] += 1
     return out
 
 
@@ -63,6 +65,23 @@ def test_check_passes_a_run_where_every_record_settled_once(tmp_path: Path) -> N
     result = check(exp, out, table)
     assert result["ok"], result["problems"]
     assert result["credited"] + result["held"] + result["withdrawn"] == len(exp.funds)
+
+
+def test_a_record_withdrawn_while_held_counts_as_withdrawn(tmp_path: Path) -> None:
+    """Found by the 300-lead soak: the withdrawn record was never credited, so scoring
+    reversed nothing and said it only by a score.held (\"funds withdrawn (version 2) ...\")."""
+    _, exp = _year(tmp_path, leads=300)
+    out = _settled(exp)
+    (key,) = exp.withdrawn
+    out.credited[key] -= 1
+    out.reversed[key] -= 1
+    table = {k: "withdrawn" if k in exp.withdrawn else "credited" for k in exp.funds}
+    result = check(exp, out, table)
+    assert result["ok"], result["problems"]
+    assert result["withdrawn"] == 1
+    # Held with another reason only, it is not withdrawn: the check says so.
+    out.withdrawal_held[key] = 0
+    assert "not withdrawn" in "\n".join(check(exp, out, table)["problems"])
 
 
 def test_check_refuses_a_doubled_credit_a_lost_record_and_a_stranger(tmp_path: Path) -> None:
