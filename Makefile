@@ -62,6 +62,15 @@ asyncapi: $(STAMP)  ## regenerate docs/asyncapi.yaml from the services
 lock:  ## re-pin after changing dependencies in pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]' && $(BIN)/pip freeze --exclude-editable > requirements.lock
 
+# The province-year soak (issue 17 item 4, docs/performance.md): a generated year of
+# SOAK_LEADS leads through every service on SOAK_NODES nats-servers, exact counts checked.
+# 100,000 leads is ~1.7 million messages: hours on 2 cores. `make test-slow` runs 300 leads.
+SOAK_LEADS ?= 100000
+SOAK_NODES ?= 3
+.PHONY: soak
+soak: $(STAMP)  ## the province-year soak: 100,000 leads through the live system on a 3-node cluster
+	$(BIN)/python bench/soak.py --leads $(SOAK_LEADS) --nodes $(SOAK_NODES)
+
 # ---- operations (docs/operations.md): not part of `make test` ---------------------------------
 .PHONY: compose-check bundle wheelhouse
 

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import nats  # noqa: E402
 
+from bench.measure import cpu_s, rss_mb, split_soak, until_quiet, with_soak  # noqa: E402
 from investflow.nats_server import NatsServer, free_port  # noqa: E402
 from investflow.runtime import running_system, wait_until_idle  # noqa: E402
 from samples.workload import recognised_projects  # noqa: E402
@@ -43,36 +44,6 @@ from shared.streams import ensure_streams  # noqa: E402
 # Notifications are written to notify's dry-run file instead of an SMTP server (as in the
 # demo), and the business clock's time triggers stay out of the measurement.
 ENV = {"NOTIFY_DRY_RUN": "1", "NOTIFY_CLOCK": "business", "NOTIFY_TICK_S": "3600"}
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-
-
-async def until_quiet(procs: dict[str, int], timeout: float = 120) -> None:
-    """Until no process uses more than 2% of a core over half a second, twice running."""
-    deadline = time.monotonic() + timeout
-    calm = 0
-    while calm < 2 and time.monotonic() < deadline:
-        before = {n: cpu_s(p) for n, p in procs.items()}
-        await asyncio.sleep(0.5)
-        busy = max(cpu_s(p) - before[n] for n, p in procs.items())
-        calm = calm + 1 if busy < 0.01 else 0
 
 
 def make_year(
@@ -351,9 +322,10 @@ def main() -> None:
     out = ROOT / "bench" / "results" / f"pipeline-{stamp}.json"
     out.write_text(json.dumps(record, indent=2))
     doc = ROOT / "docs" / "performance.md"
-    doc.write_text(
-        render_doc(args, machine, stamp, lines, ratio, baseline, durable, real, rss), "utf-8"
-    )
+    # bench/soak.py keeps its own section at the end: carried over as it is.
+    _, soak = split_soak(doc.read_text("utf-8") if doc.exists() else "")
+    text = render_doc(args, machine, stamp, lines, ratio, baseline, durable, real, rss)
+    doc.write_text(with_soak(text, soak) if soak else text, "utf-8")
     print(f"wrote {out.relative_to(ROOT)} and docs/performance.md")
 
 
