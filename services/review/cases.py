@@ -529,7 +529,10 @@ def _recognize(
     case: store.Case, filed: list[str], rules: Rules, lead: Callable[[], Lead]
 ) -> tuple[decide.RecognitionResult, str]:
     """decide.recognize on the case, and the state stored to tell a change."""
-    key, documents = case.project_id, tuple(filed)
+    # The rules see each filed type once (`document_types`, first-seen order), so that is
+    # what a result is remembered with: every funds record files another `funds_voucher`,
+    # and keyed on the rows themselves no funds event ever found its result (issue 12).
+    key, documents = case.project_id, tuple(dict.fromkeys(filed))
     with _remembered_lock:
         known = _remembered.get(key)
     if known is not None and known.still_holds(case.lead, documents, case.sponsor_leader, rules):
