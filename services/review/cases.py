@@ -86,19 +86,18 @@ def apply(
     if kind == "lead":
         _on_lead(session, event, emit, rules, today)
     elif kind == "document":
-        session.add(
-            store.FiledDocument(
-                project_id=data["project_id"],
-                type=data["type"],
-                ref=data["ref"],
-                event_id=event_id,
-                filed_on=today,
-            )
+        store.file_document(
+            session,
+            project_id=data["project_id"],
+            type=data["type"],
+            ref=data["ref"],
+            event_id=event_id,
+            filed_on=today,
         )
         _reevaluate(session, data["project_id"], emit, rules, today=today)
     elif kind == "funds":
-        _funds_voucher(session, data, event_id, rules, today)
-        _reevaluate(session, data["project_id"], emit, rules, today=today)
+        case = _funds_voucher(session, data, event_id, rules, today)
+        _reevaluate(session, data["project_id"], emit, rules, case=case, today=today)
     elif kind == "milestone":
         _reevaluate(session, data["project_id"], emit, rules, materials=False, today=today)
     elif kind == "meeting":
@@ -145,29 +144,30 @@ def _on_lead(session: Session, event: dict[str, Any], emit, rules: Rules, today:
         outcome=screening.outcome.value,
         track=screening.track.value if screening.track else None,
     )
-    session.add(case)
+    store.add_case(session, case)
     emit(subjects.REVIEW_SCREENED, project_id, screening.to_event(project_id).model_dump_json())
     _reevaluate(session, project_id, emit, rules, case=case, today=today)
 
 
 def _funds_voucher(
     session: Session, data: dict[str, Any], event_id: str, rules: Rules, today: dt.date
-) -> None:
+) -> store.Case | None:
     """The voucher a funds record carries files the `funds_voucher` proof (资金到位凭证),
-    unless the ruleset's `funds_voucher_from_funds_record` says a separate document is needed."""
-    case = session.get(store.Case, data["project_id"])
+    unless the ruleset's `funds_voucher_from_funds_record` says a separate document is needed.
+    Returns the project's case (None: review has not seen the project)."""
+    case = store.case(session, data["project_id"])
     voucher = data.get("voucher") or {}
     if case is None or not voucher or not _param(rules, FUNDS_VOUCHER_PARAM, case, False):
-        return
-    session.add(
-        store.FiledDocument(
-            project_id=case.project_id,
-            type="funds_voucher",
-            ref=f"funds:{data['funds_id']}:{voucher.get('kind')}:{voucher.get('ref')}"[:500],
-            event_id=event_id,
-            filed_on=today,
-        )
+        return case
+    store.file_document(
+        session,
+        project_id=case.project_id,
+        type="funds_voucher",
+        ref=f"funds:{data['funds_id']}:{voucher.get('kind')}:{voucher.get('ref')}"[:500],
+        event_id=event_id,
+        filed_on=today,
     )
+    return case
 
 
 FUNDS_VOUCHER_PARAM = "funds_voucher_from_funds_record"
@@ -180,7 +180,7 @@ def _on_amendment(  # type: ignore[no-untyped-def]
     screened again (announced if the outcome or track changed); a withdrawn lead ends the
     case (not recognised: withdrawn); a withdrawn funds record no longer files its voucher."""
     target = event["data"]["target"]
-    case = session.get(store.Case, target["project_id"])
+    case = store.case(session, target["project_id"])
     if case is None:
         return
     if target["kind"] == "lead":
@@ -218,7 +218,7 @@ def _on_meeting(session: Session, data: dict[str, Any], emit, rules: Rules, toda
             store.Meeting(meeting_id=data["meeting_id"], on=on, agenda=json.dumps(data["agenda"]))
         )
     for project_id in data["agenda"]:
-        case = session.get(store.Case, project_id)
+        case = store.case(session, project_id)
         if case is None:
             continue
         if case.meeting_on is not None and on < case.meeting_on:
@@ -254,7 +254,7 @@ def _on_decision(  # type: ignore[no-untyped-def]
 ) -> None:
     """集体决策: taken, or refused with every reason (review.refused); a refusal changes nothing."""
     data = event["data"]
-    case = session.get(store.Case, data["project_id"])
+    case = store.case(session, data["project_id"])
     if case is None:
         return
     pid, meeting_id = case.project_id, data["meeting_id"]
@@ -405,7 +405,7 @@ def _reevaluate(  # type: ignore[no-untyped-def]
     today: dt.date | None = None,
 ) -> None:
     """Re-run the decisions the event may change; announce only what actually changed."""
-    case = case or session.get(store.Case, project_id)
+    case = case or store.case(session, project_id)
     if case is None:
         return  # intake only emits follow-ups for projects it announced; nothing to review
     session.flush()
