@@ -23,6 +23,7 @@ from shared.contract import Decided, FieldError, Lead, Outcome, Refused, Track
 from shared.contract.inbound import SHANGHAI, received_day
 from shared.outbox import pending_for
 from shared.rules import AnyRuleset, Rules, RulesetRegistry
+from shared.rules.facts import document_types, project_dict
 
 from . import decide, store
 
@@ -484,9 +485,12 @@ def _committee(
 #
 # Most project events (funds, milestones: many per project) change nothing recognition reads,
 # yet each must re-run it: a ruleset published since the last event may decide differently.
-# Recognition is a pure function of the lead, the filed document types, the sponsor leader and
+# Recognition is a pure function of the lead, the document types it sees (`document_types`:
+# the lead's own, then the filed ones, each once, first-seen order), the sponsor leader and
 # the ruleset version in force on the lead's day, so a result is remembered with exactly those
-# inputs and reused only while all of them are the same again. Nothing is skipped on the
+# inputs and reused only while all of them are the same again. Keyed on the filed rows
+# themselves no funds record found its result: each one's voucher files another
+# `funds_voucher`, a type the rules already see (issue 12, docs/profiles/review.md). Nothing is skipped on the
 # event's kind, and the result is still compared with the stored state (another replica, a
 # lost update). Per process: a restart costs one evaluation per project.
 
@@ -494,7 +498,8 @@ def _committee(
 @dataclass(frozen=True)
 class _Recognised:
     lead: str  # the Lead JSON as stored: the project as the rules see it
-    filed: tuple[str, ...]
+    own: tuple[str, ...]  # the types of the documents filed with the lead
+    seen: tuple[str, ...]  # every type the rules saw, as `document_types` gave them
     sponsor_leader: str | None
     rules: RulesetRegistry
     on: dt.date  # the lead's reported_on: picks the version
@@ -505,19 +510,24 @@ class _Recognised:
     state: str
 
     def still_holds(
-        self, lead: str, filed: tuple[str, ...], sponsor_leader: str | None, rules: Rules
+        self, lead: str, filed: list[str], sponsor_leader: str | None, rules: Rules
     ) -> bool:
         if not (
             self.rules is rules
             and self.lead == lead
-            and self.filed == filed
             and self.sponsor_leader == sponsor_leader
+            and _seen(self.own, filed) == self.seen
         ):
             return False
         try:
             return rules.in_force(decide.RULESET, self.on) is self.ruleset
         except LookupError:  # withdrawn since: evaluating says so
             return False
+
+
+def _seen(own: tuple[str, ...], filed: list[str]) -> tuple[str, ...]:
+    """The types the rules see of a lead with `own` documents and `filed` ones after it."""
+    return tuple(dict.fromkeys((*own, *filed)))
 
 
 _REMEMBERED = 4096  # projects; a county handles a few hundred a year
@@ -529,13 +539,10 @@ def _recognize(
     case: store.Case, filed: list[str], rules: Rules, lead: Callable[[], Lead]
 ) -> tuple[decide.RecognitionResult, str]:
     """decide.recognize on the case, and the state stored to tell a change."""
-    # The rules see each filed type once (`document_types`, first-seen order), so that is
-    # what a result is remembered with: every funds record files another `funds_voucher`,
-    # and keyed on the rows themselves no funds event ever found its result (issue 12).
-    key, documents = case.project_id, tuple(dict.fromkeys(filed))
+    key = case.project_id
     with _remembered_lock:
         known = _remembered.get(key)
-    if known is not None and known.still_holds(case.lead, documents, case.sponsor_leader, rules):
+    if known is not None and known.still_holds(case.lead, filed, case.sponsor_leader, rules):
         with _remembered_lock:
             if key in _remembered:
                 _remembered.move_to_end(key)
@@ -554,9 +561,11 @@ def _recognize(
     )
     if ruleset is not None:
         assert isinstance(rules, RulesetRegistry)
+        own = tuple(document_types(project_dict(project)))
         entry = _Recognised(
             case.lead,
-            documents,
+            own,
+            _seen(own, filed),
             case.sponsor_leader,
             rules,
             project.reported_on,
