@@ -110,25 +110,10 @@ async def publish_traced(
     js = _jetstream(broker)
     for i in range(0, len(rows), MAX_IN_FLIGHT):
         chunk = rows[i : i + MAX_IN_FLIGHT]
-        acks: list[asyncio.Future[PubAck]] = []
-        try:
-            for row, trace in chunk:
-                acks.append(
-                    await js.publish_async(
-                        row.subject,
-                        row.body.encode(),
-                        wait_stall=ACK_TIMEOUT_S,
-                        stream=stream_of(row.subject),
-                        headers={"Nats-Msg-Id": row.msg_id, **trace},
-                    )
-                )
-            answers = await asyncio.wait_for(
-                asyncio.gather(*acks, return_exceptions=True), ACK_TIMEOUT_S
-            )
-        except BaseException:
-            for ack in acks:  # a timeout cancelled them; anything else leaves them to end
-                ack.cancel()
-            raise
+        answers = await _acked(
+            js,
+            [(row.subject, row.body, {"Nats-Msg-Id": row.msg_id, **trace}) for row, trace in chunk],
+        )
         acked = [
             row.msg_id for (row, _), a in zip(chunk, answers, strict=True) if isinstance(a, PubAck)
         ]
@@ -137,6 +122,44 @@ async def publish_traced(
         failed = next((a for a in answers if isinstance(a, BaseException)), None)
         if failed is not None:
             raise failed
+
+
+async def publish_acked(
+    broker: NatsBroker, messages: Sequence[tuple[str, str, dict[str, str]]]
+) -> None:
+    """Publish (subject, body, headers) in order, their acks awaited per chunk, not one round
+    trip each; raises the first error any of them met once all have answered."""
+    js = _jetstream(broker)
+    for i in range(0, len(messages), MAX_IN_FLIGHT):
+        answers = await _acked(js, messages[i : i + MAX_IN_FLIGHT])
+        failed = next((a for a in answers if isinstance(a, BaseException)), None)
+        if failed is not None:
+            raise failed
+
+
+async def _acked(
+    js: JetStreamContext, chunk: Sequence[tuple[str, str, dict[str, str]]]
+) -> list[PubAck | BaseException]:
+    """One chunk out back to back on one connection (so stored in this order), then its acks."""
+    acks: list[asyncio.Future[PubAck]] = []
+    try:
+        for subject, body, headers in chunk:
+            acks.append(
+                await js.publish_async(
+                    subject,
+                    body.encode(),
+                    wait_stall=ACK_TIMEOUT_S,
+                    stream=stream_of(subject),
+                    headers=headers,
+                )
+            )
+        return list(
+            await asyncio.wait_for(asyncio.gather(*acks, return_exceptions=True), ACK_TIMEOUT_S)
+        )
+    except BaseException:
+        for ack in acks:  # a timeout cancelled them; anything else leaves them to end
+            ack.cancel()
+        raise
 
 
 # broker id -> (its connection, a JetStream context on it): publish_async answers through one

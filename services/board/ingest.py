@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from shared import subjects
@@ -68,6 +69,10 @@ def parse(stream: str, seq: int, subject: str, data: bytes) -> Item:
     return Item(stream, seq, subject, event, raw)
 
 
+_EVENTS = BoardEvent.__table__  # type: ignore[attr-defined]
+_NOTIFICATIONS = BoardNotification.__table__  # type: ignore[attr-defined]
+
+
 class _Rows:
     """The batch's project and funds rows, loaded in one query each: one SELECT per event
     (with its autoflush) made the sample year take 30 s to store."""
@@ -84,6 +89,13 @@ class _Rows:
         # Each funds row's (unit, month, fen, held) as loaded: the sums move by the change.
         self.before: dict[tuple[str, str], tuple[str, str, int, bool]] = {}
         self.meetings: dict[str, BoardMeeting] = {}  # met in this batch (not flushed yet)
+        # Each funds record's points rows, the batch's new ones too: one SELECT per funds and
+        # score event was a sixth of the board's busy time (docs/profiles/board.md).
+        self.points: dict[tuple[str, str], list[BoardPoints]] = {}
+        # Timeline and notification rows, inserted with one executemany each (`write`): an
+        # ORM instance per message only to insert it cost more than the INSERT.
+        self.events: list[dict[str, Any]] = []
+        self.notifications: list[dict[str, Any]] = []
         for chunk in range(0, len(ids), 500):
             part = ids[chunk : chunk + 500]
             for p in session.exec(
@@ -93,6 +105,22 @@ class _Rows:
             for f in session.exec(select(BoardFunds).where(col(BoardFunds.project_id).in_(part))):
                 self.funds[(f.project_id, f.funds_id)] = f
                 self.before[(f.project_id, f.funds_id)] = _funds_key(f)
+            for row in session.exec(
+                select(BoardPoints)
+                .where(col(BoardPoints.project_id).in_(part))
+                .order_by(col(BoardPoints.id))
+            ):
+                self.points.setdefault((row.project_id, row.funds_id), []).append(row)
+
+    def points_of(self, project_id: str, funds_id: str) -> list[BoardPoints]:
+        return self.points.get((project_id, funds_id), [])
+
+    def write(self, session: Session) -> None:
+        """The timeline and notification rows so far, in the order they came."""
+        for table, rows in ((_EVENTS, self.events), (_NOTIFICATIONS, self.notifications)):
+            if rows:
+                session.connection().execute(insert(table), rows)
+                rows.clear()
 
     def track(self, p: BoardProject) -> BoardProject:
         """`p` as stored, before this batch changes it; the batch's own row if it has one."""
@@ -301,7 +329,15 @@ def ingest(session: Session, items: list[Item], t: rm.Thresholds | None = None) 
             ).all()
         }
     rows = _Rows(session, items, t)
-    clock = rm.parse_day((session.get(BoardState, "clock") or BoardState(key="")).value)
+    # Held till the end of the batch (the identity map keeps an unchanged row only weakly,
+    # so each later look-up read it again).
+    states = {
+        s.key: s
+        for s in session.exec(
+            select(BoardState).where(col(BoardState.key).in_(("clock", "version")))
+        )
+    }
+    clock = rm.parse_day((states.get("clock") or BoardState(key="")).value)
     new = 0
     for item in items:
         if (item.stream, item.seq) in seen:
@@ -312,28 +348,37 @@ def ingest(session: Session, items: list[Item], t: rm.Thresholds | None = None) 
         if day is not None and (clock is None or day > clock):
             clock = day
         project_id = item.event.get("project_id")
-        session.add(
-            BoardEvent(
-                stream=item.stream,
-                seq=item.seq,
-                subject=item.subject,
-                project_id=project_id if isinstance(project_id, str) else None,
-                day=day,
-                body=item.raw,
-            )
+        rows.events.append(
+            {
+                "stream": item.stream,
+                "seq": item.seq,
+                "subject": item.subject,
+                "project_id": project_id if isinstance(project_id, str) else None,
+                "day": day,
+                "body": item.raw,
+            }
         )
         with session.no_autoflush:
             _apply(session, item, clock, rows)
+    rows.write(session)
     for p in rows.projects.values():
         rm.relight(p, t)
     _months(session, rows)
     _tallies(session, rows)
     if new:
         if clock is not None:
-            _set_state(session, "clock", clock.isoformat())
-        version = int((session.get(BoardState, "version") or BoardState(key="", value="0")).value)
-        _set_state(session, "version", str(version + 1))
+            _put_state(session, states, "clock", clock.isoformat())
+        version = int((states.get("version") or BoardState(key="", value="0")).value)
+        _put_state(session, states, "version", str(version + 1))
     return new
+
+
+def _put_state(session: Session, states: dict[str, BoardState], key: str, value: str) -> None:
+    row = states.get(key)
+    if row is None:
+        row = states[key] = BoardState(key=key, value=value)
+    row.value = value
+    session.add(row)
 
 
 def _apply(session: Session, item: Item, clock: dt.date | None, rows: _Rows) -> None:
@@ -365,17 +410,17 @@ def _apply(session: Session, item: Item, clock: dt.date | None, rows: _Rows) -> 
                 session.add(p)
         return
     if family == "notify":
-        session.add(
-            BoardNotification(
-                project_id=pid if isinstance(pid, str) else None,
-                ok=subject == "notify.sent",
-                cause=str(event.get("cause", "")),
-                recipient=str(event.get("recipient", "")),
-                channel=str(event.get("channel", "")),
-                attempts=int(event.get("attempts") or 0),
-                error=event.get("error"),
-                day=clock,
-            )
+        rows.notifications.append(
+            {
+                "project_id": pid if isinstance(pid, str) else None,
+                "ok": subject == "notify.sent",
+                "cause": str(event.get("cause", "")),
+                "recipient": str(event.get("recipient", "")),
+                "channel": str(event.get("channel", "")),
+                "attempts": int(event.get("attempts") or 0),
+                "error": event.get("error"),
+                "day": clock,
+            }
         )
         return
     if subject == subjects.SCORE_RATES:
@@ -403,11 +448,7 @@ def _apply(session: Session, item: Item, clock: dt.date | None, rows: _Rows) -> 
             f = _funds(session, pid, str(data.get("funds_id")), rows)
             rm.apply_funds_arrived(f, event, p.attracting_unit)
             session.add(f)
-            for row in session.exec(
-                select(BoardPoints).where(
-                    col(BoardPoints.project_id) == pid, col(BoardPoints.funds_id) == f.funds_id
-                )
-            ).all():
+            for row in rows.points_of(pid, f.funds_id):
                 row.arrived_on = f.arrived_on
                 session.add(row)
     elif family == "review":
@@ -417,32 +458,27 @@ def _apply(session: Session, item: Item, clock: dt.date | None, rows: _Rows) -> 
     elif family == "score":
         f = _funds(session, pid, str(event.get("funds_id")), rows)
         if subject == "score.reversed" or subject == "score.credited":
-            for row in session.exec(
-                select(BoardPoints).where(
-                    col(BoardPoints.project_id) == pid,
-                    col(BoardPoints.funds_id) == f.funds_id,
-                    col(BoardPoints.active).is_(True),
-                )
-            ).all():
-                # A reversal takes the credit back; a new credit replaces the old one.
-                row.active = False
-                session.add(row)
+            for row in rows.points_of(pid, f.funds_id):
+                if row.active:
+                    # A reversal takes the credit back; a new credit replaces the old one.
+                    row.active = False
+                    session.add(row)
         rm.apply_score_event(f, subject, event)
         session.add(f)
         if subject == "score.credited":
             fen = rm.to_fen(event.get("points"))
             for code in event.get("credited_to") or []:
-                session.add(
-                    BoardPoints(
-                        project_id=pid,
-                        funds_id=f.funds_id,
-                        subject=str(code),
-                        points_fen=fen,
-                        year=int(event.get("year") or 0),
-                        quarter=int(event.get("quarter") or 0),
-                        arrived_on=f.arrived_on,
-                    )
+                row = BoardPoints(
+                    project_id=pid,
+                    funds_id=f.funds_id,
+                    subject=str(code),
+                    points_fen=fen,
+                    year=int(event.get("year") or 0),
+                    quarter=int(event.get("quarter") or 0),
+                    arrived_on=f.arrived_on,
                 )
+                rows.points.setdefault((pid, f.funds_id), []).append(row)
+                session.add(row)
 
 
 def _amend(session: Session, item: Item, rows: _Rows) -> None:
@@ -472,18 +508,15 @@ def _amend(session: Session, item: Item, rows: _Rows) -> None:
             f.withdrawn = True
         else:
             rm.funds_corrected(f, event.get("after") or {}, p.attracting_unit)
-            for row in session.exec(
-                select(BoardPoints).where(
-                    col(BoardPoints.project_id) == pid, col(BoardPoints.funds_id) == f.funds_id
-                )
-            ).all():
+            for row in rows.points_of(pid, f.funds_id):
                 row.arrived_on = f.arrived_on
                 session.add(row)
         session.add(f)
         rm.refold_funds_days(p, [g for (owner, _), g in rows.funds.items() if owner == pid])
     elif kind == "milestone":
         # Milestones have no id and are folded into dates: fold them again, from the
-        # project's PROJECT events as stored (this batch's too: flushed first).
+        # project's PROJECT events as stored (this batch's too: written and flushed first).
+        rows.write(session)
         session.flush()
         stored = session.exec(
             select(BoardEvent.subject, BoardEvent.body)

@@ -22,7 +22,7 @@ from faststream.nats.annotations import NatsMessage
 from nats.aio.msg import Msg
 from sqlalchemy import Engine
 
-from shared import subjects, tracing
+from shared import outbox, subjects, tracing
 from shared.contract import NotifyOutcome
 from shared.contract.events import check_event
 from shared.db import create_tables, make_engine, unit_of_work
@@ -99,9 +99,13 @@ for _subject, _what in (
     broker.publisher(_subject, schema=NotifyOutcome, title=f"{_subject}:Publish", description=_what)
 
 
-async def publish(subject: str, body: str, msg_id: str) -> None:
-    headers = {"Nats-Msg-Id": msg_id, **tracing.headers_for()}  # the trace of what caused it
-    await broker.publish(body.encode(), subject, headers=headers, stream="NOTIFY")
+async def publish(outcomes: list[tuple[str, str, str]]) -> None:
+    """[(subject, body, Nats-Msg-Id)] in order, their acks awaited together."""
+    trace = tracing.headers_for()  # the trace of what caused them
+    await outbox.publish_acked(
+        broker,
+        [(subject, body, {"Nats-Msg-Id": msg_id, **trace}) for subject, body, msg_id in outcomes],
+    )
 
 
 def dispatcher() -> Dispatcher:

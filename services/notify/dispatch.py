@@ -36,7 +36,9 @@ from .channels import Channel, Outgoing
 log = logging.getLogger("investflow.notify")
 
 Clock = Callable[[], dt.datetime]
-Publish = Callable[[str, str, str], Awaitable[None]]  # subject, body, Nats-Msg-Id
+# Publishes [(subject, body, Nats-Msg-Id)] in order: a pass's outcomes in one call, their acks
+# awaited together (one awaited ack per notify.sent was a round trip each).
+Publish = Callable[[list[tuple[str, str, str]]], Awaitable[None]]
 
 
 def utcnow() -> dt.datetime:
@@ -298,6 +300,7 @@ class Dispatcher:
                 return list(session.exec(query).all())
 
         rows = await asyncio.to_thread(unannounced)
+        outcomes = []
         for row in rows:
             outcome = NotifyOutcome(
                 project_id=row.project_id,
@@ -308,7 +311,9 @@ class Dispatcher:
                 error=row.last_error if row.status == "failed" else None,
             )
             subject = subjects.NOTIFY_SENT if row.status == "sent" else subjects.NOTIFY_FAILED
-            await publish(subject, outcome.model_dump_json(), f"notify:{row.status}:{row.id}")
+            outcomes.append((subject, outcome.model_dump_json(), f"notify:{row.status}:{row.id}"))
+        if outcomes:
+            await publish(outcomes)
         if rows:
             ids = [r.id for r in rows]
             now = self.clock()

@@ -23,6 +23,7 @@ from shared.contract import Decided, FieldError, Lead, Outcome, Refused, Track
 from shared.contract.inbound import SHANGHAI, received_day
 from shared.outbox import pending_for
 from shared.rules import AnyRuleset, Rules, RulesetRegistry
+from shared.rules.facts import document_types, project_dict
 
 from . import decide, store
 
@@ -86,19 +87,18 @@ def apply(
     if kind == "lead":
         _on_lead(session, event, emit, rules, today)
     elif kind == "document":
-        session.add(
-            store.FiledDocument(
-                project_id=data["project_id"],
-                type=data["type"],
-                ref=data["ref"],
-                event_id=event_id,
-                filed_on=today,
-            )
+        store.file_document(
+            session,
+            project_id=data["project_id"],
+            type=data["type"],
+            ref=data["ref"],
+            event_id=event_id,
+            filed_on=today,
         )
         _reevaluate(session, data["project_id"], emit, rules, today=today)
     elif kind == "funds":
-        _funds_voucher(session, data, event_id, rules, today)
-        _reevaluate(session, data["project_id"], emit, rules, today=today)
+        case = _funds_voucher(session, data, event_id, rules, today)
+        _reevaluate(session, data["project_id"], emit, rules, case=case, today=today)
     elif kind == "milestone":
         _reevaluate(session, data["project_id"], emit, rules, materials=False, today=today)
     elif kind == "meeting":
@@ -145,29 +145,30 @@ def _on_lead(session: Session, event: dict[str, Any], emit, rules: Rules, today:
         outcome=screening.outcome.value,
         track=screening.track.value if screening.track else None,
     )
-    session.add(case)
+    store.add_case(session, case)
     emit(subjects.REVIEW_SCREENED, project_id, screening.to_event(project_id).model_dump_json())
     _reevaluate(session, project_id, emit, rules, case=case, today=today)
 
 
 def _funds_voucher(
     session: Session, data: dict[str, Any], event_id: str, rules: Rules, today: dt.date
-) -> None:
+) -> store.Case | None:
     """The voucher a funds record carries files the `funds_voucher` proof (资金到位凭证),
-    unless the ruleset's `funds_voucher_from_funds_record` says a separate document is needed."""
-    case = session.get(store.Case, data["project_id"])
+    unless the ruleset's `funds_voucher_from_funds_record` says a separate document is needed.
+    Returns the project's case (None: review has not seen the project)."""
+    case = store.case(session, data["project_id"])
     voucher = data.get("voucher") or {}
     if case is None or not voucher or not _param(rules, FUNDS_VOUCHER_PARAM, case, False):
-        return
-    session.add(
-        store.FiledDocument(
-            project_id=case.project_id,
-            type="funds_voucher",
-            ref=f"funds:{data['funds_id']}:{voucher.get('kind')}:{voucher.get('ref')}"[:500],
-            event_id=event_id,
-            filed_on=today,
-        )
+        return case
+    store.file_document(
+        session,
+        project_id=case.project_id,
+        type="funds_voucher",
+        ref=f"funds:{data['funds_id']}:{voucher.get('kind')}:{voucher.get('ref')}"[:500],
+        event_id=event_id,
+        filed_on=today,
     )
+    return case
 
 
 FUNDS_VOUCHER_PARAM = "funds_voucher_from_funds_record"
@@ -180,7 +181,7 @@ def _on_amendment(  # type: ignore[no-untyped-def]
     screened again (announced if the outcome or track changed); a withdrawn lead ends the
     case (not recognised: withdrawn); a withdrawn funds record no longer files its voucher."""
     target = event["data"]["target"]
-    case = session.get(store.Case, target["project_id"])
+    case = store.case(session, target["project_id"])
     if case is None:
         return
     if target["kind"] == "lead":
@@ -218,7 +219,7 @@ def _on_meeting(session: Session, data: dict[str, Any], emit, rules: Rules, toda
             store.Meeting(meeting_id=data["meeting_id"], on=on, agenda=json.dumps(data["agenda"]))
         )
     for project_id in data["agenda"]:
-        case = session.get(store.Case, project_id)
+        case = store.case(session, project_id)
         if case is None:
             continue
         if case.meeting_on is not None and on < case.meeting_on:
@@ -254,7 +255,7 @@ def _on_decision(  # type: ignore[no-untyped-def]
 ) -> None:
     """集体决策: taken, or refused with every reason (review.refused); a refusal changes nothing."""
     data = event["data"]
-    case = session.get(store.Case, data["project_id"])
+    case = store.case(session, data["project_id"])
     if case is None:
         return
     pid, meeting_id = case.project_id, data["meeting_id"]
@@ -405,7 +406,7 @@ def _reevaluate(  # type: ignore[no-untyped-def]
     today: dt.date | None = None,
 ) -> None:
     """Re-run the decisions the event may change; announce only what actually changed."""
-    case = case or session.get(store.Case, project_id)
+    case = case or store.case(session, project_id)
     if case is None:
         return  # intake only emits follow-ups for projects it announced; nothing to review
     session.flush()
@@ -484,9 +485,12 @@ def _committee(
 #
 # Most project events (funds, milestones: many per project) change nothing recognition reads,
 # yet each must re-run it: a ruleset published since the last event may decide differently.
-# Recognition is a pure function of the lead, the filed document types, the sponsor leader and
+# Recognition is a pure function of the lead, the document types it sees (`document_types`:
+# the lead's own, then the filed ones, each once, first-seen order), the sponsor leader and
 # the ruleset version in force on the lead's day, so a result is remembered with exactly those
-# inputs and reused only while all of them are the same again. Nothing is skipped on the
+# inputs and reused only while all of them are the same again. Keyed on the filed rows
+# themselves no funds record found its result: each one's voucher files another
+# `funds_voucher`, a type the rules already see (issue 12, docs/profiles/review.md). Nothing is skipped on the
 # event's kind, and the result is still compared with the stored state (another replica, a
 # lost update). Per process: a restart costs one evaluation per project.
 
@@ -494,7 +498,8 @@ def _committee(
 @dataclass(frozen=True)
 class _Recognised:
     lead: str  # the Lead JSON as stored: the project as the rules see it
-    filed: tuple[str, ...]
+    own: tuple[str, ...]  # the types of the documents filed with the lead
+    seen: tuple[str, ...]  # every type the rules saw, as `document_types` gave them
     sponsor_leader: str | None
     rules: RulesetRegistry
     on: dt.date  # the lead's reported_on: picks the version
@@ -505,19 +510,24 @@ class _Recognised:
     state: str
 
     def still_holds(
-        self, lead: str, filed: tuple[str, ...], sponsor_leader: str | None, rules: Rules
+        self, lead: str, filed: list[str], sponsor_leader: str | None, rules: Rules
     ) -> bool:
         if not (
             self.rules is rules
             and self.lead == lead
-            and self.filed == filed
             and self.sponsor_leader == sponsor_leader
+            and _seen(self.own, filed) == self.seen
         ):
             return False
         try:
             return rules.in_force(decide.RULESET, self.on) is self.ruleset
         except LookupError:  # withdrawn since: evaluating says so
             return False
+
+
+def _seen(own: tuple[str, ...], filed: list[str]) -> tuple[str, ...]:
+    """The types the rules see of a lead with `own` documents and `filed` ones after it."""
+    return tuple(dict.fromkeys((*own, *filed)))
 
 
 _REMEMBERED = 4096  # projects; a county handles a few hundred a year
@@ -529,10 +539,10 @@ def _recognize(
     case: store.Case, filed: list[str], rules: Rules, lead: Callable[[], Lead]
 ) -> tuple[decide.RecognitionResult, str]:
     """decide.recognize on the case, and the state stored to tell a change."""
-    key, documents = case.project_id, tuple(filed)
+    key = case.project_id
     with _remembered_lock:
         known = _remembered.get(key)
-    if known is not None and known.still_holds(case.lead, documents, case.sponsor_leader, rules):
+    if known is not None and known.still_holds(case.lead, filed, case.sponsor_leader, rules):
         with _remembered_lock:
             if key in _remembered:
                 _remembered.move_to_end(key)
@@ -551,9 +561,11 @@ def _recognize(
     )
     if ruleset is not None:
         assert isinstance(rules, RulesetRegistry)
+        own = tuple(document_types(project_dict(project)))
         entry = _Recognised(
             case.lead,
-            documents,
+            own,
+            _seen(own, filed),
             case.sponsor_leader,
             rules,
             project.reported_on,

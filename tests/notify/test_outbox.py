@@ -36,8 +36,8 @@ def setup(database_url, tmp_path, smtp_server, http_sink, monkeypatch):  # type:
 
 
 def dispatcher(engine, clock, published, max_attempts=6):  # type: ignore[no-untyped-def]
-    async def publish(subject: str, body: str, msg_id: str) -> None:
-        published.append((subject, body, msg_id))
+    async def publish(outcomes: list[tuple[str, str, str]]) -> None:
+        published.extend(outcomes)
 
     return Dispatcher(
         engine,

@@ -38,7 +38,7 @@ class Review:
             rows = apply(session, f"project.{kind}", event, self.rules)
             return [{"subject": r.subject, **json.loads(r.body)} for r in rows]
 
-    def funds(self, project_id: str) -> list[dict]:
+    def funds(self, project_id: str, voucher: bool = False) -> list[dict]:
         data = {
             "project_id": project_id,
             "funds_id": uid(),
@@ -47,6 +47,9 @@ class Review:
             "arrived_on": "2022-05-10",
             "form": "cash",
         }
+        # A voucher files a funds_voucher document (funds_voucher_from_funds_record).
+        if voucher:
+            data["voucher"] = {"kind": "bank_receipt", "ref": f"BR-{data['funds_id']}"}
         return self.send("funds", project_id, data)
 
 
@@ -106,6 +109,37 @@ def test_a_document_still_changes_recognition_after_funds(review: Review) -> Non
     [recognised] = recognitions(review.send("document", pid, doc))
     assert recognised["recognized"] is True and recognised["missing_proofs"] == []
     assert review.funds(pid) == []
+
+
+def test_funds_records_with_vouchers_reuse_the_remembered_recognition(
+    review: Review, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each funds record's voucher files one more `funds_voucher` row; the rules see each type
+    once, the lead's own documents first, and this lead filed a voucher with it: nothing
+    recognition reads has changed, so the rules are not run again (they were, on every funds
+    record: review's CPU per funds record rose sevenfold)."""
+    from services.review import cases, decide
+
+    runs: list[str] = []
+    real = decide.recognize
+
+    def counted(project: Any, *args: Any, **kwargs: Any) -> Any:
+        runs.append(str(project.lead_id))
+        return real(project, *args, **kwargs)
+
+    monkeypatch.setattr(cases.decide, "recognize", counted)
+    data = lead(
+        "TS05", planned_investment="50000000", documents=[{"type": t, "ref": t} for t in PROOFS]
+    )
+    pid = f"TS05-{data['lead_id']}"
+    [first] = recognitions(review.send("lead", pid, data))
+    assert first["recognized"] is True and len(runs) == 1
+    assert "funds_voucher" in PROOFS
+    for _ in range(6):
+        assert review.funds(pid, voucher=True) == []
+    assert len(runs) == 1
+    with unit_of_work(review.engine) as session:
+        assert store.documents_of(session, pid).count("funds_voucher") == 6
 
 
 def test_a_stored_state_that_differs_is_announced_again(review: Review) -> None:
