@@ -308,6 +308,11 @@ async def test_a_killed_replicas_partitions_are_taken_over_in_order(
         a.send_signal(signal.SIGKILL)
         killed = time.time()
         a.wait()
+        # What A held when it died, as the server still counts it (until ack_wait): the check
+        # above can race A's ack of its last batch, and then there is nothing to redeliver.
+        held_at_death = 0
+        for p in of_a:
+            held_at_death += (await js.consumer_info("PROJECT", f"worker-p{p}")).num_ack_pending
         await until(lambda: _all_held_by(js, {"B"}), timeout=lease + ack_wait + 5, what="B")
         leases_s = time.time() - killed
         await publishing
@@ -336,7 +341,7 @@ async def test_a_killed_replicas_partitions_are_taken_over_in_order(
         f"AND partition IN ({marks})",
         *of_a,
     )[0][0]
-    assert redelivered >= 1
+    assert redelivered >= 1 or held_at_death == 0, (redelivered, held_at_death)
     # Handled twice only what A had handled (committed) just before it died.
     twice = query(
         db,
