@@ -72,6 +72,7 @@ from bench.measure import (  # noqa: E402
     until_quiet,
     with_soak,
 )
+from investflow.feed import body_of  # noqa: E402
 
 # As the demo and bench/pipeline.py: notifications into notify's dry-run file, and the
 # business clock's time triggers out of the measurement.
@@ -281,12 +282,6 @@ def generate_year(leads: int, seed: int, out: Path) -> float:
     cmd = [sys.executable, str(ROOT / "samples" / "generate.py"), "--leads", str(leads)]
     subprocess.run([*cmd, "--seed", str(seed), "--out", str(out)], check=True)
     return time.monotonic() - started
-
-
-def body_of(line: dict[str, Any]) -> bytes:
-    if "raw" in line:
-        return line["raw"].encode()
-    return json.dumps(line["data"], ensure_ascii=False).encode()
 
 
 async def publish(js: Any, subject: str, body: bytes, msg_id: str) -> Any:

@@ -29,18 +29,22 @@ def lines(path: Path):  # type: ignore[no-untyped-def]
                     raise ValueError(f"{path}:{n}: not JSON: {exc}") from exc
 
 
+def body_of(item: dict) -> bytes:  # type: ignore[type-arg]
+    """The bytes a unit sends for a sample line: `raw` as it is, else `data` as JSON."""
+    if "raw" in item:
+        return item["raw"].encode()
+    return json.dumps(item["data"], ensure_ascii=False).encode()
+
+
 async def feed_file(js: JetStreamContext, path: Path, progress: bool = True) -> FeedResult:
     result = FeedResult()
     total = sum(1 for _ in path.open(encoding="utf-8"))
     started = time.monotonic()
     step = max(1, total // 10)
     for n, item in enumerate(lines(path), 1):
-        body = (
-            item["raw"].encode()
-            if "raw" in item
-            else json.dumps(item["data"], ensure_ascii=False).encode()
+        ack = await js.publish(
+            item["subject"], body_of(item), headers={"Nats-Msg-Id": item["msg_id"]}
         )
-        ack = await js.publish(item["subject"], body, headers={"Nats-Msg-Id": item["msg_id"]})
         result.published += 1
         result.dropped_as_duplicate += int(bool(ack.duplicate))
         result.per_kind[item["subject"].split(".")[-1]] += 1
