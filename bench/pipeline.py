@@ -90,7 +90,7 @@ async def run_real(leads: int, per: int) -> tuple[dict[str, Any], dict[str, Any]
                 event = json.loads(msg.data)
                 arrived[f"{event['project_id']}/{event['funds_id'][1:]}"] = time.perf_counter()
 
-            await system.nc.subscribe("score.credited", cb=on_credit)
+            await system.nc.subscribe("score.credited.*", cb=on_credit)
             t0 = time.perf_counter()
             await publish_timed(system.js, lead_msgs)
             await wait_until_idle(system.js, timeout=600)

@@ -347,12 +347,13 @@ async def read_outcomes(js: Any) -> Outcomes:
         ("score.held", out.held),
         ("score.reversed", out.reversed),
     ):
-        info = await js.stream_info("SCORE", subjects_filter=subject)
+        stored = f"{subject}.>"  # every key and partition (shared/subjects.py)
+        info = await js.stream_info("SCORE", subjects_filter=stored)
         expected = sum((info.state.subjects or {}).values())
         if not expected:
             continue
         sub = await js.subscribe(
-            subject, stream="SCORE", ordered_consumer=True, pending_msgs_limit=-1
+            stored, stream="SCORE", ordered_consumer=True, pending_msgs_limit=-1
         )
         try:
             for _ in range(expected):
@@ -420,7 +421,7 @@ async def run(
         live = Counter()
 
         async def on_score(msg: Any) -> None:
-            kind = msg.subject.rsplit(".", 1)[1]
+            kind = msg.subject.split(".")[1]  # score.<kind>.<key>
             event = json.loads(msg.data)
             key = (event["project_id"], event["funds_id"])
             now = time.perf_counter()
@@ -439,7 +440,7 @@ async def run(
 
         subs = [
             await system.nc.subscribe(
-                f"score.{k}", cb=on_score, pending_msgs_limit=-1, pending_bytes_limit=-1
+                f"score.{k}.*", cb=on_score, pending_msgs_limit=-1, pending_bytes_limit=-1
             )
             for k in ("credited", "held", "reversed")
         ]

@@ -85,25 +85,25 @@ SERVICE_ACCESS: dict[str, ServiceAccess] = {
         consumes=("INTAKE", UNIT_INBOXES),
         # intake.*.*: the HTTP gateway publishes a request onto the unit's subject after
         # checking that unit's bearer token; the stream stays the one write path.
-        publishes=("project.*", "intake.rejected.*.*", "intake.*.*"),
+        publishes=("project.*.*", "intake.rejected.*.*", "intake.*.*"),
         why="validates inbound events, emits project.* and rejections",
         partitions=_inbox_partitions,
     ),
     "review": ServiceAccess(
         consumes=("PROJECT",),
-        publishes=("review.*",),
+        publishes=("review.*.*",),
         why="PROJECT → REVIEW (联审联批, 认定)",
         follows_rules=True,
     ),
     "scoring": ServiceAccess(
         consumes=("PROJECT", "REVIEW"),
-        publishes=("score.*",),
+        publishes=("score.*.*",),
         why="PROJECT + REVIEW → SCORE (考核计分)",
         follows_rules=True,
     ),
     "notify": ServiceAccess(
         consumes=("PROJECT", "REVIEW", "SCORE"),
-        publishes=("notify.*",),
+        publishes=("notify.*.*",),
         why="PROJECT + REVIEW + SCORE → NOTIFY",
         follows_rules=True,  # its thresholds are the notify ruleset, published like the others
     ),
@@ -277,7 +277,7 @@ def service_identity(spec: ServiceSpec, units: Iterable[str] = ()) -> Identity:
 
 
 def _family(subject: str) -> str:
-    """`review.*` → `review.>`; `intake.rejected.*.*` → `intake.rejected.>`."""
+    """`review.*.*` → `review.>`; `intake.rejected.*.*` → `intake.rejected.>`."""
     head = 2 if subject.startswith("intake.rejected.") else 1
     return ".".join(subject.split(".")[:head]) + ".>"
 

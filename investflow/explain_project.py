@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from shared import subjects
 from shared.rules import RulesetError, RulesetRegistry
 from shared.rules.decision import input_sha256
 from shared.rules.explain import show
@@ -60,23 +61,25 @@ async def _read(js: Any, stream: str, subject: str, project_id: str) -> list[Rec
     Center's staff may read any stream so, but create no consumer on it: deploy_cli.py)."""
     from nats.js.errors import NotFoundError
 
-    info = await js.stream_info(stream, subjects_filter=subject)
-    expected = sum((info.state.subjects or {}).values())
     out: list[Record] = []
-    seq = info.state.first_seq or 1
-    for _ in range(expected):
-        try:  # the next message on the subject from `seq` on (STREAM.MSG.GET next_by_subj)
-            msg = await js.get_msg(stream, seq=seq, subject=subject, next=True)
-        except NotFoundError:
-            break
-        seq = int(msg.seq or seq) + 1
-        try:
-            event = json.loads(msg.data or b"")
-        except ValueError:
-            continue
-        if isinstance(event, dict) and event.get("project_id") == project_id:
-            out.append(Record(stream, int(msg.seq or 0), subject, event))
-    return out
+    # The project's own key (any partition), and what a stream kept from before keys.
+    for stored in (f"{subject}.*.{subjects.key_token(project_id)}", subject):
+        info = await js.stream_info(stream, subjects_filter=stored)
+        expected = sum((info.state.subjects or {}).values())
+        seq = info.state.first_seq or 1
+        for _ in range(expected):
+            try:  # the next message on the subject from `seq` on (STREAM.MSG.GET next_by_subj)
+                msg = await js.get_msg(stream, seq=seq, subject=stored, next=True)
+            except NotFoundError:
+                break
+            seq = int(msg.seq or seq) + 1
+            try:
+                event = json.loads(msg.data or b"")
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("project_id") == project_id:
+                out.append(Record(stream, int(msg.seq or 0), subject, event))
+    return sorted(out, key=lambda r: r.seq)
 
 
 async def read_records(nc: Any, project_id: str) -> tuple[list[Record], list[Record]]:

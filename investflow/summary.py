@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 
 from nats.js import JetStreamContext
 
+from shared import subjects
 from shared.streams import STREAMS
 
 
@@ -16,7 +17,13 @@ async def subject_counts(js: JetStreamContext) -> dict[str, int]:
     counts: dict[str, int] = {}
     for spec in STREAMS:
         info = await js.stream_info(spec.name, subjects_filter=">")
-        counts.update(info.state.subjects or {})
+        for subject, n in (info.state.subjects or {}).items():
+            kind = subjects.event_type(subject)  # each key and partition of it
+            counts[kind] = counts.get(kind, 0) + n
+    if counts.get(subjects.canonical("meeting")):
+        # One copy per agenda project (shared/subjects.py): a meeting is one accepted event.
+        meetings = await _read(js, "PROJECT", subjects.canonical("meeting"))
+        counts[subjects.canonical("meeting")] = len({m["data"]["meeting_id"] for m in meetings})
     for info in await js.streams_info():
         if info.config.name.startswith("INTAKE_"):
             unit = info.config.name.removeprefix("INTAKE_")
@@ -111,6 +118,7 @@ def render(counts: dict[str, int], reasons: Counter[str] | None = None, caused: 
 
 
 async def _read(js: JetStreamContext, stream: str, subject: str) -> list[dict]:
+    subject = subjects.stored_pattern(subject)
     info = await js.stream_info(stream, subjects_filter=subject)
     expected = sum((info.state.subjects or {}).values())
     out: list[dict] = []

@@ -40,6 +40,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, SubjectTransfo
 from nats.js.kv import KeyValue
 
 from .messaging import backoff_s, transient
+from .subjects import fnv1a_32
 
 log = logging.getLogger("investflow.partitions")
 
@@ -50,13 +51,6 @@ DeadLetter = Callable[[Msg, BaseException], Awaitable[None]]
 
 
 # --- partitioning of subjects -------------------------------------------------------------
-
-
-def fnv1a_32(data: bytes) -> int:
-    h = 0x811C9DC5
-    for byte in data:
-        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return h
 
 
 def partition_of(key: str | bytes | Sequence[str], n: int) -> int:

@@ -24,6 +24,7 @@ On a JetStream cluster every stream and the two KV buckets are kept on three nod
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import APIError, NotFoundError
+
+from .partitions import Partitioning, partitioning
 
 MiB = 1024 * 1024
 
@@ -85,7 +88,7 @@ class StreamSpec:
     name: str
     subjects: tuple[str, ...]
     description: str
-    kind: str = "events"  # events | unit | rejections
+    kind: str = "events"  # events | keyed | unit | rejections
 
 
 STREAMS: tuple[StreamSpec, ...] = (
@@ -95,10 +98,20 @@ STREAMS: tuple[StreamSpec, ...] = (
         "intake's rejections (intake.rejected.<unit>.<kind>); units cannot publish here",
         kind="rejections",
     ),
-    StreamSpec("PROJECT", ("project.>",), "canonical project events emitted by intake"),
-    StreamSpec("REVIEW", ("review.>",), "screening, materials, decisions and recognition"),
-    StreamSpec("SCORE", ("score.>",), "credits, holds and reversals"),
-    StreamSpec("NOTIFY", ("notify.>",), "delivery outcomes of notifications"),
+    StreamSpec(
+        "PROJECT",
+        ("project.*.*",),
+        "canonical project events emitted by intake, project.<kind>.<key>",
+        kind="keyed",
+    ),
+    StreamSpec(
+        "REVIEW",
+        ("review.*.*",),
+        "screening, materials, decisions and recognition, review.<kind>.<key>",
+        kind="keyed",
+    ),
+    StreamSpec("SCORE", ("score.*.*",), "credits, holds, reversals and rates", kind="keyed"),
+    StreamSpec("NOTIFY", ("notify.*.*",), "delivery outcomes of notifications", kind="keyed"),
     StreamSpec("DLQ", ("dlq.>",), "messages that failed, with their error"),
 )
 
@@ -106,6 +119,50 @@ STREAM_BY_NAME = {s.name: s for s in STREAMS}
 
 # Subjects of the one-stream layout, before units had inboxes of their own.
 LEGACY_INTAKE_SUBJECTS = ("intake.>",)
+
+
+def legacy_filter(stream: str) -> str:
+    """The stored subjects of the layout before keys: `project.<kind>`, two tokens. What an
+    upgraded stream still holds of them is consumed first, in stream order."""
+    return STREAM_BY_NAME[stream].subjects[0].rsplit(".", 1)[0]
+
+
+# Partitions of each keyed stream (by project, or year for score.rates), when it is created.
+# The stream keeps the number it was made with (its subject transform says it); the services
+# read it from there, so they always agree with what is stored.
+DEFAULT_PARTITIONS = 4
+
+
+def partitions_setting() -> int:
+    n = _int_env("INVESTFLOW_PARTITIONS", DEFAULT_PARTITIONS)
+    if not 1 <= n <= 1024:
+        raise SystemExit(f"INVESTFLOW_PARTITIONS={n}: must be 1..1024")
+    return n
+
+
+def keyed_partitioning(spec: StreamSpec, partitions: int) -> Partitioning:
+    """`<root>.<kind>.<key>` stored as `<root>.<kind>.<p>.<key>`: p from the key."""
+    return partitioning(spec.subjects, partitions, key=(2,))
+
+
+def partitions_of(config: StreamConfig) -> int | None:
+    """The number of partitions a stream's subject transform makes, None if it has none."""
+    transform = config.subject_transform
+    dest = transform.dest if transform is not None else ""
+    found = re.search(r"\{\{\s*partition\(\s*(\d+)\s*,", dest or "")
+    return int(found.group(1)) if found else None
+
+
+async def stream_partitioning(js: JetStreamContext, stream: str) -> Partitioning:
+    """How a keyed stream is partitioned, as the server holds it."""
+    info = await js.stream_info(stream)
+    n = partitions_of(info.config)
+    if n is None:
+        raise RuntimeError(
+            f"流 {stream} 尚未分区，请先运行 investflow nats init / stream {stream} has no "
+            "partitions yet (an older layout): run `investflow nats init` (or `investflow up`) first"
+        )
+    return keyed_partitioning(STREAM_BY_NAME[stream], n)
 
 
 def unit_stream_name(unit: str) -> str:
@@ -184,6 +241,7 @@ def stream_config(
     duplicate_window_s: float,
     limits: Limits | None = None,
     replicas: int = 1,
+    partitions: int | None = None,
 ) -> StreamConfig:
     limits = limits or Limits.from_env()
     config = StreamConfig(
@@ -198,6 +256,9 @@ def stream_config(
         max_bytes=limits.stream_max_bytes,
         duplicate_window=float(duplicate_window_s),
     )
+    if spec.kind == "keyed":
+        n = partitions if partitions is not None else partitions_setting()
+        config.subject_transform = keyed_partitioning(spec, n).transform()
     if spec.kind == "unit":
         config.retention = RetentionPolicy.WORK_QUEUE
         config.max_bytes = limits.unit_backlog_bytes
@@ -225,6 +286,8 @@ _COMPARED = (
 
 def _drifted(have: StreamConfig, wanted: StreamConfig) -> bool:
     if sorted(have.subjects or []) != sorted(wanted.subjects or []):
+        return True
+    if partitions_of(have) != partitions_of(wanted):
         return True
 
     def norm(value: object) -> object:
@@ -264,9 +327,21 @@ async def ensure_streams(
             info = await js.stream_info(spec.name)
         except NotFoundError:
             await js.add_stream(wanted)
-            report.append(f"created {spec.name} {list(spec.subjects)}")
+            n = partitions_of(wanted)
+            report.append(
+                f"created {spec.name} {list(spec.subjects)}" + (f", {n} partitions" if n else "")
+            )
             continue
         have = info.config
+        kept = partitions_of(have)
+        if spec.kind == "keyed" and kept is not None and kept != partitions_of(wanted):
+            # Moving stored messages between partitions is not done in place: consumers of
+            # the old number would miss some, and order across the change would be lost.
+            report.append(
+                f"kept {spec.name}: {kept} partitions, not {partitions_of(wanted)} "
+                "(repartitioning needs an empty stream)"
+            )
+            wanted.subject_transform = have.subject_transform
         if have.retention != wanted.retention:
             # JetStream cannot change a stream's retention in place.
             report.append(f"kept {spec.name}: retention {have.retention} (recreate to change)")
@@ -277,11 +352,18 @@ async def ensure_streams(
         legacy = spec.name == "INTAKE" and sorted(have.subjects or []) == list(
             LEGACY_INTAKE_SUBJECTS
         )
+        unkeyed = spec.kind == "keyed" and partitions_of(have) is None
         await js.update_stream(wanted)
         if legacy:
             report.append(
                 "upgraded INTAKE: units now report into INTAKE_<unit>; the unit messages it "
                 "holds are drained by intake"
+            )
+        elif unkeyed:
+            report.append(
+                f"upgraded {spec.name}: events now carry their key, in "
+                f"{partitions_of(wanted)} partitions; each service consumes what it holds "
+                "from before first"
             )
         else:
             report.append(f"updated {spec.name}")

@@ -12,6 +12,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from investflow.runtime import wait_until_idle
+from shared import subjects
 from shared.contract import make_credit_code
 from shared.db import make_engine
 
@@ -58,7 +59,9 @@ async def publish(js: JetStreamContext, subject: str, data: Any, key: str | None
 async def read_subject(
     js: JetStreamContext, stream: str, subject: str, timeout: float = 5.0
 ) -> list[dict[str, Any]]:
-    """Every message stored on `subject` (wildcards allowed), decoded, in stream order."""
+    """Every message stored on `subject` (wildcards allowed), decoded, in stream order; an
+    event type (`review.decided`) reads every key and partition of it."""
+    subject = subjects.stored_pattern(subject)
     info = await js.stream_info(stream, subjects_filter=subject)
     expected = sum((info.state.subjects or {}).values())
     out: list[dict[str, Any]] = []

@@ -29,7 +29,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from shared import tracing
+from shared import subjects, tracing
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import Directory, load_directory
 from shared.http_ops import add_ops_routes, serve
@@ -100,7 +100,8 @@ async def store_run(msgs: list[Msg]) -> None:
     for msg in msgs:
         stream = msg.subject.split(".", 1)[0].upper()
         try:
-            items.append(ingest.parse(stream, stream_seq(msg) or 0, msg.subject, msg.data))
+            kind = subjects.event_type(msg.subject)
+            items.append(ingest.parse(stream, stream_seq(msg) or 0, kind, msg.data))
         except ingest.BadEvent as exc:
             # Retrying cannot fix it: straight to the dead-letter stream, with the reason.
             log.error("board: dead-lettered bad event on %s: %s", msg.subject, exc)
@@ -144,22 +145,22 @@ def _subscribe(subject: str, stream: str, description: str) -> None:
 
 
 _subscribe(
-    "project.*",
+    "project.>",
     "PROJECT",
     "Project facts: leads, documents, milestones, funds, visits, decisions, meetings",
 )
 _subscribe(
-    "review.*",
+    "review.>",
     "REVIEW",
     "Screening, materials, decisions and recognition, each with its explanation",
 )
 _subscribe(
-    "score.*",
+    "score.>",
     "SCORE",
     "Credits, holds and reversals: the ranking (红黑榜) and funds in place; score.rates: "
     "履约率、落地率、资金到位率",
 )
-_subscribe("notify.*", "NOTIFY", "Notifications sent and failed, per project")
+_subscribe("notify.>", "NOTIFY", "Notifications sent and failed, per project")
 
 
 async def on_rules_loaded(msg: Msg) -> None:

@@ -150,8 +150,8 @@ def record_amendment(
     payload: Correction | Withdrawal,
     row: store.InboundEvent,
     msg_id: str,
-) -> tuple[str, str] | list[FieldError]:
-    """Store the new version; returns (subject, event JSON) to publish."""
+) -> tuple[str, str, str] | list[FieldError]:
+    """Store the new version; returns (event type, event JSON, project) to publish."""
     done = resolve(session, unit, payload, row.received_at)
     if isinstance(done, list):
         return done
@@ -194,9 +194,9 @@ def record_amendment(
         event: RecordCorrected | RecordWithdrawn = RecordCorrected(
             data=payload, after=done.after or {}, changes=done.changes, **common
         )
-        return subjects.canonical("correction"), event.model_dump_json()
+        return subjects.canonical("correction"), event.model_dump_json(), done.target.project_id
     event = RecordWithdrawn(data=payload, **common)
-    return subjects.canonical("withdrawal"), event.model_dump_json()
+    return subjects.canonical("withdrawal"), event.model_dump_json(), done.target.project_id
 
 
 # --- duplicate claims ---------------------------------------------------------------------------
@@ -242,8 +242,8 @@ def check_claim(session: Session, claim: Claim) -> list[FieldError]:
 
 def record_claim(
     session: Session, claim: Claim, row: store.InboundEvent, msg_id: str
-) -> list[tuple[str, str, str]] | list[FieldError]:
-    """Resolve the held claim; returns (msg_id, subject, event JSON) to publish, in order:
+) -> list[tuple[str, str, str, str]] | list[FieldError]:
+    """Resolve the held claim; returns (msg_id, event type, event JSON, project) to publish, in order:
     the resolution, then the released lead, then the losing project's withdrawal."""
     errors = check_claim(session, claim)
     if errors:
@@ -257,7 +257,7 @@ def record_claim(
         released = held.project_id
     if claim.assign_to == held.project_id:
         withdrawn = first.project_id
-    out: list[tuple[str, str, str]] = []
+    out: list[tuple[str, str, str, str]] = []
     resolved = ClaimResolved(
         event_id=msg_id,
         project_id=held.project_id,
@@ -270,7 +270,7 @@ def record_claim(
         released=released,
         withdrawn=withdrawn,
     )
-    out.append((msg_id, subjects.canonical("claim"), resolved.model_dump_json()))
+    out.append((msg_id, subjects.canonical("claim"), resolved.model_dump_json(), held.project_id))
     if released is None:
         held.status = "superseded"
     else:
@@ -287,7 +287,7 @@ def record_claim(
             received_at=lead_row.received_at,
             data=json.loads(lead_row.payload),
         )
-        out.append((lead_id, subjects.canonical("lead"), lead.model_dump_json()))
+        out.append((lead_id, subjects.canonical("lead"), lead.model_dump_json(), held.project_id))
     session.add(held)
     if withdrawn is not None:
         first_lead = store.natural_key_taken(session, f"lead:{first.project_id}")
@@ -333,5 +333,12 @@ def record_claim(
             owner=first_lead.unit,
             before=before,
         )
-        out.append((withdrawal_id, subjects.canonical("withdrawal"), event.model_dump_json()))
+        out.append(
+            (
+                withdrawal_id,
+                subjects.canonical("withdrawal"),
+                event.model_dump_json(),
+                first.project_id,
+            )
+        )
     return out

@@ -77,13 +77,13 @@ def engine() -> Engine:
 # Publishers are declared so the AsyncAPI document lists what intake emits.
 for _kind, _model in CANONICAL_MODELS.items():
     broker.publisher(
-        subjects.canonical(_kind),
+        subjects.keyed_template(subjects.canonical(_kind), "project"),
         schema=_model,
         title=f"{subjects.canonical(_kind)}:Publish",
         description=f"canonical {_kind.value} event, emitted once per accepted message",
     )
 broker.publisher(
-    subjects.PROJECT_DUPLICATE,
+    subjects.keyed_template(subjects.PROJECT_DUPLICATE, "project"),
     schema=DuplicateClaim,
     title=f"{subjects.PROJECT_DUPLICATE}:Publish",
     description="a lead for a project another report already claims (一个项目一个认领)",

@@ -236,15 +236,39 @@ def record(
             )
             result.outbox.append(
                 _outbox(
-                    inbound_id, event.event_id, subjects.PROJECT_DUPLICATE, event.model_dump_json()
+                    inbound_id,
+                    event.event_id,
+                    subjects.PROJECT_DUPLICATE,
+                    event.model_dump_json(),
+                    event.project_id,
                 )
             )
             store.add_outbox(session, result.outbox)
             return result
 
+    model = CANONICAL_MODELS[parsed.kind]
+    subject = subjects.canonical(parsed.kind)
+    if isinstance(parsed.payload, Meeting):
+        # One copy per project on the agenda, in that project's partition: there it comes
+        # after the project's lead and before the decision taken at the meeting, so each
+        # project's events stay in order without ordering projects against each other.
+        for pid in dict.fromkeys(parsed.payload.agenda):
+            copy = model(
+                event_id=f"{msg_id}:{pid}",
+                project_id=pid,
+                unit=parsed.unit,
+                idempotency_key=key,
+                received_at=received_at,
+                data=parsed.payload,
+            )
+            result.outbox.append(
+                _outbox(inbound_id, copy.event_id, subject, copy.model_dump_json(), pid)
+            )
+        store.add_outbox(session, result.outbox)
+        return result
     # The payload as validated goes into the envelope as it is: validating it again from
     # its JSON gave the same bytes (the sample year, compared) for three times the work.
-    envelope = CANONICAL_MODELS[parsed.kind](
+    envelope = model(
         event_id=msg_id,
         project_id=parsed.project_id,
         unit=parsed.unit,
@@ -253,7 +277,7 @@ def record(
         data=parsed.payload,
     )
     result.outbox.append(
-        _outbox(inbound_id, msg_id, subjects.canonical(parsed.kind), envelope.model_dump_json())
+        _outbox(inbound_id, msg_id, subject, envelope.model_dump_json(), parsed.project_id)
     )
     store.add_outbox(session, result.outbox)
     return result
@@ -275,15 +299,18 @@ def _record_amendment(
     else:
         assert isinstance(parsed.payload, Claim)
         events = amend.record_claim(session, parsed.payload, row, msg_id)
-        for event_id, subject, body in events:
+        for event_id, subject, body, pid in events:
             assert isinstance(event_id, str)
-            result.outbox.append(_outbox(row.id, event_id, subject, body))  # type: ignore[arg-type]
+            result.outbox.append(_outbox(row.id, event_id, subject, body, pid))  # type: ignore[arg-type]
     store.add_outbox(session, result.outbox)
     return result
 
 
-def _outbox(inbound_id: int, msg_id: str, subject: str, body: str) -> Row:
-    return Row(msg_id=msg_id, source=str(inbound_id), subject=subject, body=body)
+def _outbox(inbound_id: int, msg_id: str, event_type: str, body: str, key: str | None) -> Row:
+    """`key`: the project the event is about: its partition (shared/subjects.py)."""
+    return Row(
+        msg_id=msg_id, source=str(inbound_id), subject=subjects.keyed(event_type, key), body=body
+    )
 
 
 def _add_project(session: Session, parsed: Parsed, lead: Lead) -> store.Project | None:

@@ -96,7 +96,12 @@ for _subject, _what in (
     (subjects.NOTIFY_SENT, "a notification delivered to its recipient on one channel"),
     (subjects.NOTIFY_FAILED, "a notification given up after its retries (or with no contact)"),
 ):
-    broker.publisher(_subject, schema=NotifyOutcome, title=f"{_subject}:Publish", description=_what)
+    broker.publisher(
+        subjects.keyed_template(_subject, "project"),
+        schema=NotifyOutcome,
+        title=f"{_subject}:Publish",
+        description=_what,
+    )
 
 
 async def publish(outcomes: list[tuple[str, str, str]]) -> None:
@@ -123,10 +128,11 @@ def dispatcher() -> Dispatcher:
 
 
 def message_key(msg: Msg) -> str:
+    kind = subjects.event_type(msg.subject)  # as before keys: a message's key stays its own
     key = (msg.headers or {}).get("Nats-Msg-Id")
     if key:
-        return f"{msg.subject}|{key}"[:300]
-    return f"{msg.subject}|sha256:{hashlib.sha256(msg.data).hexdigest()}"
+        return f"{kind}|{key}"[:300]
+    return f"{kind}|sha256:{hashlib.sha256(msg.data).hexdigest()}"
 
 
 async def handle(msg: Msg) -> None:
@@ -135,9 +141,13 @@ async def handle(msg: Msg) -> None:
 
 async def handle_run(msgs: list[Msg]) -> None:
     """Messages delivered one after another, applied in one transaction (see handle.py)."""
-    for msg in msgs:
-        check_event(msg.subject, msg.data)  # at the edge: refused at once if not the contract
-    events = [(msg.subject, json.loads(msg.data), message_key(msg)) for msg in msgs]
+    kinds = [subjects.event_type(msg.subject) for msg in msgs]
+    for kind, msg in zip(kinds, msgs, strict=True):
+        check_event(kind, msg.data)  # at the edge: refused at once if not the contract
+    events = [
+        (kind, json.loads(msg.data), message_key(msg))
+        for kind, msg in zip(kinds, msgs, strict=True)
+    ]
 
     def transaction() -> int:
         return consume_run(engine(), events, renderer, titles, utcnow())

@@ -310,7 +310,8 @@ class Dispatcher:
                 attempts=row.attempts,
                 error=row.last_error if row.status == "failed" else None,
             )
-            subject = subjects.NOTIFY_SENT if row.status == "sent" else subjects.NOTIFY_FAILED
+            kind = subjects.NOTIFY_SENT if row.status == "sent" else subjects.NOTIFY_FAILED
+            subject = subjects.keyed(kind, row.project_id)
             outcomes.append((subject, outcome.model_dump_json(), f"notify:{row.status}:{row.id}"))
         if outcomes:
             await publish(outcomes)

@@ -58,6 +58,7 @@ def apply(session: Session, subject: str, event: dict[str, Any]) -> None:
         elif kind == "meeting":
             if session.get(store.Meeting, data["meeting_id"]) is None:
                 session.add(store.Meeting(meeting_id=data["meeting_id"], on=_day(data["on"])))
+                session.flush()  # one copy per agenda project: the next finds it
         elif kind == "milestone":
             store.insert_ignore(
                 session,

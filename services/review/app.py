@@ -80,7 +80,12 @@ for _subject, _model, _what in (
         "materials late, an approval missing what it must name), with every reason",
     ),
 ):
-    broker.publisher(_subject, schema=_model, title=f"{_subject}:Publish", description=_what)
+    broker.publisher(
+        subjects.keyed_template(_subject, "project"),
+        schema=_model,
+        title=f"{_subject}:Publish",
+        description=_what,
+    )
 
 
 async def handle(msg: Msg) -> None:
@@ -89,9 +94,10 @@ async def handle(msg: Msg) -> None:
 
 async def handle_run(msgs: list[Msg]) -> None:
     """Apply `msgs` in order in one transaction, then publish the events they cause."""
-    for msg in msgs:
-        check_event(msg.subject, msg.data)  # at the edge: refused at once if not the contract
-    events = [(msg.subject, json.loads(msg.data)) for msg in msgs]
+    kinds = [subjects.event_type(msg.subject) for msg in msgs]
+    for kind, msg in zip(kinds, msgs, strict=True):
+        check_event(kind, msg.data)  # at the edge: refused at once if not the contract
+    events = [(kind, json.loads(msg.data)) for kind, msg in zip(kinds, msgs, strict=True)]
     in_force = rules()
 
     def transaction() -> list[store.Outbox]:

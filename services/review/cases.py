@@ -102,7 +102,7 @@ def apply(
     elif kind == "milestone":
         _reevaluate(session, data["project_id"], emit, rules, materials=False, today=today)
     elif kind == "meeting":
-        _on_meeting(session, data, emit, rules, today)
+        _on_meeting(session, data, event.get("project_id"), emit, rules, today)
     elif kind == "decision":
         _on_decision(session, event, emit, rules, today)
     elif kind in ("correction", "withdrawal"):
@@ -117,7 +117,7 @@ def _emitter(out: list[store.Outbox], event_id: str):  # type: ignore[no-untyped
             store.Outbox(
                 msg_id=f"{subject}:{project_id}:{event_id}",
                 source=event_id,
-                subject=subject,
+                subject=subjects.keyed(subject, project_id),
                 body=body,
             )
         )
@@ -212,13 +212,18 @@ def _on_amendment(  # type: ignore[no-untyped-def]
     _reevaluate(session, case.project_id, emit, rules, case=case, today=today)
 
 
-def _on_meeting(session: Session, data: dict[str, Any], emit, rules: Rules, today: dt.date) -> None:  # type: ignore[no-untyped-def]
+def _on_meeting(  # type: ignore[no-untyped-def]
+    session: Session, data: dict[str, Any], about: str | None, emit, rules: Rules, today: dt.date
+) -> None:
+    """`about`: the agenda project this copy of the meeting is for (intake sends one per
+    project, in its partition); None for a meeting published before copies, about all."""
     on = dt.date.fromisoformat(data["on"])
     if session.get(store.Meeting, data["meeting_id"]) is None:
         session.add(
             store.Meeting(meeting_id=data["meeting_id"], on=on, agenda=json.dumps(data["agenda"]))
         )
-    for project_id in data["agenda"]:
+        session.flush()  # the next copy of this meeting in the same transaction finds it
+    for project_id in [about] if about else data["agenda"]:
         case = store.case(session, project_id)
         if case is None:
             continue

@@ -31,9 +31,9 @@ from faststream.nats.annotations import NatsMessage
 from nats.aio.msg import Msg
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine
+from sqlalchemy import Engine, or_
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from shared import outbox, subjects, tracing
 from shared.contract import (
@@ -100,20 +100,20 @@ def rules() -> RulesetRegistry:
 
 
 broker.publisher(
-    subjects.SCORE_CREDITED,
+    subjects.keyed_template(subjects.SCORE_CREDITED, "project"),
     schema=Credited,
     title=f"{subjects.SCORE_CREDITED}:Publish",
     description="a funds record credited, once: points, multiplier, matched rules and the subjects credited",
 )
 broker.publisher(
-    subjects.SCORE_HELD,
+    subjects.keyed_template(subjects.SCORE_HELD, "project"),
     schema=Held,
     title=f"{subjects.SCORE_HELD}:Publish",
     description="a funds record held (not recognised yet, no exchange rate for its day, ...), with the reason; "
     "emitted again only when the reason changes",
 )
 broker.publisher(
-    subjects.SCORE_RATES,
+    subjects.keyed_template(subjects.SCORE_RATES, "year"),
     schema=AssessmentRates,
     title=f"{subjects.SCORE_RATES}:Publish",
     description="履约率、落地率、资金到位率 of an assessment year per project, attracting unit and "
@@ -121,7 +121,7 @@ broker.publisher(
     "emitted when a figure changes (projects: the changed ones), at most once a second",
 )
 broker.publisher(
-    subjects.SCORE_REVERSED,
+    subjects.keyed_template(subjects.SCORE_REVERSED, "project"),
     schema=Reversed,
     title=f"{subjects.SCORE_REVERSED}:Publish",
     description="a credit taken back (recognition withdrawn, or credited again to a new sponsor leader)",
@@ -155,7 +155,7 @@ async def process_run(msgs: list[Msg]) -> None:
     """Apply `msgs` in order in one transaction, then publish the events they cause."""
     items = []
     for msg in msgs:
-        subject = msg.subject
+        subject = subjects.event_type(msg.subject)
         try:
             event = parse(subject, msg.data)
         except BadInput as exc:
@@ -206,7 +206,10 @@ async def _publish_pending_rates() -> None:
         with unit_of_work(engine()) as session:
             rows = session.exec(
                 select(store.Outbox).where(
-                    store.Outbox.subject == subjects.SCORE_RATES,
+                    or_(
+                        store.Outbox.subject == subjects.SCORE_RATES,  # rows from before keys
+                        col(store.Outbox.subject).startswith(f"{subjects.SCORE_RATES}."),
+                    ),
                     store.Outbox.published_at.is_(None),  # type: ignore[union-attr]
                 )
             ).all()
@@ -251,7 +254,7 @@ async def rates_publisher() -> None:
 
 project_events = durable_subscriber(
     broker,
-    "project.*",
+    "project.>",
     stream="PROJECT",
     durable=SERVICE,
     settings=settings,
@@ -276,7 +279,7 @@ async def on_project(message: NatsMessage) -> None:
 
 recognitions = durable_subscriber(
     broker,
-    subjects.REVIEW_RECOGNITION,
+    subjects.stored_pattern(subjects.REVIEW_RECOGNITION),
     stream="REVIEW",
     durable=SERVICE,
     settings=settings,

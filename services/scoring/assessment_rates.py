@@ -156,7 +156,7 @@ def settle_year(session: Session, year: int, rules: Rules | None) -> list[store.
         row = store.Outbox(
             msg_id=f"{subjects.SCORE_RATES}:{year}:{state.revision}:{i + 1}",
             source=f"rates:{year}:{state.revision}",
-            subject=subjects.SCORE_RATES,
+            subject=subjects.keyed(subjects.SCORE_RATES, year),  # a year's parts in order
             body=event.model_dump_json(),
         )
         store.add_outbox(session, row)

@@ -95,7 +95,8 @@ class _Context:
     now: dt.datetime
     outbox: list[store.Outbox] = field(default_factory=list)
 
-    def emit(self, msg_id: str, subject: str, body: str) -> None:
+    def emit(self, msg_id: str, event_type: str, body: str, project_id: str) -> None:
+        subject = subjects.keyed(event_type, project_id)  # the project's partition
         row = store.Outbox(msg_id=msg_id, source=self.inbox_key, subject=subject, body=body)
         store.add_outbox(self.session, row)
         self.outbox.append(row)
@@ -343,6 +344,7 @@ def _amendment(ctx: _Context, event: RecordCorrected | RecordWithdrawn) -> bool:
             f"score.held:{record.project_id}:{record.funds_id}:h{record.holds}",
             subjects.SCORE_HELD,
             held.model_dump_json(),
+            record.project_id,
         )
         ctx.session.add(record)
         return True
@@ -525,7 +527,10 @@ def _write(
         record.holds += 1
         held = Held(project_id=pid, funds_id=fid, reason=step.reason, out_of_year=out_of_year)
         ctx.emit(
-            f"score.held:{pid}:{fid}:h{record.holds}", subjects.SCORE_HELD, held.model_dump_json()
+            f"score.held:{pid}:{fid}:h{record.holds}",
+            subjects.SCORE_HELD,
+            held.model_dump_json(),
+            pid,
         )
         return
     record.entries += 1
@@ -599,4 +604,4 @@ def _write(
         ],
     )
     kind = "credited" if entry["kind"] == "credit" else "reversed"
-    ctx.emit(f"score.{kind}:{pid}:{fid}:{seq}", subject, event.model_dump_json())
+    ctx.emit(f"score.{kind}:{pid}:{fid}:{seq}", subject, event.model_dump_json(), pid)
