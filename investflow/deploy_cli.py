@@ -70,12 +70,32 @@ class ServiceAccess:
     # Consumes through shared/partitions.py: one durable per partition, `<service>-<name>`,
     # and leases in the KV bucket; `partitions(units)` gives (name, stream, filter) of each.
     partitions: Callable[[Iterable[str]], tuple[tuple[str, str, str], ...]] | None = None
+    # The keyed streams it reads by partition (shared/consumers.py): it looks up how each
+    # is partitioned (STREAM.INFO).
+    keyed: tuple[str, ...] = ()
 
 
 def _inbox_partitions(units: Iterable[str]) -> tuple[tuple[str, str, str], ...]:
     from shared.streams import inbox_partitions
 
     return inbox_partitions(units)
+
+
+def _keyed(
+    *reads: tuple[str, str | None],
+) -> Callable[[Iterable[str]], tuple[tuple[str, str, str], ...]]:
+    """The durables of a service reading keyed streams: (stream, one event type or None), for
+    INVESTFLOW_PARTITIONS partitions (generate the users again after changing it)."""
+
+    def entries(units: Iterable[str]) -> tuple[tuple[str, str, str], ...]:
+        from shared.consumers import Reads, durables
+        from shared.streams import partitions_setting
+
+        del units
+        n = partitions_setting()
+        return tuple(e for stream, only in reads for e in durables(Reads(stream, "", only), n))
+
+    return entries
 
 
 # Checked against the services' own FastStream brokers by tests/deploy/test_nats_auth.py:
@@ -94,24 +114,32 @@ SERVICE_ACCESS: dict[str, ServiceAccess] = {
         publishes=("review.*.*",),
         why="PROJECT → REVIEW (联审联批, 认定)",
         follows_rules=True,
+        partitions=_keyed(("PROJECT", None)),
+        keyed=("PROJECT",),
     ),
     "scoring": ServiceAccess(
         consumes=("PROJECT", "REVIEW"),
         publishes=("score.*.*",),
         why="PROJECT + REVIEW → SCORE (考核计分)",
         follows_rules=True,
+        partitions=_keyed(("PROJECT", None), ("REVIEW", "review.recognition")),
+        keyed=("PROJECT", "REVIEW"),
     ),
     "notify": ServiceAccess(
         consumes=("PROJECT", "REVIEW", "SCORE"),
         publishes=("notify.*.*",),
         why="PROJECT + REVIEW + SCORE → NOTIFY",
         follows_rules=True,  # its thresholds are the notify ruleset, published like the others
+        partitions=_keyed(("PROJECT", None), ("REVIEW", None), ("SCORE", None)),
+        keyed=("PROJECT", "REVIEW", "SCORE"),
     ),
     "board": ServiceAccess(
         consumes=("PROJECT", "REVIEW", "SCORE", "NOTIFY"),
         publishes=(),
         why="PROJECT + REVIEW + SCORE + NOTIFY → the board's pages (挂图作战); reads rules.loaded.*",
         hears_rules_loaded=True,
+        partitions=_keyed(("PROJECT", None), ("REVIEW", None), ("SCORE", None), ("NOTIFY", None)),
+        keyed=("PROJECT", "REVIEW", "SCORE", "NOTIFY"),
     ),
 }
 
@@ -239,6 +267,7 @@ def service_identity(spec: ServiceSpec, units: Iterable[str] = ()) -> Identity:
     # answering this account's JetStream requests itself ("JetStream not enabled for
     # account"; nats-server enableJetStreamInfoServiceImportOnly).
     publish = [*access.publishes, f"dlq.{spec.name}.>", "$JS.API.INFO"]
+    publish += [f"$JS.API.STREAM.INFO.{stream}" for stream in access.keyed]
     for stream, name in partition_consumers(spec, units):
         publish += consumer_api(stream, name)
     if access.partitions is not None:

@@ -54,22 +54,12 @@ async def refresh_gauges(
     consumers: Infos | None = None,
 ) -> None:
     """The scrape-time gauges: this service's consumers as the server sees them, its outbox.
-    `consumers`: the infos of consumers not run by FastStream (shared/partitions.py)."""
+    `consumers`: the infos of its durables (shared/partitions.py)."""
     connected = _nats_connected(broker)
     metrics.UP.labels(service).set(1 if connected else 0)
     infos: list[Any] = []
-    for sub in broker.subscribers if connected else ():
-        try:
-            psub = getattr(sub, "subscription", None)
-        except Exception:
-            continue
-        if psub is None or not hasattr(psub, "consumer_info"):
-            continue
-        try:
-            infos.append(await asyncio.wait_for(psub.consumer_info(), 2.0))
-        except Exception:  # NATS away: the gauges keep their last value, UP says why
-            continue
     if consumers is not None and connected:
+        # NATS away: the gauges keep their last value, UP says why.
         with contextlib.suppress(Exception):
             infos += await asyncio.wait_for(consumers(), 5.0)
     for info in infos:
@@ -230,11 +220,15 @@ class _EmbeddedServer:
 
 
 async def start_ops_server(
-    service: str, broker: NatsBroker, engine: Callable[[], Engine], outbox: Any | None = None
+    service: str,
+    broker: NatsBroker,
+    engine: Callable[[], Engine],
+    outbox: Any | None = None,
+    consumers: Infos | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """Serve /health and /metrics for a service without an API; returns the stop function."""
     app = FastAPI(title=f"investflow {service}", docs_url=None, redoc_url=None)
-    add_ops_routes(app, broker, engine, service, outbox)
+    add_ops_routes(app, broker, engine, service, outbox, consumers)
     make_exact(app)
     server = _EmbeddedServer(app)
     server.start(bind(service))

@@ -382,6 +382,7 @@ class PartitionConsumer:
         retry_delay_s: Callable[[int], float] = backoff_s,
         bucket: str = DEFAULT_BUCKET,
         member: str | None = None,
+        lease_group: str | None = None,
     ) -> None:
         lease_s = float(lease_s if lease_s is not None else ack_wait_s)
         if lease_s < ack_wait_s:
@@ -418,8 +419,16 @@ class PartitionConsumer:
             if isinstance(partitioning, StreamPartitions)
             else None
         )
+        # The leases' key prefix: one per set of partitions a service consumes (a service
+        # reading two streams has two), under the service's own name for its permissions.
         self.leases = PartitionLeases(
-            js, service, partitioning.partitions, lease_s, bucket=bucket, member=member, names=names
+            js,
+            lease_group or service,
+            partitioning.partitions,
+            lease_s,
+            bucket=bucket,
+            member=member,
+            names=names,
         )
         self.parts: dict[int, _Partition] = {}
         self.releasing: dict[int, asyncio.Task[None]] = {}
@@ -518,7 +527,8 @@ class PartitionConsumer:
         except (nats.errors.Error, OSError, TimeoutError) as exc:  # they expire anyway
             log.warning("%s: could not give the leases back: %s", self.service, exc)
 
-    def _config(self, p: int) -> ConsumerConfig:
+    def config(self, p: int) -> ConsumerConfig:
+        """Partition p's durable as this consumer wants it."""
         return ConsumerConfig(
             durable_name=self.durable(p),
             filter_subject=self.partitioning.filter_subject(p),
@@ -545,7 +555,7 @@ class PartitionConsumer:
             await self._ensure_once(p)
 
     async def _ensure_once(self, p: int) -> None:
-        stream, config = self.stream_of(p), self._config(p)
+        stream, config = self.stream_of(p), self.config(p)
         try:
             have = await self.js.consumer_info(stream, self.durable(p))
         except nats.js.errors.NotFoundError:

@@ -9,6 +9,7 @@ and only then acknowledged. The pages read those tables only (`queries`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -23,25 +24,19 @@ from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from faststream.nats.annotations import NatsMessage
+from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from prometheus_client import Counter, Histogram
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from shared import subjects, tracing
+from shared.consumers import Reads, ServiceConsumers, document
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import Directory, load_directory
 from shared.http_ops import add_ops_routes, serve
-from shared.messaging import (
-    consume_in_order,
-    dead_letter,
-    delivery_count,
-    durable_subscriber,
-    make_broker,
-    stream_seq,
-)
-from shared.settings import Settings
+from shared.messaging import dead_letter, delivery_count, make_broker, stream_seq
+from shared.settings import Settings, connect_nats
 
 from . import access, ingest, queries, store
 from .readmodel import Thresholds
@@ -122,45 +117,22 @@ async def store_run(msgs: list[Msg]) -> None:
     MESSAGES.labels(stream=items[0].stream, outcome="redelivered").inc(len(items) - new)
 
 
-async def store_one(msg: Msg) -> None:
-    await store_run([msg])
-
-
-def _subscribe(subject: str, stream: str, description: str) -> None:
-    sub = durable_subscriber(
-        broker,
-        subject,
-        stream=stream,
-        durable=SERVICE,
-        settings=settings,
-        title=f"board {subject}:Consume",
-        description=description,
-    )
-
-    @sub
-    async def handler(message: NatsMessage) -> None:
-        await consume_in_order(
-            message.raw_message, sub, broker, SERVICE, settings, store_one, work_run=store_run
-        )
-
-
-_subscribe(
-    "project.>",
-    "PROJECT",
-    "Project facts: leads, documents, milestones, funds, visits, decisions, meetings",
+READS = (
+    Reads(
+        "PROJECT", "Project facts: leads, documents, milestones, funds, visits, decisions, meetings"
+    ),
+    Reads("REVIEW", "Screening, materials, decisions and recognition, each with its explanation"),
+    Reads(
+        "SCORE",
+        "Credits, holds and reversals: the ranking (红黑榜) and funds in place; score.rates: "
+        "履约率、落地率、资金到位率",
+    ),
+    Reads("NOTIFY", "Notifications sent and failed, per project"),
 )
-_subscribe(
-    "review.>",
-    "REVIEW",
-    "Screening, materials, decisions and recognition, each with its explanation",
-)
-_subscribe(
-    "score.>",
-    "SCORE",
-    "Credits, holds and reversals: the ranking (红黑榜) and funds in place; score.rates: "
-    "履约率、落地率、资金到位率",
-)
-_subscribe("notify.>", "NOTIFY", "Notifications sent and failed, per project")
+# The AsyncAPI document and the permissions only: consumed by `consumers`, not by FastStream.
+documented = NatsBroker(settings.nats_url)
+document(documented, SERVICE, READS)
+consumers: ServiceConsumers | None = None
 
 
 async def on_rules_loaded(msg: Msg) -> None:
@@ -272,10 +244,23 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     if os.environ.get("BOARD_RULES_LOADED", "1") != "0":
         # Off in compose until the board's NATS user may subscribe rules.loaded.* (deploy_cli).
         await broker.connection.subscribe("rules.loaded.*", cb=on_rules_loaded)  # type: ignore[union-attr]
+    global consumers
+    nc = await connect_nats(
+        settings, name=f"investflow-{SERVICE}-consumers", max_reconnect_attempts=-1
+    )
+    consumers = ServiceConsumers(
+        nc.jetstream(), broker, SERVICE, READS, handler=store_run, settings=settings
+    )
+    await consumers.start()  # before ready: every partition's backlog shows from the start
+    consuming = asyncio.create_task(consumers.run(), name=f"{SERVICE}-consumers")
     print(f"investflow: {SERVICE} ready", flush=True)
     try:
         yield
     finally:
+        consuming.cancel()  # the batches in hand are finished, the leases given back
+        with contextlib.suppress(asyncio.CancelledError):
+            await consuming
+        await nc.close()
         await broker.stop()
         await asyncio.to_thread(tracing.shutdown)
 
@@ -343,7 +328,11 @@ async def authenticate(
 from . import views  # noqa: E402  (the routes need the objects above)
 
 views.register(http)
-add_ops_routes(http, broker, engine)
+add_ops_routes(http, broker, engine, consumers=lambda: _consumer_infos())
+
+
+async def _consumer_infos() -> list[Any]:
+    return await consumers.infos() if consumers is not None else []
 
 
 def main() -> None:

@@ -18,25 +18,20 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from faststream import FastStream
-from faststream.nats.annotations import NatsMessage
+from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from sqlalchemy import Engine
 
 from shared import outbox, subjects, tracing
+from shared.consumers import Reads, ServiceConsumers, document
 from shared.contract import NotifyOutcome
 from shared.contract.events import check_event
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import load_directory
 from shared.http_ops import start_ops_server
-from shared.messaging import (
-    configure_logging,
-    consume_in_order,
-    durable_subscriber,
-    log_failure,
-    make_broker,
-)
+from shared.messaging import configure_logging, log_failure, make_broker
 from shared.rules import RulesetRegistry, default_registry, published
-from shared.settings import REPO_ROOT, Settings
+from shared.settings import REPO_ROOT, Settings, connect_nats
 
 from . import contacts, store
 from .channels import default_channels
@@ -135,10 +130,6 @@ def message_key(msg: Msg) -> str:
     return f"{kind}|sha256:{hashlib.sha256(msg.data).hexdigest()}"
 
 
-async def handle(msg: Msg) -> None:
-    await handle_run([msg])
-
-
 async def handle_run(msgs: list[Msg]) -> None:
     """Messages delivered one after another, applied in one transaction (see handle.py)."""
     kinds = [subjects.event_type(msg.subject) for msg in msgs]
@@ -156,37 +147,16 @@ async def handle_run(msgs: list[Msg]) -> None:
         dispatcher().wake.set()
 
 
-def _consumer(subject: str, stream: str, what: str):  # type: ignore[no-untyped-def]
-    subscriber = durable_subscriber(
-        broker,
-        subject,
-        stream=stream,
-        durable=SERVICE,
-        settings=settings,
-        title=f"notify:{subject}:Consume",  # review and scoring consume project.> too
-        description=what,
-    )
-
-    @subscriber
-    async def consume(message: NatsMessage) -> None:
-        await consume_in_order(
-            message.raw_message,
-            subscriber,
-            broker,
-            SERVICE,
-            settings,
-            handle,
-            work_run=handle_run,
-        )
-
-    return consume
-
-
-on_project = _consumer(
-    "project.>", "PROJECT", "leads, milestones, visits, funds, decisions, duplicates"
+READS = (
+    Reads("PROJECT", "leads, milestones, visits, funds, decisions, duplicates"),
+    Reads("REVIEW", "screening, committee materials, decisions"),
+    Reads("SCORE", "points credited, for alerts and the scoreboard"),
 )
-on_review = _consumer("review.>", "REVIEW", "screening, committee materials, decisions")
-on_score = _consumer("score.>", "SCORE", "points credited, for alerts and the scoreboard")
+# The AsyncAPI document and the permissions only: consumed by `consumers`, not by FastStream.
+documented = NatsBroker(settings.nats_url)
+document(documented, SERVICE, READS)
+consumers: ServiceConsumers | None = None
+_nc = None
 
 
 def seed_contacts() -> None:
@@ -240,7 +210,16 @@ async def _ready() -> None:
     poll_s = float(os.environ.get("NOTIFY_POLL_S", "1"))
     _tasks.append(asyncio.create_task(dispatcher().run(poll_s)))
     _tasks.append(asyncio.create_task(run_scheduler(tick_s)))
-    _stops.append(await start_ops_server(SERVICE, broker, engine))  # /health, /metrics
+    global consumers, _nc
+    _nc = await connect_nats(
+        settings, name=f"investflow-{SERVICE}-consumers", max_reconnect_attempts=-1
+    )
+    consumers = ServiceConsumers(
+        _nc.jetstream(), broker, SERVICE, READS, handler=handle_run, settings=settings
+    )
+    await consumers.start()  # before ready: every partition's backlog shows from the start
+    _tasks.append(asyncio.create_task(consumers.run(), name=f"{SERVICE}-consumers"))
+    _stops.append(await start_ops_server(SERVICE, broker, engine, None, consumers.infos))
     print(f"investflow: {SERVICE} ready", flush=True)
 
 
@@ -248,9 +227,11 @@ async def _ready() -> None:
 async def _shutdown() -> None:
     for stop in _stops:
         await stop()
-    for task in _tasks:
+    for task in _tasks:  # the consumers finish the batches in hand, give their leases back
         task.cancel()
     await asyncio.gather(*_tasks, return_exceptions=True)
+    if _nc is not None:
+        await _nc.close()
     await asyncio.to_thread(tracing.shutdown)
 
 

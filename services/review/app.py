@@ -1,4 +1,4 @@
-"""Review's wiring: one durable consumer on `project.>`, publishers for `review.*`.
+"""Review's wiring: PROJECT's partitions (shared/consumers.py), publishers for `review.*`.
 
 Screening (初步筛选), committee materials (评审会材料), the committee's decision (集体决策)
 and recognition for the assessment (认定): `cases.apply` decides inside one transaction with
@@ -8,22 +8,24 @@ the events to emit; they are published, then the message is acked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 
 from faststream import FastStream
-from faststream.nats.annotations import NatsMessage
+from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from sqlalchemy import Engine
 
 from shared import outbox, subjects, tracing
+from shared.consumers import Reads, ServiceConsumers, document
 from shared.contract import Decided, MaterialsStatus, Recognition, Refused, Screened
 from shared.contract.events import check_event
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.http_ops import start_ops_server
-from shared.messaging import configure_logging, consume_in_order, durable_subscriber, make_broker
+from shared.messaging import configure_logging, make_broker
 from shared.rules import RulesetRegistry, default_registry, published
-from shared.settings import Settings
+from shared.settings import Settings, connect_nats
 
 from . import store
 from .cases import apply
@@ -88,10 +90,6 @@ for _subject, _model, _what in (
     )
 
 
-async def handle(msg: Msg) -> None:
-    await handle_run([msg])
-
-
 async def handle_run(msgs: list[Msg]) -> None:
     """Apply `msgs` in order in one transaction, then publish the events they cause."""
     kinds = [subjects.event_type(msg.subject) for msg in msgs]
@@ -108,24 +106,13 @@ async def handle_run(msgs: list[Msg]) -> None:
     await outbox.publish(broker, engine(), store.Outbox, rows)
 
 
-project_events = durable_subscriber(
-    broker,
-    "project.>",
-    stream="PROJECT",
-    durable=SERVICE,
-    settings=settings,
-    title="project.>:Consume",
-    description="canonical project events from intake",
-)
-
-
-@project_events
-async def on_project_event(message: NatsMessage) -> None:
-    await consume_in_order(
-        message.raw_message, project_events, broker, SERVICE, settings, handle, work_run=handle_run
-    )
-
-
+READS = (Reads("PROJECT", "canonical project events from intake"),)
+# The AsyncAPI document and the permissions only: consumed by `consumers`, not by FastStream.
+documented = NatsBroker(settings.nats_url)
+document(documented, SERVICE, READS)
+consumers: ServiceConsumers | None = None
+_consuming: asyncio.Task[None] | None = None
+_nc = None
 _stop_following = None
 
 
@@ -140,6 +127,12 @@ async def _startup() -> None:
 
 @app.on_shutdown
 async def _shutdown() -> None:
+    if _consuming is not None:
+        _consuming.cancel()  # the batches in hand are finished, the leases given back
+        with contextlib.suppress(asyncio.CancelledError):
+            await _consuming
+    if _nc is not None:
+        await _nc.close()
     if _stop_ops is not None:
         await _stop_ops()
     if _stop_following is not None:
@@ -153,8 +146,18 @@ _stop_ops = None
 
 @app.after_startup
 async def _ready() -> None:
-    global _stop_ops
-    _stop_ops = await start_ops_server(SERVICE, broker, engine, store.Outbox)  # /health, /metrics
+    global _stop_ops, consumers, _consuming, _nc
+    _nc = await connect_nats(
+        settings, name=f"investflow-{SERVICE}-consumers", max_reconnect_attempts=-1
+    )
+    consumers = ServiceConsumers(
+        _nc.jetstream(), broker, SERVICE, READS, handler=handle_run, settings=settings
+    )
+    await consumers.start()  # before ready: every partition's backlog shows from the start
+    _consuming = asyncio.create_task(consumers.run(), name=f"{SERVICE}-consumers")
+    _stop_ops = await start_ops_server(  # /health, /metrics
+        SERVICE, broker, engine, store.Outbox, consumers.infos
+    )
     print(f"investflow: {SERVICE} ready", flush=True)
 
 

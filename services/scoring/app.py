@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from faststream.nats.annotations import NatsMessage
+from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import col, select
 
 from shared import outbox, subjects, tracing
+from shared.consumers import Reads, ServiceConsumers, document
 from shared.contract import (
     AssessmentRates,
     Credited,
@@ -45,18 +46,11 @@ from shared.contract import (
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import load_directory
 from shared.http_ops import add_ops_routes, serve
-from shared.messaging import (
-    consume_in_order,
-    dead_letter,
-    delivery_count,
-    durable_subscriber,
-    make_broker,
-    stream_seq,
-)
+from shared.messaging import dead_letter, delivery_count, make_broker, stream_seq
 from shared.openapi import error_response, make_exact
 from shared.rules import RulesetRegistry, published
 from shared.rules.ruletest import gate_on_rule_tests
-from shared.settings import Settings
+from shared.settings import Settings, connect_nats
 
 from . import assessment_rates, scoreboard, store
 from .inputs import BadInput, inbox_key, parse
@@ -252,47 +246,23 @@ async def rates_publisher() -> None:
         took = time.monotonic() - started
 
 
-project_events = durable_subscriber(
-    broker,
-    "project.>",
-    stream="PROJECT",
-    durable=SERVICE,
-    settings=settings,
-    title="project.*:Consume",
-    description="Project facts: lead, decision (sponsor leader), milestone (signed), funds, rates; "
-    "other kinds are skipped",
+READS = (
+    Reads(
+        "PROJECT",
+        "Project facts: lead, decision (sponsor leader), milestone (signed), funds, rates; "
+        "other kinds are skipped",
+    ),
+    Reads(
+        "REVIEW",
+        "Recognition for the assessment (认定): credits held funds, or reverses credits when "
+        "withdrawn",
+        only=subjects.REVIEW_RECOGNITION,
+    ),
 )
-
-
-@project_events
-async def on_project(message: NatsMessage) -> None:
-    await consume_in_order(
-        message.raw_message,
-        project_events,
-        broker,
-        SERVICE,
-        settings,
-        process,
-        work_run=process_run,
-    )
-
-
-recognitions = durable_subscriber(
-    broker,
-    subjects.stored_pattern(subjects.REVIEW_RECOGNITION),
-    stream="REVIEW",
-    durable=SERVICE,
-    settings=settings,
-    title=f"{subjects.REVIEW_RECOGNITION}:Consume",
-    description="Recognition for the assessment (认定): credits held funds, or reverses credits when withdrawn",
-)
-
-
-@recognitions
-async def on_recognition(message: NatsMessage) -> None:
-    await consume_in_order(
-        message.raw_message, recognitions, broker, SERVICE, settings, process, work_run=process_run
-    )
+# The AsyncAPI document and the permissions only: consumed by `consumers`, not by FastStream.
+documented = NatsBroker(settings.nats_url)
+document(documented, SERVICE, READS)
+consumers: ServiceConsumers | None = None
 
 
 async def on_rules_loaded(msg: Msg) -> None:
@@ -328,14 +298,25 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     await broker.connection.subscribe(  # type: ignore[union-attr]
         published.loaded_subject(SERVICE), cb=on_rules_loaded
     )
+    global consumers
+    nc = await connect_nats(
+        settings, name=f"investflow-{SERVICE}-consumers", max_reconnect_attempts=-1
+    )
+    consumers = ServiceConsumers(
+        nc.jetstream(), broker, SERVICE, READS, handler=process_run, settings=settings
+    )
+    await consumers.start()  # before ready: every partition's backlog shows from the start
+    consuming = asyncio.create_task(consumers.run(), name=f"{SERVICE}-consumers")
     rates_task = asyncio.create_task(rates_publisher())
     print(f"investflow: {SERVICE} ready", flush=True)
     try:
         yield
     finally:
-        rates_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await rates_task
+        for task in (consuming, rates_task):  # batches in hand finish, leases go back
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await nc.close()
         await broker.stop()
         await stop_following()
         await outbox.flush_marks()
@@ -476,7 +457,11 @@ async def get_funds(project_id: str) -> JSONResponse:
     return JSONResponse({"project_id": project_id, "funds": records})
 
 
-add_ops_routes(http, broker, engine, SERVICE, store.Outbox)
+add_ops_routes(http, broker, engine, SERVICE, store.Outbox, lambda: _consumer_infos())
+
+
+async def _consumer_infos() -> list[Any]:
+    return await consumers.infos() if consumers is not None else []
 
 
 def main() -> None:
