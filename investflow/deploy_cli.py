@@ -298,7 +298,9 @@ def service_identity(spec: ServiceSpec, units: Iterable[str] = ()) -> Identity:
         name=spec.name,
         role="service",
         description=f"service {spec.name}: {access.why}",
-        publish=tuple(publish),
+        # Once each: the server refuses a config importing one subject twice (its durables
+        # on one stream share STREAM.MSG.GET).
+        publish=tuple(dict.fromkeys(publish)),
         subscribe=tuple(subscribe),
         delivered=tuple(delivered),
         responds=bool(spec.rules or access.follows_rules),

@@ -19,6 +19,7 @@ import nats.js.errors
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 
+from . import subjects
 from .settings import Settings
 
 log = logging.getLogger("investflow")
@@ -119,7 +120,8 @@ async def dead_letter(
     stream = getattr(meta, "stream", "core")
     record = {
         "service": service,
-        "subject": msg.subject,
+        # As published: `investflow dlq replay` sends it there again.
+        "subject": subjects.as_published(msg.subject),
         "stream": stream,
         "stream_seq": seq,
         "deliveries": delivered,

@@ -70,6 +70,15 @@ def event_type(subject: str) -> str:
     return f"{root}.{rest.split('.', 1)[0]}"
 
 
+def as_published(subject: str) -> str:
+    """`project.lead.<key>` of a stored `project.lead.<p>.<key>`: where to publish it again
+    (the stream adds the partition itself)."""
+    parts = subject.split(".")
+    if parts[0] in KEYED_ROOTS and len(parts) == 4:
+        return ".".join((parts[0], parts[1], parts[3]))
+    return subject
+
+
 def stored_pattern(pattern: str) -> str:
     """A filter for stored messages of an event type or pattern (`review.decided`,
     `project.*`): every key and partition of it. `project.>` is left as it is."""

@@ -109,7 +109,7 @@ async def test_an_old_layout_is_upgraded_and_its_messages_go_first_once(js) -> N
         await js.publish(subjects.keyed("project.lead", pid), event(pid, n))
 
     recorder = Recorder()
-    consumers, task = await consume(js, recorder)
+    _, task = await consume(js, recorder)
     try:
         await until(lambda: len(recorder.seen) >= 10, what="the ten unsettled events")
         await asyncio.sleep(1.0)  # nothing more comes
@@ -127,7 +127,7 @@ async def test_an_old_layout_is_upgraded_and_its_messages_go_first_once(js) -> N
 
     # A restart handles nothing again.
     again = Recorder()
-    consumers, task = await consume(js, again)
+    _, task = await consume(js, again)
     await asyncio.sleep(2.0)
     await stop(task)
     assert again.seen == []
@@ -136,7 +136,7 @@ async def test_an_old_layout_is_upgraded_and_its_messages_go_first_once(js) -> N
 async def test_a_fresh_stream_has_no_legacy_durable_and_each_partition_in_order(js) -> None:  # type: ignore[no-untyped-def]
     await ensure_streams(js, 60, units=[])
     recorder = Recorder()
-    consumers, task = await consume(js, recorder)
+    _, task = await consume(js, recorder)
     try:
         for n in range(40):
             pid = f"TS02-P{n % 7}"
