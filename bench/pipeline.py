@@ -1,6 +1,6 @@
 """Pipeline benchmark: units' events through the running system to `score.credited`.
 
-    .venv/bin/python bench/pipeline.py [--leads 200] [--funds-per-lead 5]
+    .venv/bin/python bench/pipeline.py [--leads 200] [--funds-per-lead 5] [--replicas 2]
 
 In the same run it measures
 - the real pipeline: the embedded runtime (nats-server + every service as a process);
@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +77,42 @@ def summarise(name: str, sent: dict[str, float], arrived: dict[str, float]) -> d
     }
 
 
-async def run_real(leads: int, per: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def settled_ok(metrics_text: str) -> int:
+    """Messages a process settled with `ok` (its investflow_messages counter)."""
+    total = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith("investflow_messages_total{") and 'outcome="ok"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+async def replica_shares(http_urls: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Per service, the messages each replica settled (from each process's /metrics)."""
+
+    def scrape(url: str) -> str:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+            return resp.read().decode()
+
+    out: dict[str, dict[str, int]] = {}
+    for key, url in sorted(http_urls.items()):
+        service = key.split("-", 1)[0]
+        out.setdefault(service, {})[key] = settled_ok(await asyncio.to_thread(scrape, url))
+    return out
+
+
+async def run_real(
+    leads: int, per: int, replicas: int = 1
+) -> tuple[dict[str, Any], dict[str, Any]]:
     lead_msgs, funds_msgs = make_year(leads, per)
+    names = ("intake", "review", "scoring", "notify", "board")
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         async with running_system(
-            Path(tmp), free_port(), free_port(), echo=False, extra_env=ENV
+            Path(tmp),
+            free_port(),
+            free_port(),
+            echo=False,
+            extra_env=ENV,
+            replicas={n: replicas for n in names} if replicas > 1 else None,
         ) as system:
             pids = {n: c.proc.pid for n, c in system.supervisor.children.items() if c.proc}
             rss_start = {n: round(rss_mb(p), 1) for n, p in pids.items()}
@@ -115,6 +147,8 @@ async def run_real(leads: int, per: int) -> tuple[dict[str, Any], dict[str, Any]
                 for n, p in procs.items()
             }
             rss_end = {n: round(rss_mb(p), 1) for n, p in pids.items()}
+            if replicas > 1:
+                result["replica_shares"] = await replica_shares(system.http_urls)
             return result, {"start": rss_start, "end": rss_end}
 
 
@@ -257,6 +291,12 @@ def main() -> None:
     )
     parser.add_argument("--leads", type=int, default=200)
     parser.add_argument("--funds-per-lead", type=int, default=5)
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="processes of every service (they share the partitions); prints each one's share",
+    )
     args = parser.parse_args()
     total = args.leads * args.funds_per_lead
     print(f"baseline: {total} funds bodies through 3 raw relays …", flush=True)
@@ -267,7 +307,7 @@ def main() -> None:
         f"investflow: {args.leads} leads then {total} funds records through every service …",
         flush=True,
     )
-    real, rss = asyncio.run(run_real(args.leads, args.funds_per_lead))
+    real, rss = asyncio.run(run_real(args.leads, args.funds_per_lead, args.replicas))
     ratio = (
         real["events_per_s"] / baseline["events_per_s"]
         if baseline["events_per_s"]
@@ -304,6 +344,12 @@ def main() -> None:
         + f"{os.cpu_count()} cores if the services were the only load"
     )
     print(cpu_line)
+    for service, counts in real.get("replica_shares", {}).items():
+        total = sum(counts.values()) or 1
+        print(
+            f"{service}: messages settled per replica: "
+            + ", ".join(f"{k} {v} ({100 * v / total:.0f} %)" for k, v in counts.items())
+        )
     print(
         "RSS MB per service, start → end: "
         + ", ".join(f"{n} {rss['start'][n]} → {rss['end'][n]}" for n in rss["start"])
@@ -321,6 +367,9 @@ def main() -> None:
     }
     out = ROOT / "bench" / "results" / f"pipeline-{stamp}.json"
     out.write_text(json.dumps(record, indent=2))
+    if args.replicas > 1:  # the document's table is the one-replica run's
+        print(f"wrote {out.relative_to(ROOT)}")
+        return
     doc = ROOT / "docs" / "performance.md"
     # bench/soak.py keeps its own section at the end: carried over as it is.
     _, soak = split_soak(doc.read_text("utf-8") if doc.exists() else "")

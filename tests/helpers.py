@@ -52,8 +52,22 @@ def lead(unit: str = "TS01", **overrides: Any) -> dict[str, Any]:
 
 
 async def publish(js: JetStreamContext, subject: str, data: Any, key: str | None = None) -> Any:
+    """`subject` may be an event type (`review.recognition`): it goes out keyed by the body's
+    project_id, as the services publish it."""
     body = data if isinstance(data, bytes) else json.dumps(data, ensure_ascii=False).encode()
-    return await js.publish(subject, body, headers={"Nats-Msg-Id": key or uid()})
+    return await js.publish(keyed(subject, body), body, headers={"Nats-Msg-Id": key or uid()})
+
+
+def keyed(subject: str, body: bytes) -> str:
+    """An event type's subject as published, keyed by the body's project (else unchanged)."""
+    parts = subject.split(".")
+    if parts[0] not in subjects.KEYED_ROOTS or len(parts) != 2:
+        return subject
+    try:
+        pid = json.loads(body).get("project_id")
+    except (ValueError, AttributeError):
+        pid = None
+    return subjects.keyed(subject, pid if isinstance(pid, str) else None)
 
 
 async def read_subject(

@@ -546,7 +546,7 @@ async def test_a_service_cannot_publish_as_a_unit(deployment: Deployment, servic
         assert "intake.ts07.lead" in (await s.violation()).lower()
         s.errors.clear()
         # Nor write another service's output, nor read a stream it does not consume.
-        await s.nc.publish("project.lead", b"{}")
+        await s.nc.publish("project.lead.00000000", b"{}")
         await s.violation()
     await asyncio.sleep(0.5)
     assert await stream_count(d, "TS07") == before

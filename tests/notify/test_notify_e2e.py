@@ -19,7 +19,7 @@ from investflow.runtime import running_system
 from investflow.services import SERVICES
 from shared.contract import Explanation, Screened
 from tests.conftest import PG_SKIP_REASON, fresh_pg_database
-from tests.helpers import lead, publish, read_subject, uid
+from tests.helpers import keyed, lead, publish, read_subject, uid
 from tests.notify.conftest import contacts_yaml
 
 pytestmark = pytest.mark.timeout(120)
@@ -100,7 +100,9 @@ async def test_events_reach_recipients_once_through_the_running_service(
             ).model_dump_json()
             for _ in range(3):
                 await js.publish(
-                    "review.screened", screened.encode(), headers={"Nats-Msg-Id": uid()}
+                    keyed("review.screened", screened.encode()),
+                    screened.encode(),
+                    headers={"Nats-Msg-Id": uid()},
                 )
             await eventually(
                 lambda: any(

@@ -20,9 +20,12 @@ from typing import Any
 import pytest
 
 from services.scoring import store
+from shared import subjects
 from shared.contract import Recognition
+from shared.partitions import DEFAULT_BUCKET
+from shared.streams import stream_partitioning
 from tests.conftest import system_on
-from tests.helpers import count_rows, idle, lead, publish, read_subject, uid
+from tests.helpers import count_rows, idle, keyed, lead, publish, read_subject, uid
 from tests.scoring import builders as b
 
 pytestmark = pytest.mark.timeout(180)
@@ -47,7 +50,7 @@ async def scoring_system(
 async def recognise(js: Any, project_id: str, recognized: bool = True) -> None:
     event: Recognition = b.recognition(project_id, recognized=recognized)
     await js.publish(
-        "review.recognition",
+        keyed("review.recognition", event.model_dump_json().encode()),
         event.model_dump_json().encode(),
         headers={"Nats-Msg-Id": f"review.recognition:{project_id}:{uid()}"},
     )
@@ -188,37 +191,71 @@ def _funds_messages_handled(port: int) -> float:
     return total
 
 
+async def one_project_per_partition(js: Any, unit: str) -> list[str]:
+    """Leads reported until every partition of PROJECT holds one: whichever partitions
+    each scoring replica leases, each has some of the work."""
+    parts = await stream_partitioning(js, "PROJECT")
+    found: dict[int, str] = {}
+    while len(found) < parts.partitions:
+        pid = await report_lead(js, unit)
+        found.setdefault(parts.partition_of_subject(subjects.keyed("project.lead", pid)), pid)
+    return list(found.values())
+
+
+async def leased_apart(js: Any, group: str, members: int) -> None:
+    """Wait until `members` replicas hold the leases of `group` (shared/partitions.py)."""
+    kv = await js.key_value(DEFAULT_BUCKET)
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        holders = set()
+        with contextlib.suppress(Exception):
+            for key in await kv.keys():
+                if key.startswith(f"{group}.p."):
+                    holders.add((await kv.get(key)).value)
+        if len(holders) >= members:
+            return
+        assert asyncio.get_running_loop().time() < deadline, holders
+        await asyncio.sleep(0.2)
+
+
 async def test_five_deliveries_to_two_scoring_processes_credit_each_record_once(
     scoring_system: Any,
 ) -> None:
     js = scoring_system.js
-    pid = await report_lead(js, "TS04")
-    await recognise(js, pid)
+    pids = await one_project_per_partition(js, "TS04")
+    for pid in pids:
+        await recognise(js, pid)
     await idle(js)
     second = await _start_second_scoring(scoring_system)
     drain = asyncio.create_task(second.stdout.read())  # type: ignore[union-attr]
     try:
-        funds_ids = [f"F{i:02d}" for i in range(12)]
-        for fid in funds_ids:
-            event = b.funds(pid, funds_id=fid, amount="100000", arrived_on="2022-09-09")
-            body = event.model_dump_json().encode()
-            for copy in range(5):
-                # the same event re-sent past JetStream's duplicate window: five deliveries
-                await js.publish(
-                    "project.funds", body, headers={"Nats-Msg-Id": f"{fid}-{copy}-{uid()}"}
-                )
-            # and once more as a new event id for the same record (a re-report)
-            again = b.funds(pid, funds_id=fid, amount="100000", arrived_on="2022-09-09")
-            await js.publish("project.funds", again.model_dump_json().encode())
+        await leased_apart(js, "scoring.PROJECT", 2)
+        funds_ids = [f"F{i:02d}" for i in range(3)]
+        for pid in pids:
+            for fid in funds_ids:
+                event = b.funds(pid, funds_id=fid, amount="100000", arrived_on="2022-09-09")
+                body = event.model_dump_json().encode()
+                for copy in range(5):
+                    # the same event re-sent past JetStream's duplicate window: five deliveries
+                    await js.publish(
+                        keyed("project.funds", body),
+                        body,
+                        headers={"Nats-Msg-Id": f"{pid}-{fid}-{copy}-{uid()}"},
+                    )
+                # and once more as a new event id for the same record (a re-report)
+                again = b.funds(pid, funds_id=fid, amount="100000", arrived_on="2022-09-09")
+                body = again.model_dump_json().encode()
+                await js.publish(keyed("project.funds", body), body)
         await idle(js)
 
-        credited = await score_events(js, "score.credited", pid, len(funds_ids))
         db = scoring_system.scoring_db
-        assert count_rows(db, store.FundsRecord, store.FundsRecord.project_id == pid) == 12
-        assert count_rows(db, store.Entry, store.Entry.project_id == pid) == 12
-        assert sorted(e["funds_id"] for e in credited) == funds_ids
-        assert await score_events(js, "score.held", pid) == []
-        # both processes really consumed
+        for pid in pids:
+            credited = await score_events(js, "score.credited", pid, len(funds_ids))
+            assert count_rows(db, store.FundsRecord, store.FundsRecord.project_id == pid) == 3
+            assert count_rows(db, store.Entry, store.Entry.project_id == pid) == 3
+            assert sorted(e["funds_id"] for e in credited) == funds_ids
+            assert await score_events(js, "score.held", pid) == []
+        # both processes really consumed: each leases some of the partitions
         first_port = int(scoring_system.supervisor.children["scoring"].env["SCORING_HTTP_PORT"])
         assert _funds_messages_handled(first_port) > 0
         assert _funds_messages_handled(second.port) > 0  # type: ignore[attr-defined]
@@ -231,9 +268,11 @@ async def test_five_deliveries_to_two_scoring_processes_credit_each_record_once(
 
 async def test_bad_input_is_dead_lettered_and_scoring_goes_on(scoring_system: Any) -> None:
     js = scoring_system.js
-    await js.publish("project.funds", b'{"not": "an envelope"', headers={"Nats-Msg-Id": uid()})
     await js.publish(
-        "review.recognition",
+        keyed("project.funds", b"{}"), b'{"not": "an envelope"', headers={"Nats-Msg-Id": uid()}
+    )
+    await js.publish(
+        keyed("review.recognition", b'{"project_id": "TS05-X"}'),
         json.dumps({"project_id": "TS05-X", "recognized": "perhaps"}).encode(),
         headers={"Nats-Msg-Id": uid()},
     )
