@@ -265,7 +265,7 @@ and some pydantic work per message: {services_line} ms. A ratio of 0.6 would nee
 that in about {cores * 1000 / (0.6 * max(1.0, baseline["events_per_s"])):.1f} ms per record on
 this machine: not reachable in Python with a database transaction per service, so the
 target does not hold; more cores would raise the bound (the services run in parallel, one
-process each), replicas would not (they take turns, to keep order).
+process each), and so would replicas, which share the partitions (`--replicas 2`).
 
 What was tuned (numbers from the same command): each consumer takes the messages already
 waiting (up to `INVESTFLOW_BATCH`, 64) per fetch and stores a run of them in one transaction;

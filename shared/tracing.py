@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from contextvars import ContextVar
 from typing import Any
 
+from . import subjects
+
 HEADER = "traceparent"
 _FORMAT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -76,7 +78,8 @@ def consuming(messages: Iterable[object], service: str | None = None) -> None:
         if tracer is None:
             value = child(headers.get(HEADER))
         else:
-            subject = str(getattr(msg, "subject", ""))
+            # By event type: span names stay a few dozen values (not one per project key).
+            subject = subjects.event_type(str(getattr(msg, "subject", "")))
             span = _start(
                 tracer,
                 f"process {subject}",

@@ -65,7 +65,7 @@ async def test_rows_are_published_in_order_then_marked_together(
     engine = make_engine(f"sqlite:///{tmp_path / 'o.db'}")
     create_tables(engine, TABLES)
     rows = [
-        Outbox(msg_id=f"m{i}", source=str(i // 2), subject="project.lead", body="{}")
+        Outbox(msg_id=f"m{i}", source=str(i // 2), subject="project.lead.0000abcd", body="{}")
         for i in range(40)
     ]
     with unit_of_work(engine) as session:
@@ -91,7 +91,7 @@ async def test_a_batch_keeps_its_order_and_each_rows_trace(
 ) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'o.db'}")
     create_tables(engine, TABLES)
-    rows = [outbox.Row(f"b{i}", str(i), "project.funds", "{}") for i in range(600)]
+    rows = [outbox.Row(f"b{i}", str(i), "project.funds.0000abcd", "{}") for i in range(600)]
     trace = [{"traceparent": f"00-{i + 1:032x}-{i + 1:016x}-01"} for i in range(600)]
     # More rows than are ever in flight at once: they go out in chunks, still in order.
     await outbox.publish_traced(broker, engine, Outbox, list(zip(rows, trace, strict=True)))
@@ -111,9 +111,9 @@ async def test_a_row_the_server_refuses_stays_unmarked_and_raises(
     engine = make_engine(f"sqlite:///{tmp_path / 'o.db'}")
     create_tables(engine, TABLES)
     rows = [
-        Outbox(msg_id="ok1", source="1", subject="project.lead", body="{}"),
+        Outbox(msg_id="ok1", source="1", subject="project.lead.0000abcd", body="{}"),
         Outbox(msg_id="lost", source="2", subject="nowhere.lead", body="{}"),  # no such stream
-        Outbox(msg_id="ok2", source="3", subject="project.lead", body="{}"),
+        Outbox(msg_id="ok2", source="3", subject="project.lead.0000abcd", body="{}"),
     ]
     with unit_of_work(engine) as session:
         session.add_all(rows)
@@ -128,7 +128,7 @@ async def test_a_row_the_server_refuses_stays_unmarked_and_raises(
 async def test_marks_happen_without_being_asked(tmp_path: Path, broker: NatsBroker) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'o.db'}")
     create_tables(engine, TABLES)
-    row = Outbox(msg_id="x", source="1", subject="project.lead", body="{}")
+    row = Outbox(msg_id="x", source="1", subject="project.lead.0000abcd", body="{}")
     with unit_of_work(engine) as session:
         session.add(row)
     await outbox.publish(broker, engine, Outbox, [row])

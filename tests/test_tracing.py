@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from shared import tracing
+from shared import subjects, tracing
 from tests.helpers import idle, lead, uid
 
 pytestmark = pytest.mark.timeout(120)
@@ -61,7 +61,7 @@ async def _last(js: Any, stream: str, subject: str, wanted: str) -> dict[str, st
     deadline = time.monotonic() + 20
     while True:
         try:
-            msg = await js.get_last_msg(stream, subject)
+            msg = await js.get_last_msg(stream, subjects.stored_pattern(subject))
             headers = dict(msg.headers or {})
             if tracing.trace_id(headers.get("traceparent", "00-x-y-01")) == wanted:
                 return headers

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import create_engine
 
+from shared import subjects
 from shared.db import create_tables, unit_of_work
 from shared.directory import Directory
 
@@ -60,7 +61,7 @@ def canonical_events(
         if not isinstance(result, Recorded) or result.outcome == "resent":
             continue
         for row in result.outbox:
-            yield row.subject, json.loads(row.body)
+            yield subjects.event_type(row.subject), json.loads(row.body)
 
 
 def read_lines(path: Path) -> Iterable[dict[str, Any]]:

@@ -310,7 +310,9 @@ async def recognised(d: Deployment, project_id: str, timeout: float = 30) -> Non
         seq = 1
         while time.monotonic() < deadline:
             try:
-                msg = await js.get_msg("REVIEW", seq=seq, subject="review.recognition", next=True)
+                msg = await js.get_msg(
+                    "REVIEW", seq=seq, subject="review.recognition.*.*", next=True
+                )
             except nats.js.errors.NotFoundError:
                 await asyncio.sleep(0.3)
                 continue
@@ -456,7 +458,7 @@ async def test_the_center_explains_a_project_from_its_decision_records(
     within its permissions (the next test finds no violation)."""
     d = deployment
     async with connect(d.nats_url, d.seed("ops", "center"), "_INBOX_center") as center:
-        last = await center.nc.jetstream().get_msg("SCORE", subject="score.credited")
+        last = await center.nc.jetstream().get_msg("SCORE", subject="score.credited.>")
         assert center.errors == []
     pid = json.loads(last.data)["project_id"]
     env = base_env(d.logs) | {
@@ -618,10 +620,11 @@ async def test_a_unit_naming_an_internal_subject_as_reply_stores_nothing_there(
 @pytest.mark.parametrize(
     ("service", "subject", "reply"),
     [
-        ("notify", "notify.x", "score.credited"),
-        ("intake", "project.x", "review.decided"),
-        ("scoring", "score.x", "project.lead"),
-        ("review", "review.x", "$KV.investflow_rulesets.review.2022.1"),
+        # Subjects each may publish, replies naming another stream's (keyed) subjects.
+        ("notify", "notify.x.00000000", "score.credited.00000000"),
+        ("intake", "project.x.00000000", "review.decided.00000000"),
+        ("scoring", "score.x.00000000", "project.lead.00000000"),
+        ("review", "review.x.00000000", "$KV.investflow_rulesets.review.2022.1"),
     ],
 )
 async def test_a_service_naming_another_stream_as_reply_stores_nothing_there(
@@ -648,23 +651,24 @@ async def test_the_center_cannot_redefine_a_services_consumer(deployment: Deploy
     d = deployment
     hijack = {
         "stream_name": "PROJECT",
-        "config": {"name": "review", "durable_name": "review", "filter_subject": "project.none",
-                   "ack_policy": "explicit", "deliver_policy": "all"},
+        "config": {"name": "review-p0", "durable_name": "review-p0",
+                   "filter_subject": "project.none", "ack_policy": "explicit",
+                   "deliver_policy": "all"},
     }  # fmt: skip
     async with connect(d.nats_url, d.seed("ops", "center"), "_INBOX_center") as center:
         for subject in (
             "$JS.API.CONSUMER.CREATE.PROJECT",
-            "$JS.API.CONSUMER.CREATE.PROJECT.review",
-            "$JS.API.CONSUMER.CREATE.PROJECT.review.project.none",
-            "$JS.API.CONSUMER.DURABLE.CREATE.PROJECT.review",
+            "$JS.API.CONSUMER.CREATE.PROJECT.review-p0",
+            "$JS.API.CONSUMER.CREATE.PROJECT.review-p0.project.none",
+            "$JS.API.CONSUMER.DURABLE.CREATE.PROJECT.review-p0",
         ):
             center.errors.clear()
             with contextlib.suppress(Exception):
                 await center.nc.request(subject, json.dumps(hijack).encode(), timeout=1)
             assert "permissions violation" in (await center.violation()).lower(), subject
     async with connect(d.nats_url, d.seed("ops", "admin")) as s:
-        info = await s.nc.jetstream().consumer_info("PROJECT", "review")
-        assert info.config.filter_subject == "project.>"
+        info = await s.nc.jetstream().consumer_info("PROJECT", "review-p0")
+        assert info.config.filter_subject == "project.*.0.*"
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from sqlmodel import Session, select
 from services.intake import store
 from services.intake.record import Recorded, record
 from services.intake.validate import Parsed, parse
+from shared import subjects
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import load_directory
 from shared.settings import Settings
@@ -93,7 +94,7 @@ def test_duplicate_claim_holds_the_later_report(engine) -> None:
         result = record(s, parsed("TS02", "lead", second), "b", NOW)
     assert isinstance(result, Recorded) and result.outcome == "duplicate_claim"
     event = json.loads(result.outbox[0].body)
-    assert result.outbox[0].subject == "project.duplicate"
+    assert result.outbox[0].subject == subjects.keyed("project.duplicate", event["project_id"])
     assert (
         event["units"] == ["TS02", "TS01"] and event["duplicate_of"] == f"TS01-{first['lead_id']}"
     )

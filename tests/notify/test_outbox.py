@@ -12,6 +12,7 @@ from investflow.main import main as investflow
 from services.notify import store
 from services.notify.channels import default_channels
 from services.notify.dispatch import Dispatcher, RetryPolicy
+from shared import subjects
 from shared.contract import Explanation, Screened
 from shared.db import unit_of_work
 from tests.notify.conftest import FakeClock, contacts_yaml
@@ -83,7 +84,9 @@ async def test_the_same_event_three_times_is_one_delivery_per_recipient(setup) -
     assert "房地产项目不予招引" in body and "不满足环保、安全、能耗条件" in body
     assert len([p for p in sink.posts("/hook/TS01") if p["cause"] == "terminated:TS01-A1"]) == 1
     assert len([p for p in sink.posts("/dingtalk") if "Terminated" in p["markdown"]["title"]]) == 1
-    assert len([s for s, _, _ in published if s == "notify.sent"]) == 6  # lead (3) + terminated (3)
+    assert (
+        len([s for s, _, _ in published if subjects.event_type(s) == "notify.sent"]) == 6
+    )  # lead (3) + terminated (3)
 
 
 async def test_two_dispatchers_never_send_the_same_row(setup) -> None:
@@ -123,7 +126,9 @@ async def test_failing_three_times_then_recovering_is_retried_with_backoff_and_s
     clock.advance(hours=5)
     await d.deliver_due()
     assert len(sink.posts("/hook/TS01")) == 1
-    sent = [b for s, b, _ in published if s == "notify.sent" and '"webhook"' in b]
+    sent = [
+        b for s, b, _ in published if subjects.event_type(s) == "notify.sent" and '"webhook"' in b
+    ]
     assert len(sent) == 1 and '"attempts":4' in sent[0]
 
 
@@ -142,7 +147,7 @@ async def test_one_that_keeps_failing_is_failed_listed_and_can_be_retried(
     assert (robot.status, robot.attempts) == ("failed", 3)
     assert "HTTP 500" in (robot.last_error or "")
     assert "key=k3y" not in (robot.last_error or "")  # robot tokens stay out of errors
-    failed = [b for s, b, _ in published if s == "notify.failed"]
+    failed = [b for s, b, _ in published if subjects.event_type(s) == "notify.failed"]
     assert len(failed) == 1 and "lead_assigned:TS03-D1" in failed[0]
 
     assert (

@@ -18,6 +18,7 @@ import pytest
 from samples.workload import PROOFS as WORKLOAD_PROOFS
 from services.review import store
 from services.review.cases import apply
+from shared import subjects
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.rules import RulesetRegistry
 from tests.helpers import lead, uid
@@ -36,7 +37,7 @@ class Review:
         event = {"event_id": f"{kind}:{uid()}", "project_id": project_id, "data": data, **kw}
         with unit_of_work(self.engine) as session:
             rows = apply(session, f"project.{kind}", event, self.rules)
-            return [{"subject": r.subject, **json.loads(r.body)} for r in rows]
+            return [{"subject": subjects.event_type(r.subject), **json.loads(r.body)} for r in rows]
 
     def funds(self, project_id: str, voucher: bool = False) -> list[dict]:
         data = {

@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 from services.scoring import store
 from services.scoring.inputs import inbox_key, subject_of
 from services.scoring.record import Applied, Event, apply
+from shared import subjects
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.rules import Rules, default_registry
 
@@ -61,6 +62,6 @@ class Scoring:
         return row
 
     def emitted(self, subject: str, project_id: str) -> list[dict[str, Any]]:
-        rows = self.rows(store.Outbox, store.Outbox.subject == subject)
+        rows = [r for r in self.rows(store.Outbox) if subjects.event_type(r.subject) == subject]
         bodies = [json.loads(r.body) for r in sorted(rows, key=lambda r: r.msg_id)]
         return [b for b in bodies if b["project_id"] == project_id]

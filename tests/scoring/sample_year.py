@@ -67,12 +67,14 @@ def _replay(path, directory, settings, intake_db, review_db, rules, out) -> None
                 continue
             for row in result.outbox:
                 body = json.loads(row.body)
-                if row.subject in INPUTS:
-                    event = INPUTS[row.subject].model_validate(body)
-                    out.append((row.subject, event, inbox_key(row.subject, event)))  # type: ignore[arg-type]
-                if row.subject.startswith("project."):
-                    for emitted in cases.apply(review, row.subject, body, rules):
-                        if emitted.subject == subjects.REVIEW_RECOGNITION:
-                            event = INPUTS[emitted.subject].model_validate_json(emitted.body)
-                            key = inbox_key(emitted.subject, event, {"Nats-Msg-Id": emitted.msg_id})  # type: ignore[arg-type]
-                            out.append((emitted.subject, event, key))  # type: ignore[arg-type]
+                kind = subjects.event_type(row.subject)
+                if kind in INPUTS:
+                    event = INPUTS[kind].model_validate(body)
+                    out.append((kind, event, inbox_key(kind, event)))  # type: ignore[arg-type]
+                if kind.startswith("project."):
+                    for emitted in cases.apply(review, kind, body, rules):
+                        if subjects.event_type(emitted.subject) == subjects.REVIEW_RECOGNITION:
+                            recognition = subjects.REVIEW_RECOGNITION
+                            event = INPUTS[recognition].model_validate_json(emitted.body)
+                            key = inbox_key(recognition, event, {"Nats-Msg-Id": emitted.msg_id})  # type: ignore[arg-type]
+                            out.append((recognition, event, key))  # type: ignore[arg-type]

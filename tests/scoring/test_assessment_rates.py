@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from services.scoring import assessment_rates, scoreboard
+from shared import subjects
 from shared.contract import AssessmentRates, MilestoneReached
 from shared.db import unit_of_work
 from tests.helpers import uid
@@ -33,7 +34,7 @@ def _settle(s: Scoring) -> list[dict[str, Any]]:
     with unit_of_work(s.engine) as session:
         rows = assessment_rates.settle(session, s.rules)
     for row in rows:
-        assert row.subject == "score.rates"
+        assert subjects.event_type(row.subject) == "score.rates"
         AssessmentRates.model_validate_json(row.body)  # the contract
     return [json.loads(r.body) | {"msg_id": r.msg_id} for r in rows]
 

@@ -12,6 +12,7 @@ import pytest
 
 from services.scoring import store
 from services.scoring.ledger import NO_LEAD, NOT_YET_RECOGNISED
+from shared import subjects
 from tests.scoring import builders as b
 from tests.scoring.harness import Scoring
 
@@ -128,7 +129,7 @@ def test_a_redelivery_republishes_what_did_not_get_out(scoring: Scoring) -> None
     pid = recognised_project(scoring)
     event = b.funds(pid)
     first = scoring.send(event)
-    assert [r.subject for r in first.outbox] == ["score.credited"]
+    assert [r.subject for r in first.outbox] == [subjects.keyed("score.credited", pid)]
     again = scoring.send(event)  # nothing was marked published: the crash case
     assert again.outcome == "resent" and [r.msg_id for r in again.outbox] == [
         r.msg_id for r in first.outbox
