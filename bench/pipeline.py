@@ -165,8 +165,8 @@ async def run_baseline(n_funds: int, per: int, durable: bool = False) -> dict[st
         await js.add_stream(name="BENCH_INBOX", subjects=["intake.*.*"])
         hops = [
             ("BENCH_INBOX", "intake.*.*", "relay1", "project."),
-            ("PROJECT", "project.*", "relay2", "review."),
-            ("REVIEW", "review.*", "relay3", "score."),
+            ("PROJECT", "project.>", "relay2", "review."),
+            ("REVIEW", "review.>", "relay3", "score."),
         ]
         procs = [
             subprocess.Popen(
@@ -189,7 +189,7 @@ async def run_baseline(n_funds: int, per: int, durable: bool = False) -> dict[st
         async def on_final(msg: Any) -> None:
             arrived[msg.headers["Nats-Msg-Id"].split(":", 3)[-1]] = time.perf_counter()
 
-        await nc.subscribe("score.*", cb=on_final)
+        await nc.subscribe("score.>", cb=on_final)
         pids = {f"relay{i}": p.pid for i, p in enumerate(procs, 1)}
         pids["nats-server"] = server.proc.pid
         cpu_start = {n: cpu_s(p) for n, p in pids.items()}

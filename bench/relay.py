@@ -3,7 +3,8 @@
     python bench/relay.py NATS_URL STREAM FILTER DURABLE NEXT_SUBJECT_PREFIX [SQLITE_FILE]
 
 Pulls from STREAM (durable DURABLE, subjects FILTER) in batches, republishes each body to
-NEXT_SUBJECT_PREFIX + the last token of its subject with a derived Nats-Msg-Id, then acks.
+NEXT_SUBJECT_PREFIX + `<kind>.<key>` of its subject (as the services key their events:
+shared/subjects.py) with a derived Nats-Msg-Id, then acks.
 The same shape as a service (durable pull, publish, ack), minus validation and storage.
 
 With SQLITE_FILE it is the least an exactly-once service must do: each fetched batch is
@@ -40,6 +41,14 @@ def store(db: sqlite3.Connection, rows: list[tuple[str, str, bytes]]) -> None:
     db.execute("COMMIT")
 
 
+def kind_and_key(subject: str) -> str:
+    """`funds.TS01` of intake.TS01.funds; `funds.<key>` of a stored project.funds.<p>.<key>."""
+    tokens = subject.split(".")
+    if tokens[0] == "intake":
+        return f"{tokens[2]}.{tokens[1]}"
+    return f"{tokens[1]}.{tokens[-1]}"
+
+
 async def main(
     url: str, stream: str, filter_subject: str, durable: str, prefix: str, db_path: str = ""
 ) -> None:
@@ -68,7 +77,7 @@ async def main(
             mid = (m.headers or {}).get("Nats-Msg-Id", "")
             acks.append(
                 await js.publish_async(
-                    prefix + m.subject.rsplit(".", 1)[-1],
+                    prefix + kind_and_key(m.subject),
                     m.data,
                     headers={"Nats-Msg-Id": f"{durable}:{mid}"},
                 )
