@@ -107,7 +107,7 @@ def copies(inputs: list[Input], year: int, n: int) -> list[Input]:
 def score(inputs_file: Path, db: Path, chunk: int | None, every: int) -> list[dict[str, Any]]:
     """Apply the inputs as scoring's consumer and rates publisher do; RSS every `every` leads."""
     from services.scoring import assessment_rates, store
-    from services.scoring.inputs import INPUTS, inbox_key
+    from services.scoring.inputs import inbox_key, parse
     from services.scoring.record import apply
     from shared.db import create_tables, make_engine, unit_of_work
     from shared.rules import default_registry
@@ -125,7 +125,8 @@ def score(inputs_file: Path, db: Path, chunk: int | None, every: int) -> list[di
         with unit_of_work(engine) as session:
             for subject, body, msg_id in inputs[i : i + 5]:
                 seq += 1
-                event = INPUTS[subject].model_validate_json(body)
+                event = parse(subject, body.encode())  # as the consumer parses (inputs.py)
+                assert event is not None
                 headers = {"Nats-Msg-Id": msg_id} if msg_id else None
                 key = inbox_key(subject, event, headers)  # type: ignore[arg-type]
                 apply(session, event, key, subject, seq, rules, dt.datetime.now(dt.UTC))
