@@ -57,12 +57,7 @@ def _consume_run(
     # The run's keys are claimed first, in one INSERT ... ON CONFLICT DO NOTHING RETURNING:
     # a key already applied (or claimed by a replica racing on it, which waits and then
     # skips) comes back absent, and a key twice in the run is applied the first time only.
-    keys = list(dict.fromkeys(key for _, _, key in events))
-    new = set(
-        store.insert_new(
-            session, store.Processed, [{"msg_id": k} for k in keys], ["msg_id"], "msg_id"
-        )
-    )
+    new = store.INBOX.claim_keys(session, (key for _, _, key in events))
     principals = renderer.directory.principal_leaders()
     alerts: list[Alert] = []
     for subject, event, key in events:

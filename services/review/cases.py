@@ -71,9 +71,9 @@ def apply(
 ) -> list[store.Outbox]:
     """Apply `event` once: a redelivered event only returns what is still unpublished."""
     event_id = event.get("event_id") or f"{subject}:{event.get('project_id')}"
-    if store.processed(session, event_id):
+    # Applied before, or by a replica that claimed it first (this one waited for it).
+    if not store.INBOX.claim(session, event_id, subject=subject):
         return pending_for(session, store.Outbox, event_id)
-    store.mark_processed(session, event_id, subject)
     kind = subject.split(".", 1)[1]
     data = event.get("data", {})
     out: list[store.Outbox] = []

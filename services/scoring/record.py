@@ -112,11 +112,17 @@ def apply(
     now: dt.datetime,
 ) -> Applied:
     """Apply `event` once: a key seen before returns the events still to publish for it."""
-    if store.inbox_seen(session, inbox_key):
+    claimed = store.INBOX.claim(
+        session,
+        inbox_key,
+        subject=subject,
+        stream_seq=stream_seq,
+        outcome="applied",
+        received_at=now,
+    )
+    if not claimed:  # applied before, or by a replica that claimed it first (waited for)
         pending = outbox.pending_for(session, store.Outbox, inbox_key)
         return Applied("resent", pending)  # type: ignore[arg-type]
-    # A replica that applied the same key first makes this fail: retried.
-    store.add_inbox(session, inbox_key, subject, stream_seq, "applied", now)
     ctx = _Context(session, inbox_key, rules, now)
     seq = stream_seq or 0
     applied = True
