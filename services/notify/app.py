@@ -1,9 +1,9 @@
 """Notify's wiring: durable consumers on `project.>`, `review.>`, `score.>`; publishers for `notify.*`.
 
-A message is read top to bottom: `facts.apply` records what it tells, `triggers.event_alerts`
-says who must be told, `plan.plan` stores the notifications — all in one transaction — then
-the message is acked and the dispatcher (dispatch.py) delivers from the outbox. The scheduler
-(scheduler.py) adds the time triggers and the weekly report on its clock.
+A run of messages is applied in handlers.py: each event type's facts (`facts.FACTS`) and
+alerts (`triggers.EVENT_TRIGGERS`), then `plan.plan` stores the notifications — all in one
+transaction — then the messages are acked and the dispatcher (dispatch.py) delivers from the
+outbox. The scheduler (scheduler.py) adds the time triggers and the weekly report on its clock.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from shared.settings import REPO_ROOT, Settings, connect_nats
 from . import contacts, store
 from .channels import default_channels
 from .dispatch import Dispatcher, RetryPolicy, utcnow
-from .handle import consume_run
+from .handlers import consume_run
 from .params import load_params, rule_titles
 from .render import Renderer
 from .scheduler import BusinessClock, Scheduler, WallClock
@@ -131,7 +131,7 @@ def message_key(msg: Msg) -> str:
 
 
 async def handle_run(msgs: list[Msg]) -> None:
-    """Messages delivered one after another, applied in one transaction (see handle.py)."""
+    """Messages delivered one after another, applied in one transaction (see handlers.py)."""
     kinds = [subjects.event_type(msg.subject) for msg in msgs]
     for kind, msg in zip(kinds, msgs, strict=True):
         check_event(kind, msg.data)  # at the edge: refused at once if not the contract

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -30,151 +31,220 @@ def _day(value: Any) -> dt.date | None:
     return dt.date.fromisoformat(value) if value else None
 
 
+Facts = Callable[[Session, dict[str, Any]], "dt.date | None"]
+
+
 def apply(session: Session, subject: str, event: dict[str, Any]) -> None:
     """Record what `event` tells; raise ProjectNotYetKnown if it needs a project not seen yet."""
-    kind = subject.split(".", 1)[1]
-    stream = subject.split(".", 1)[0]
-    data = event.get("data") or {}
-    pid = event.get("project_id")
-    business_day: dt.date | None = None
-
-    if stream == "project":
-        if kind == "lead":
-            if store.kept(session, store.Project, pid) is None:
-                store.keep(
-                    session,
-                    store.Project(
-                        project_id=pid,
-                        title=data["title"],
-                        attracting_unit=data["attracting_unit"],
-                        landing_area=data["landing_area"],
-                        kind=data["kind"],
-                        planned_investment=str(data["planned_investment"]),
-                        reported_on=_day(data["reported_on"]),
-                    ),
-                    pid,
-                )
-            business_day = _day(data["reported_on"])
-        elif kind == "meeting":
-            if session.get(store.Meeting, data["meeting_id"]) is None:
-                session.add(store.Meeting(meeting_id=data["meeting_id"], on=_day(data["on"])))
-                session.flush()  # one copy per agenda project: the next finds it
-        elif kind == "milestone":
-            store.insert_ignore(
-                session,
-                store.MilestoneFact,
-                [
-                    {
-                        "project_id": pid,
-                        "milestone": data["milestone"],
-                        "on": _day(data["on"]),
-                        "amount": str(data["amount"]) if data.get("amount") else None,
-                    }
-                ],
-                ["project_id", "milestone", "on"],
-            )
-            business_day = _day(data["on"])
-        elif kind == "visit":
-            store.insert_ignore(
-                session,
-                store.VisitFact,
-                [{"project_id": pid, "leader": data["leader"], "on": _day(data["on"])}],
-                ["project_id", "leader", "on"],
-            )
-            business_day = _day(data["on"])
-        elif kind == "funds":
-            store.insert_ignore(
-                session,
-                store.FundsFact,
-                [
-                    {
-                        "project_id": pid,
-                        "funds_id": data["funds_id"],
-                        "amount": str(data["amount"]),
-                        "currency": data["currency"],
-                        "arrived_on": _day(data["arrived_on"]),
-                    }
-                ],
-                ["project_id", "funds_id"],
-            )
-            business_day = _day(data["arrived_on"])
-        elif kind == "rates":
-            on = _day(data["on"])
-            store.insert_ignore(
-                session,
-                store.RateFact,
-                [{"on": on, "currency": c, "rate": str(r)} for c, r in data["rates"].items()],
-                ["on", "currency"],
-            )
-            business_day = on
-        elif kind == "document":
-            store.insert_ignore(
-                session,
-                store.DocumentFact,
-                [{"project_id": pid, "type": data["type"]}],
-                ["project_id", "type"],
-            )
-        elif kind == "decision":
-            _decision(session, data, require=False)
-        elif kind == "withdrawal" and data["target"]["kind"] == "lead":
-            project = store.kept(session, store.Project, pid)
-            if project is not None:  # 撤回: no more reminders for it
-                project.outcome = "withdrawn"
-                session.add(project)
-    elif stream == "review":
-        project = store.kept(session, store.Project, pid)
-        if project is None:
-            raise ProjectNotYetKnown(f"{subject} for {pid} before its project.lead")
-        if kind == "screened":
-            project.outcome = event["outcome"]
-            project.track = event.get("track")
-            project.reasons = json.dumps(event.get("reasons", []))
-            session.add(project)
-        elif kind == "materials":
-            row = session.get(store.MaterialsFact, pid) or store.MaterialsFact(
-                project_id=pid, complete=True
-            )
-            row.complete = bool(event["complete"])
-            row.missing = json.dumps(event.get("missing_materials", []))
-            row.deadline = _day(event.get("deadline"))
-            session.add(row)
-        elif kind == "decided":
-            _decision(
-                session,
-                {
-                    "project_id": pid,
-                    "meeting_id": event["meeting_id"],
-                    "decision": event["decision"],
-                    "sponsor_leader": event.get("sponsor_leader"),
-                    "responsible_leader": event.get("responsible_leader"),
-                    "hq": {
-                        "commander": event.get("hq_commander"),
-                        "members": event.get("hq_members", []),
-                    },
-                },
-                require=True,
-            )
-    elif stream == "score" and kind == "credited":
-        if store.kept(session, store.Project, pid) is None:
-            raise ProjectNotYetKnown(f"{subject} for {pid} before its project.lead")
-        store.insert_ignore(
-            session,
-            store.CreditFact,
-            [
-                {
-                    "project_id": pid,
-                    "funds_id": event["funds_id"],
-                    "year": int(event["year"]),
-                    "quarter": int(event["quarter"]),
-                    "points": str(event["points"]),
-                    "amount_rmb": str(event["amount_rmb"]),
-                    "credited_to": json.dumps(event.get("credited_to", [])),
-                }
-            ],
-            ["project_id", "funds_id"],
-        )
+    record = FACTS.get(subject)
+    if record is None and subject.startswith("review."):
+        record = _about_a_known_project  # every review event is about a project notify knows
+    try:
+        business_day = record(session, event) if record is not None else None
+    except ProjectNotYetKnown:
+        pid = event.get("project_id")
+        raise ProjectNotYetKnown(f"{subject} for {pid} before its project.lead") from None
     if business_day is not None:
         store.advance_date(session, BUSINESS_DATE, business_day)
+
+
+def _lead(session: Session, event: dict[str, Any]) -> dt.date | None:
+    data, pid = event.get("data") or {}, event.get("project_id")
+    if store.kept(session, store.Project, pid) is None:
+        store.keep(
+            session,
+            store.Project(
+                project_id=pid,
+                title=data["title"],
+                attracting_unit=data["attracting_unit"],
+                landing_area=data["landing_area"],
+                kind=data["kind"],
+                planned_investment=str(data["planned_investment"]),
+                reported_on=_day(data["reported_on"]),
+            ),
+            pid,
+        )
+    return _day(data["reported_on"])
+
+
+def _meeting(session: Session, event: dict[str, Any]) -> None:
+    data = event.get("data") or {}
+    if session.get(store.Meeting, data["meeting_id"]) is None:
+        session.add(store.Meeting(meeting_id=data["meeting_id"], on=_day(data["on"])))
+        session.flush()  # one copy per agenda project: the next finds it
+
+
+def _milestone(session: Session, event: dict[str, Any]) -> dt.date | None:
+    data = event.get("data") or {}
+    store.insert_ignore(
+        session,
+        store.MilestoneFact,
+        [
+            {
+                "project_id": event.get("project_id"),
+                "milestone": data["milestone"],
+                "on": _day(data["on"]),
+                "amount": str(data["amount"]) if data.get("amount") else None,
+            }
+        ],
+        ["project_id", "milestone", "on"],
+    )
+    return _day(data["on"])
+
+
+def _visit(session: Session, event: dict[str, Any]) -> dt.date | None:
+    data, pid = event.get("data") or {}, event.get("project_id")
+    store.insert_ignore(
+        session,
+        store.VisitFact,
+        [{"project_id": pid, "leader": data["leader"], "on": _day(data["on"])}],
+        ["project_id", "leader", "on"],
+    )
+    return _day(data["on"])
+
+
+def _funds(session: Session, event: dict[str, Any]) -> dt.date | None:
+    data = event.get("data") or {}
+    store.insert_ignore(
+        session,
+        store.FundsFact,
+        [
+            {
+                "project_id": event.get("project_id"),
+                "funds_id": data["funds_id"],
+                "amount": str(data["amount"]),
+                "currency": data["currency"],
+                "arrived_on": _day(data["arrived_on"]),
+            }
+        ],
+        ["project_id", "funds_id"],
+    )
+    return _day(data["arrived_on"])
+
+
+def _rates(session: Session, event: dict[str, Any]) -> dt.date | None:
+    data = event.get("data") or {}
+    on = _day(data["on"])
+    store.insert_ignore(
+        session,
+        store.RateFact,
+        [{"on": on, "currency": c, "rate": str(r)} for c, r in data["rates"].items()],
+        ["on", "currency"],
+    )
+    return on
+
+
+def _document(session: Session, event: dict[str, Any]) -> None:
+    data = event.get("data") or {}
+    store.insert_ignore(
+        session,
+        store.DocumentFact,
+        [{"project_id": event.get("project_id"), "type": data["type"]}],
+        ["project_id", "type"],
+    )
+
+
+def _intake_decision(session: Session, event: dict[str, Any]) -> None:
+    _decision(session, event.get("data") or {}, require=False)
+
+
+def _withdrawal(session: Session, event: dict[str, Any]) -> None:
+    if (event.get("data") or {})["target"]["kind"] != "lead":
+        return
+    project = store.kept(session, store.Project, event.get("project_id"))
+    if project is not None:  # 撤回: no more reminders for it
+        project.outcome = "withdrawn"
+        session.add(project)
+
+
+def _known_project(session: Session, event: dict[str, Any]) -> store.Project:
+    pid = event.get("project_id")
+    project = store.kept(session, store.Project, pid)
+    if project is None:
+        raise ProjectNotYetKnown(pid)  # `apply` says which event
+    return project  # type: ignore[no-any-return]
+
+
+def _about_a_known_project(session: Session, event: dict[str, Any]) -> None:
+    _known_project(session, event)
+
+
+def _screened(session: Session, event: dict[str, Any]) -> None:
+    project = _known_project(session, event)
+    project.outcome = event["outcome"]
+    project.track = event.get("track")
+    project.reasons = json.dumps(event.get("reasons", []))
+    session.add(project)
+
+
+def _materials(session: Session, event: dict[str, Any]) -> None:
+    _known_project(session, event)
+    pid = event.get("project_id")
+    row = session.get(store.MaterialsFact, pid) or store.MaterialsFact(
+        project_id=pid, complete=True
+    )
+    row.complete = bool(event["complete"])
+    row.missing = json.dumps(event.get("missing_materials", []))
+    row.deadline = _day(event.get("deadline"))
+    session.add(row)
+
+
+def _decided(session: Session, event: dict[str, Any]) -> None:
+    _known_project(session, event)
+    _decision(
+        session,
+        {
+            "project_id": event.get("project_id"),
+            "meeting_id": event["meeting_id"],
+            "decision": event["decision"],
+            "sponsor_leader": event.get("sponsor_leader"),
+            "responsible_leader": event.get("responsible_leader"),
+            "hq": {
+                "commander": event.get("hq_commander"),
+                "members": event.get("hq_members", []),
+            },
+        },
+        require=True,
+    )
+
+
+def _credited(session: Session, event: dict[str, Any]) -> None:
+    _known_project(session, event)
+    store.insert_ignore(
+        session,
+        store.CreditFact,
+        [
+            {
+                "project_id": event.get("project_id"),
+                "funds_id": event["funds_id"],
+                "year": int(event["year"]),
+                "quarter": int(event["quarter"]),
+                "points": str(event["points"]),
+                "amount_rmb": str(event["amount_rmb"]),
+                "credited_to": json.dumps(event.get("credited_to", [])),
+            }
+        ],
+        ["project_id", "funds_id"],
+    )
+
+
+# Each event type → the facts it records (and the business day it states, if any). Other
+# types record nothing; any review event needs its project (`apply`).
+FACTS: dict[str, Facts] = {
+    "project.lead": _lead,
+    "project.meeting": _meeting,
+    "project.milestone": _milestone,
+    "project.visit": _visit,
+    "project.funds": _funds,
+    "project.rates": _rates,
+    "project.document": _document,
+    "project.decision": _intake_decision,
+    "project.withdrawal": _withdrawal,
+    "review.screened": _screened,
+    "review.materials": _materials,
+    "review.decided": _decided,
+    "score.credited": _credited,
+}
 
 
 def _decision(session: Session, data: dict[str, Any], *, require: bool) -> None:

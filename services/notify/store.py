@@ -14,6 +14,8 @@ from sqlalchemy import Column, LargeBinary, Row, Text, UniqueConstraint, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, Session, SQLModel, select
 
+from shared.inbox import Inbox
+
 # --- the directory of recipients (deploy/contacts.yaml, `investflow contacts load`) ---------
 
 
@@ -171,6 +173,10 @@ class Processed(SQLModel, table=True):
     __tablename__ = "notify_processed"
 
     msg_id: str = Field(primary_key=True, max_length=300)
+
+
+# Every message claims its id here first, in the transaction that applies it.
+INBOX = Inbox(Processed, "msg_id")
 
 
 # --- the outbox of notifications ------------------------------------------------------------

@@ -1,15 +1,15 @@
 """Review's wiring: PROJECT's partitions (shared/consumers.py), publishers for `review.*`.
 
 Screening (初步筛选), committee materials (评审会材料), the committee's decision (集体决策)
-and recognition for the assessment (认定): `cases.apply` decides inside one transaction with
-the events to emit; they are published, then the message is acked.
+and recognition for the assessment (认定): each message is parsed into its contract model,
+`handlers.HANDLERS[event type]` decides inside one transaction with the events to emit
+(cases.py); they are published, then the message is acked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 
 from faststream import FastStream
@@ -20,15 +20,14 @@ from sqlalchemy import Engine
 from shared import outbox, subjects, tracing
 from shared.consumers import Reads, ServiceConsumers, document
 from shared.contract import Decided, MaterialsStatus, Recognition, Refused, Screened
-from shared.contract.events import check_event
+from shared.contract.events import parse_event
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.http_ops import start_ops_server
 from shared.messaging import configure_logging, make_broker
 from shared.rules import RulesetRegistry, default_registry, published
 from shared.settings import Settings, connect_nats
 
-from . import store
-from .cases import apply
+from . import handlers, store
 
 SERVICE = "review"
 log = logging.getLogger("investflow.review")
@@ -92,15 +91,18 @@ for _subject, _model, _what in (
 
 async def handle_run(msgs: list[Msg]) -> None:
     """Apply `msgs` in order in one transaction, then publish the events they cause."""
-    kinds = [subjects.event_type(msg.subject) for msg in msgs]
-    for kind, msg in zip(kinds, msgs, strict=True):
-        check_event(kind, msg.data)  # at the edge: refused at once if not the contract
-    events = [(kind, json.loads(msg.data)) for kind, msg in zip(kinds, msgs, strict=True)]
+    events = []
+    for msg in msgs:
+        event_type = subjects.event_type(msg.subject)
+        # At the edge: refused at once if not the contract; a type it does not name is skipped.
+        event = parse_event(event_type, msg.data)
+        if event is not None:
+            events.append((event_type, event))
     in_force = rules()
 
     def transaction() -> list[store.Outbox]:
         with unit_of_work(engine()) as session:
-            return [row for subject, e in events for row in apply(session, subject, e, in_force)]
+            return [row for t, e in events for row in handlers.handle(session, t, e, in_force)]
 
     rows = await asyncio.to_thread(transaction)
     await outbox.publish(broker, engine(), store.Outbox, rows)

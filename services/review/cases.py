@@ -16,12 +16,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
 from sqlmodel import Session
 
 from shared import subjects
-from shared.contract import Decided, FieldError, Lead, Outcome, Refused, Track
+from shared.contract import (
+    CommitteeDecision,
+    Decided,
+    DecisionTaken,
+    FieldError,
+    Funds,
+    Lead,
+    Meeting,
+    Outcome,
+    RecordCorrected,
+    RecordKind,
+    RecordWithdrawn,
+    Refused,
+    Track,
+)
+from shared.contract.events import EVENT_MODELS
 from shared.contract.inbound import SHANGHAI, received_day
-from shared.outbox import pending_for
 from shared.rules import AnyRuleset, Rules, RulesetRegistry
 from shared.rules.facts import document_types, project_dict
 
@@ -29,13 +44,10 @@ from . import decide, store
 
 CLOCK = os.environ.get("REVIEW_CLOCK", "wall")  # business: replays of a past year (the demo)
 
-# The business dates events carry: on a replay the filing date is the latest one seen, since
-# events arrive in date order (a unit's own `issued_on` never counts: it could be back-dated).
-_BUSINESS_DAY = {"lead": "reported_on", "milestone": "on", "funds": "arrived_on", "visit": "on"}
-_BUSINESS_DAY["rates"] = "on"
+Emit = Callable[[str, str, str], None]  # (event type, project id, body)
 
 
-def filing_day(session: Session, event: dict[str, Any], kind: str = "") -> dt.date:
+def filing_day(session: Session, event: BaseModel, document: bool = False) -> dt.date:
     """The filing date (报送日期) of what `event` reports: intake's receipt date in
     Asia/Shanghai (the contract's definition); on a replay (REVIEW_CLOCK=business) the
     business date, since the receipt time of a replayed year is today.
@@ -45,19 +57,15 @@ def filing_day(session: Session, event: dict[str, Any], kind: str = "") -> dt.da
     latest day of every unit could be another unit's, months ahead, and make an on-time
     document late (the demo had 84 of 92 committee decisions refused as 材料逾期 for that)."""
     if CLOCK == "business":
-        issued = (event.get("data") or {}).get("issued_on")
-        if issued and kind == "document":
-            return dt.date.fromisoformat(str(issued))
-        unit = event.get("unit")
+        issued = getattr(getattr(event, "data", None), "issued_on", None)
+        if issued and document:
+            return issued  # type: ignore[no-any-return]
+        unit = getattr(event, "unit", None)
         day = (store.business_date(session, unit) if unit else None) or store.business_date(session)
         if day is not None:
             return day
-    return received_day_of(event)
-
-
-def received_day_of(event: dict[str, Any]) -> dt.date:
-    at = event.get("received_at")
-    return received_day(None) if not at else _shanghai(dt.datetime.fromisoformat(at))
+    at: dt.datetime | None = getattr(event, "received_at", None)
+    return received_day(None) if at is None else _shanghai(at)
 
 
 def _shanghai(at: dt.datetime) -> dt.date:
@@ -69,60 +77,16 @@ def _shanghai(at: dt.datetime) -> dt.date:
 def apply(
     session: Session, subject: str, event: dict[str, Any], rules: Rules
 ) -> list[store.Outbox]:
-    """Apply `event` once: a redelivered event only returns what is still unpublished."""
-    event_id = event.get("event_id") or f"{subject}:{event.get('project_id')}"
-    if store.processed(session, event_id):
-        return pending_for(session, store.Outbox, event_id)
-    store.mark_processed(session, event_id, subject)
-    kind = subject.split(".", 1)[1]
-    data = event.get("data", {})
-    out: list[store.Outbox] = []
-    emit = _emitter(out, event_id)
-    if CLOCK == "business" and data.get(_BUSINESS_DAY.get(kind, "")):
-        store.advance_business_date(
-            session, dt.date.fromisoformat(data[_BUSINESS_DAY[kind]]), event.get("unit")
-        )
-    today = filing_day(session, event, kind)
+    """`event` as a dict (in-process replays and tests): parsed into its contract model as
+    the consumer parses a message, then handled (handlers.py). The transport fields a caller
+    may leave out read as on a message without them: no unit, received now."""
+    from . import handlers
 
-    if kind == "lead":
-        _on_lead(session, event, emit, rules, today)
-    elif kind == "document":
-        store.file_document(
-            session,
-            project_id=data["project_id"],
-            type=data["type"],
-            ref=data["ref"],
-            event_id=event_id,
-            filed_on=today,
-        )
-        _reevaluate(session, data["project_id"], emit, rules, today=today)
-    elif kind == "funds":
-        case = _funds_voucher(session, data, event_id, rules, today)
-        _reevaluate(session, data["project_id"], emit, rules, case=case, today=today)
-    elif kind == "milestone":
-        _reevaluate(session, data["project_id"], emit, rules, materials=False, today=today)
-    elif kind == "meeting":
-        _on_meeting(session, data, event.get("project_id"), emit, rules, today)
-    elif kind == "decision":
-        _on_decision(session, event, emit, rules, today)
-    elif kind in ("correction", "withdrawal"):
-        _on_amendment(session, event, emit, rules, today)
-    session.add_all(out)
-    return out
-
-
-def _emitter(out: list[store.Outbox], event_id: str):  # type: ignore[no-untyped-def]
-    def emit(subject: str, project_id: str, body: str) -> None:
-        out.append(
-            store.Outbox(
-                msg_id=f"{subject}:{project_id}:{event_id}",
-                source=event_id,
-                subject=subjects.keyed(subject, project_id),
-                body=body,
-            )
-        )
-
-    return emit
+    model = EVENT_MODELS.get(subject)
+    if model is None:
+        return []
+    defaults = {"unit": "", "idempotency_key": "", "received_at": dt.datetime.now(dt.UTC)}
+    return handlers.handle(session, subject, model.model_validate({**defaults, **event}), rules)
 
 
 def _param(rules: Rules, name: str, case: store.Case, default: Any) -> Any:
@@ -133,9 +97,9 @@ def _param(rules: Rules, name: str, case: store.Case, default: Any) -> Any:
         return default
 
 
-def _on_lead(session: Session, event: dict[str, Any], emit, rules: Rules, today: dt.date) -> None:  # type: ignore[no-untyped-def]
-    lead = Lead.model_validate(event["data"])
-    project_id = event["project_id"]
+def on_lead(
+    session: Session, project_id: str, lead: Lead, emit: Emit, rules: Rules, today: dt.date
+) -> None:
     screening = decide.screen(lead, rules=rules)
     case = store.Case(
         project_id=project_id,
@@ -147,24 +111,31 @@ def _on_lead(session: Session, event: dict[str, Any], emit, rules: Rules, today:
     )
     store.add_case(session, case)
     emit(subjects.REVIEW_SCREENED, project_id, screening.to_event(project_id).model_dump_json())
-    _reevaluate(session, project_id, emit, rules, case=case, today=today)
+    reevaluate(session, project_id, emit, rules, case=case, today=today)
 
 
-def _funds_voucher(
-    session: Session, data: dict[str, Any], event_id: str, rules: Rules, today: dt.date
+def funds_voucher(
+    session: Session, data: Funds | dict[str, Any], event_id: str, rules: Rules, today: dt.date
 ) -> store.Case | None:
     """The voucher a funds record carries files the `funds_voucher` proof (资金到位凭证),
     unless the ruleset's `funds_voucher_from_funds_record` says a separate document is needed.
-    Returns the project's case (None: review has not seen the project)."""
-    case = store.case(session, data["project_id"])
-    voucher = data.get("voucher") or {}
+    Returns the project's case (None: review has not seen the project). `data`: the record,
+    or a correction's `after` (intake's version of it, a dict)."""
+    if isinstance(data, Funds):
+        project_id, funds_id = data.project_id, data.funds_id
+        v = data.voucher  # always there on the wire; a handler's caller may leave it out
+        voucher = {"kind": v.kind.value, "ref": v.ref} if v is not None else {}
+    else:
+        project_id, funds_id, voucher = data["project_id"], data["funds_id"], data.get("voucher")
+    case = store.case(session, project_id)
+    voucher = voucher or {}
     if case is None or not voucher or not _param(rules, FUNDS_VOUCHER_PARAM, case, False):
         return case
     store.file_document(
         session,
         project_id=case.project_id,
         type="funds_voucher",
-        ref=f"funds:{data['funds_id']}:{voucher.get('kind')}:{voucher.get('ref')}"[:500],
+        ref=f"funds:{funds_id}:{voucher.get('kind')}:{voucher.get('ref')}"[:500],
         event_id=event_id,
         filed_on=today,
     )
@@ -174,21 +145,26 @@ def _funds_voucher(
 FUNDS_VOUCHER_PARAM = "funds_voucher_from_funds_record"
 
 
-def _on_amendment(  # type: ignore[no-untyped-def]
-    session: Session, event: dict[str, Any], emit, rules: Rules, today: dt.date
+def on_amendment(
+    session: Session,
+    event: RecordCorrected | RecordWithdrawn,
+    emit: Emit,
+    rules: Rules,
+    today: dt.date,
 ) -> None:
     """更正 / 撤回: review decides again on the record as it stands now. A corrected lead is
     screened again (announced if the outcome or track changed); a withdrawn lead ends the
     case (not recognised: withdrawn); a withdrawn funds record no longer files its voucher."""
-    target = event["data"]["target"]
-    case = store.case(session, target["project_id"])
+    target = event.data.target
+    after = event.after if isinstance(event, RecordCorrected) else None
+    case = store.case(session, target.project_id)
     if case is None:
         return
-    if target["kind"] == "lead":
-        if event.get("after") is None:  # withdrawn
+    if target.kind == RecordKind.lead:
+        if after is None:  # withdrawn
             case.status = WITHDRAWN
         else:
-            lead = Lead.model_validate(event["after"])
+            lead = Lead.model_validate(after)
             case.lead = lead.model_dump_json()
             case.reported_on = lead.reported_on  # picks the ruleset version in force
             screening = decide.screen(lead, rules=rules)
@@ -202,39 +178,39 @@ def _on_amendment(  # type: ignore[no-untyped-def]
                     screening.to_event(case.project_id).model_dump_json(),
                 )
         session.add(case)
-    elif target["kind"] == "funds":
-        prefix = f"funds:{target['funds_id']}:"
+    elif target.kind == RecordKind.funds:
+        prefix = f"funds:{target.funds_id}:"
         for doc in store.vouchers_of(session, case.project_id):
             if doc.ref.startswith(prefix):
                 session.delete(doc)
-        if event.get("after") is not None:
-            _funds_voucher(session, event["after"], str(event["event_id"]), rules, today)
-    _reevaluate(session, case.project_id, emit, rules, case=case, today=today)
+        if after is not None:
+            funds_voucher(session, after, event.event_id, rules, today)
+    reevaluate(session, case.project_id, emit, rules, case=case, today=today)
 
 
-def _on_meeting(  # type: ignore[no-untyped-def]
-    session: Session, data: dict[str, Any], about: str | None, emit, rules: Rules, today: dt.date
+def on_meeting(
+    session: Session, data: Meeting, about: str | None, emit: Emit, rules: Rules, today: dt.date
 ) -> None:
     """`about`: the agenda project this copy of the meeting is for (intake sends one per
     project, in its partition); None for a meeting published before copies, about all."""
-    on = dt.date.fromisoformat(data["on"])
-    if session.get(store.Meeting, data["meeting_id"]) is None:
+    on = data.on
+    if session.get(store.Meeting, data.meeting_id) is None:
         session.add(
-            store.Meeting(meeting_id=data["meeting_id"], on=on, agenda=json.dumps(data["agenda"]))
+            store.Meeting(meeting_id=data.meeting_id, on=on, agenda=json.dumps(data.agenda))
         )
         session.flush()  # the next copy of this meeting in the same transaction finds it
-    for project_id in [about] if about else data["agenda"]:
+    for project_id in [about] if about else data.agenda:
         case = store.case(session, project_id)
         if case is None:
             continue
         if case.meeting_on is not None and on < case.meeting_on:
             continue  # an older meeting announced late: the project is on a later one
         # A late project (材料逾期) moves here; a decided one is here for re-review (复议).
-        case.meeting_id, case.meeting_on = data["meeting_id"], on
+        case.meeting_id, case.meeting_on = data.meeting_id, on
         if case.status == LATE:
             case.status = None
         session.add(case)
-        _reevaluate(session, project_id, emit, rules, recognition=False, today=today)
+        reevaluate(session, project_id, emit, rules, recognition=False, today=today)
 
 
 LATE, APPROVED, REJECTED, WITHDRAWN = "late", "approved", "rejected", "withdrawn"
@@ -255,15 +231,16 @@ def _counted_materials(
     return decide.materials(lead, filed, meeting_on, rules=rules)
 
 
-def _on_decision(  # type: ignore[no-untyped-def]
-    session: Session, event: dict[str, Any], emit, rules: Rules, today: dt.date
+def on_decision(
+    session: Session, event: DecisionTaken, emit: Emit, rules: Rules, today: dt.date
 ) -> None:
     """集体决策: taken, or refused with every reason (review.refused); a refusal changes nothing."""
-    data = event["data"]
-    case = store.case(session, data["project_id"])
+    data = event.data
+    case = store.case(session, data.project_id)
     if case is None:
         return
-    pid, meeting_id = case.project_id, data["meeting_id"]
+    pid, meeting_id = case.project_id, data.meeting_id
+    decision = data.decision.value
     lead = Lead.model_validate_json(case.lead)
     problems: list[tuple[str, str]] = []
     meeting = session.get(store.Meeting, meeting_id)
@@ -303,15 +280,15 @@ def _on_decision(  # type: ignore[no-untyped-def]
                 )
             )
             _mark_late(case, counted, meeting_id, emit)
-    if data["decision"] == APPROVED:
+    if decision == APPROVED:
         problems.extend(_approval_problems(data, case, lead, rules))
     if problems:
         refused = Refused(
             project_id=pid,
             kind="decision",
             meeting_id=meeting_id,
-            unit=str(event.get("unit") or ""),
-            event_id=str(event.get("event_id") or ""),
+            unit=event.unit,
+            event_id=event.event_id,
             errors=[FieldError(field=f, problem=p) for f, p in problems],
         )
         emit(subjects.REVIEW_REFUSED, pid, refused.model_dump_json())
@@ -322,41 +299,39 @@ def _on_decision(  # type: ignore[no-untyped-def]
         store.Decision(
             project_id=pid,
             meeting_id=meeting_id,
-            decision=data["decision"],
-            event_id=str(event.get("event_id") or ""),
+            decision=decision,
+            event_id=event.event_id,
         )
     )
-    case.decision = case.status = data["decision"]
+    case.decision = case.status = decision
     case.decided_meeting_on = meeting.on
     # A rejection ends the track: no sponsor; an approval names one (re-review may change it).
-    case.sponsor_leader = data.get("sponsor_leader") if data["decision"] == APPROVED else None
+    case.sponsor_leader = data.sponsor_leader if decision == APPROVED else None
     session.add(case)
-    hq = data.get("hq") or {}
     decided = Decided(
         project_id=pid,
         meeting_id=meeting_id,
-        decision=data["decision"],
-        minutes_ref=data["minutes_ref"],
-        sponsor_leader=data.get("sponsor_leader"),
-        responsible_leader=data.get("responsible_leader"),
-        hq_commander=hq.get("commander"),
-        hq_members=list(hq.get("members", [])),
+        decision=data.decision,
+        minutes_ref=data.minutes_ref,
+        sponsor_leader=data.sponsor_leader,
+        responsible_leader=data.responsible_leader,
+        hq_commander=data.hq.commander if data.hq else None,
+        hq_members=list(data.hq.members) if data.hq else [],
     )
     emit(subjects.REVIEW_DECIDED, pid, decided.model_dump_json())
-    _reevaluate(session, pid, emit, rules, materials=False, case=case, today=today)
+    reevaluate(session, pid, emit, rules, materials=False, case=case, today=today)
 
 
 def _approval_problems(
-    data: dict[str, Any], case: store.Case, lead: Lead, rules: Rules
+    data: CommitteeDecision, case: store.Case, lead: Lead, rules: Rules
 ) -> list[tuple[str, str]]:
     """What an approval must name (the review ruleset's `approval_requires`)."""
     required = [str(r) for r in _param(rules, "approval_requires", case, [])]
-    hq = data.get("hq") or {}
-    members = list(hq.get("members") or [])
+    members = list(data.hq.members) if data.hq else []
     values = {
-        "responsible_leader": data.get("responsible_leader"),
-        "sponsor_leader": data.get("sponsor_leader"),
-        "hq_commander": hq.get("commander"),
+        "responsible_leader": data.responsible_leader,
+        "sponsor_leader": data.sponsor_leader,
+        "hq_commander": data.hq.commander if data.hq else None,
     }
     problems = []
     for need in required:
@@ -381,7 +356,7 @@ def _approval_problems(
     return problems
 
 
-def _mark_late(case: store.Case, counted: decide.Materials, meeting_id: str, emit) -> None:  # type: ignore[no-untyped-def]
+def _mark_late(case: store.Case, counted: decide.Materials, meeting_id: str, emit: Emit) -> None:
     """材料逾期: announced once per missed meeting; the project waits for the next one."""
     if case.status == LATE and case.late_for == meeting_id:
         return
@@ -399,10 +374,10 @@ def _materials_state(result: decide.Materials, *, late: bool) -> str:
     )
 
 
-def _reevaluate(  # type: ignore[no-untyped-def]
+def reevaluate(
     session: Session,
     project_id: str,
-    emit,
+    emit: Emit,
     rules: Rules,
     *,
     materials: bool = True,

@@ -8,6 +8,7 @@ from sqlalchemy import UniqueConstraint, bindparam, insert
 from sqlalchemy import select as core_select
 from sqlmodel import Field, Session, SQLModel
 
+from shared.inbox import Inbox
 from shared.outbox import OutboxRow
 
 
@@ -97,17 +98,15 @@ class Outbox(OutboxRow, table=True):
 
 TABLES = (Case, FiledDocument, Meeting, Decision, State, Processed, Outbox)
 
+# Every event claims its id here first, in the transaction that applies it.
+INBOX = Inbox(Processed, "event_id")
+
 
 # Core statements, built once, on the session's connection (same transaction) for the reads
 # and the one insert every event makes: building a statement and going through the ORM's
 # identity map and unit of work cost more than the SQL itself for an event that changes
 # nothing else.
-_processed = Processed.__table__  # type: ignore[attr-defined]
 _documents = FiledDocument.__table__  # type: ignore[attr-defined]
-_PROCESSED = core_select(_processed.c.event_id).where(
-    _processed.c.event_id == bindparam("event_id")
-)
-_MARK_PROCESSED = insert(_processed)
 _FILE_DOCUMENT = insert(_documents)
 _DOCUMENTS_OF = core_select(_documents.c.type, _documents.c.filed_on).where(
     _documents.c.project_id == bindparam("project_id")
@@ -159,16 +158,6 @@ def file_document(
             "filed_on": filed_on,
         },
     )
-
-
-def processed(session: Session, event_id: str) -> bool:
-    found = session.connection().execute(_PROCESSED, {"event_id": event_id}).first()
-    return found is not None
-
-
-def mark_processed(session: Session, event_id: str, subject: str) -> None:
-    """Inserted at once: a replica that applied the same event first makes this fail."""
-    session.connection().execute(_MARK_PROCESSED, {"event_id": event_id, "subject": subject})
 
 
 def documents_of(

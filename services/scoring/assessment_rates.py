@@ -13,6 +13,11 @@ county and unit figures whole, project figures only where they differ from the l
 revision (`scoring_rates_project`), at most PART_SIZE projects per message. Message ids are
 `score.rates:<year>:<revision>:<part>`; replicas racing on a revision collide on them (the
 outbox's key), and the loser's retry finds the figures already published.
+
+The year is read CHUNK projects at a time (a range of project ids, the same range in every
+table), never whole: the rates of a project depend on its own facts alone, and the unit and
+county figures are their sums. Reading the whole year each second made the scoring process's
+memory the size of the year's facts (≈ 50 MB per 1,000 leads; docs/performance.md).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, func
@@ -30,10 +37,10 @@ from shared.contract import AssessmentRates, Explanation, RateDefinitions, RateF
 from shared.rules import Rules
 
 from . import store
-from .assessment import RULESET, Rates, parameter
-from .scoreboard import read_assessment
+from .assessment import RULESET, Rates, assess, parameter
 
 PART_SIZE = 500  # project figures per message: ~300 bytes each, well under NATS's 1 MB
+CHUNK = 200  # projects whose facts are held at once while the rates are computed
 
 
 def figures(r: Rates) -> dict[str, Any]:
@@ -88,13 +95,113 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def settle_year(session: Session, year: int, rules: Rules | None) -> list[store.Outbox]:
+Range = tuple[str | None, str | None]  # project ids (lo, hi]; None: unbounded
+
+
+def ranges(session: Session, size: int | None = None) -> Iterator[Range]:
+    """Consecutive ranges of project ids, `size` projects each, covering every id (also ids
+    with facts but no project row): the first starts unbounded, the last ends so."""
+    size = size or CHUNK
+    lo: str | None = None
+    while True:
+        query = select(store.Project.project_id).order_by(col(store.Project.project_id))
+        if lo is not None:
+            query = query.where(col(store.Project.project_id) > lo)
+        hi = session.exec(query.offset(size - 1).limit(1)).first()
+        yield lo, hi
+        if hi is None:
+            return
+        lo = hi
+
+
+def _within(column: Any, r: Range) -> list[Any]:
+    lo, hi = r
+    return [
+        c
+        for c in (column > lo if lo is not None else None, column <= hi if hi is not None else None)
+        if c is not None
+    ]
+
+
+@dataclass
+class YearRates:
+    """The rates of a year: county and units whole, projects one range at a time."""
+
+    county: Rates = field(default_factory=Rates)
+    units: dict[str, Rates] = field(default_factory=dict)
+
+    def add(self, unit_rates: dict[str, Rates], county: Rates) -> None:
+        self.county.add(county)
+        for unit, r in unit_rates.items():
+            self.units.setdefault(unit, Rates()).add(r)
+
+
+def project_rates(
+    session: Session,
+    year: int,
+    rules: Rules | None,
+    r: Range,
+    rates: dict[tuple[dt.date, str], Any],
+    total: YearRates,
+) -> dict[str, Rates]:
+    """The rates of the projects in range `r`, as the scoreboard's reading computes them
+    (`assess`, on that range's facts alone); their unit and county sums go into `total`."""
+    a = assess(
+        year,
+        session.exec(select(store.Project).where(*_within(col(store.Project.project_id), r))).all(),
+        session.exec(select(store.Signing).where(*_within(col(store.Signing.project_id), r))).all(),
+        session.exec(
+            select(store.Milestone).where(*_within(col(store.Milestone.project_id), r))
+        ).all(),
+        session.exec(
+            select(store.FundsRecord).where(*_within(col(store.FundsRecord.project_id), r))
+        ).all(),
+        rates,
+        rules,
+    )
+    total.add(a.unit_rates, a.county_rates)
+    return a.project_rates
+
+
+def exchange_rates(session: Session) -> dict[tuple[dt.date, str], Any]:
+    return {
+        (r.on, r.currency): r.rate
+        for r in session.exec(select(store.Rate)).all()
+        if r.rate is not None
+    }
+
+
+def settle_year(
+    session: Session, year: int, rules: Rules | None, chunk: int | None = None
+) -> list[store.Outbox]:
     """The outbox rows of `year`'s next revision, written with its state; [] if unchanged."""
-    a = read_assessment(session, year, None, rules)
     defs, explanation = definitions(rules, year)
-    county = figures(a.county_rates)
-    by_unit = {u: figures(r) for u, r in sorted(a.unit_rates.items())}
-    by_project = {p: figures(r) for p, r in sorted(a.project_rates.items())}
+    rates = exchange_rates(session)
+    total = YearRates()
+    changed: dict[str, dict[str, Any]] = {}
+    dropped: list[str] = []
+    projects = 0
+    for r in ranges(session, chunk):
+        by_range = {
+            p: figures(x) for p, x in project_rates(session, year, rules, r, rates, total).items()
+        }
+        projects += len(by_range)
+        before = dict(
+            session.exec(
+                select(store.RatesProject.project_id, store.RatesProject.figures).where(
+                    col(store.RatesProject.year) == year,
+                    *_within(col(store.RatesProject.project_id), r),
+                )
+            ).all()
+        )
+        changed.update(
+            (p, f) for p, f in by_range.items() if before.get(p) != json.dumps(f, sort_keys=True)
+        )
+        dropped.extend(set(before) - set(by_range))
+    changed = dict(sorted(changed.items()))
+    dropped.sort()
+    county = figures(total.county)
+    by_unit = {u: figures(x) for u, x in sorted(total.units.items())}
     head = {
         "county": county,
         "by_unit": by_unit,
@@ -103,19 +210,9 @@ def settle_year(session: Session, year: int, rules: Rules | None) -> list[store.
     }
     digest = _digest(head)
     state = session.get(store.RatesYear, year) or store.RatesYear(year=year)
-    before = {
-        row.project_id: row.figures
-        for row in session.exec(
-            select(store.RatesProject).where(col(store.RatesProject.year) == year)
-        ).all()
-    }
-    changed = {
-        p: f for p, f in by_project.items() if before.get(p) != json.dumps(f, sort_keys=True)
-    }
-    dropped = sorted(set(before) - set(by_project))
     if state.revision and digest == state.digest and not changed and not dropped:
         return []
-    if not state.revision and not by_project and not dropped:
+    if not state.revision and not projects and not dropped:
         return []  # nothing signed that year and nothing published: nothing to say
     state.revision += 1
     state.digest = digest
@@ -149,7 +246,7 @@ def settle_year(session: Session, year: int, rules: Rules | None) -> list[store.
                 for p, f in items[i * PART_SIZE : (i + 1) * PART_SIZE]
             },
             dropped=dropped if i == 0 else [],
-            projects=len(by_project),
+            projects=projects,
             definitions=defs,
             explanation=explanation,
         )

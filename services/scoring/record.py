@@ -28,9 +28,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
 from sqlmodel import Session
 
 from shared import outbox, subjects
@@ -93,6 +95,7 @@ class _Context:
     inbox_key: str
     rules: Rules
     now: dt.datetime
+    seq: int  # the message's stream sequence (0: not known): orders a project's decisions
     outbox: list[store.Outbox] = field(default_factory=list)
 
     def emit(self, msg_id: str, event_type: str, body: str, project_id: str) -> None:
@@ -112,30 +115,22 @@ def apply(
     now: dt.datetime,
 ) -> Applied:
     """Apply `event` once: a key seen before returns the events still to publish for it."""
-    if store.inbox_seen(session, inbox_key):
+    claimed = store.INBOX.claim(
+        session,
+        inbox_key,
+        subject=subject,
+        stream_seq=stream_seq,
+        outcome="applied",
+        received_at=now,
+    )
+    if not claimed:  # applied before, or by a replica that claimed it first (waited for)
         pending = outbox.pending_for(session, store.Outbox, inbox_key)
         return Applied("resent", pending)  # type: ignore[arg-type]
-    # A replica that applied the same key first makes this fail: retried.
-    store.add_inbox(session, inbox_key, subject, stream_seq, "applied", now)
-    ctx = _Context(session, inbox_key, rules, now)
-    seq = stream_seq or 0
-    applied = True
-    if isinstance(event, LeadReported):
-        _lead(ctx, event)
-    elif isinstance(event, DecisionTaken):
-        _decision(ctx, event, seq)
-    elif isinstance(event, MilestoneReached):
-        applied = _milestone(ctx, event, seq)
-    elif isinstance(event, FundsArrived):
-        _funds(ctx, event)
-    elif isinstance(event, RatesPublished):
-        _rates(ctx, event, seq)
-    elif isinstance(event, Recognition):
-        _recognition(ctx, event, seq)
-    elif isinstance(event, RecordCorrected | RecordWithdrawn):
-        applied = _amendment(ctx, event)
-    else:  # pragma: no cover - the caller parses only the kinds above
+    ctx = _Context(session, inbox_key, rules, now, stream_seq or 0)
+    handler = HANDLERS.get(type(event))
+    if handler is None:  # pragma: no cover - the caller parses only the kinds mapped
         raise TypeError(f"not a scoring input: {type(event).__name__}")
+    applied = handler(ctx, event) is not False
     if not applied:
         store.set_inbox_outcome(session, inbox_key, "ignored")
     return Applied("applied" if applied else "ignored", ctx.outbox)
@@ -165,7 +160,8 @@ def _lead(ctx: _Context, event: LeadReported) -> None:
     _settle_all(ctx, row, only_held=True)
 
 
-def _decision(ctx: _Context, event: DecisionTaken, seq: int) -> None:
+def _decision(ctx: _Context, event: DecisionTaken) -> None:
+    seq = ctx.seq
     decision = event.data
     if decision.decision != "approved" or decision.sponsor_leader is None:
         return
@@ -186,7 +182,8 @@ def _decision(ctx: _Context, event: DecisionTaken, seq: int) -> None:
 COUNTED_MILESTONES = frozenset({"filed", "registered", "land_assigned", "started", "completed"})
 
 
-def _milestone(ctx: _Context, event: MilestoneReached, seq: int) -> bool:
+def _milestone(ctx: _Context, event: MilestoneReached) -> bool:
+    seq = ctx.seq
     m = event.data
     later = store.record_version(ctx.session, f"milestone:{m.project_id}:{m.milestone.value}")
     if later is not None and later.payload is None:
@@ -243,7 +240,8 @@ def _funds(ctx: _Context, event: FundsArrived) -> None:
     _settle(ctx, record, _project_state(project), stored=False)
 
 
-def _rates(ctx: _Context, event: RatesPublished, seq: int) -> None:
+def _rates(ctx: _Context, event: RatesPublished) -> None:
+    seq = ctx.seq
     day = event.data.on
     currencies = sorted(event.data.rates)
     # Projects first, in one order, then rates and records: the order every event locks in.
@@ -272,7 +270,8 @@ def _rates(ctx: _Context, event: RatesPublished, seq: int) -> None:
         _settle(ctx, record, _project_state(project))
 
 
-def _recognition(ctx: _Context, event: Recognition, seq: int) -> None:
+def _recognition(ctx: _Context, event: Recognition) -> None:
+    seq = ctx.seq
     row = store.lock_project(ctx.session, event.project_id)
     if seq and seq < row.recognition_seq:
         return  # an older recognition overtaken by a newer one
@@ -410,7 +409,7 @@ def resettle_waiting_for_rules(
     Runs on every replica that hears of the publication, each time: settling is idempotent,
     so a replica that has not loaded the version yet changes nothing and one that has credits.
     """
-    ctx = _Context(session, source, rules, now)
+    ctx = _Context(session, source, rules, now, 0)
     waiting = store.held_because(session, NO_RULESET)
     projects = {
         pid: store.lock_project(session, pid) for pid in sorted({r.project_id for r in waiting})
@@ -605,3 +604,17 @@ def _write(
     )
     kind = "credited" if entry["kind"] == "credit" else "reversed"
     ctx.emit(f"score.{kind}:{pid}:{fid}:{seq}", subject, event.model_dump_json(), pid)
+
+
+# Each input's type → what applying it does; False: the event changed nothing (ignored).
+Handler = Callable[[_Context, Any], bool | None]
+HANDLERS: dict[type[BaseModel], Handler] = {
+    LeadReported: _lead,
+    DecisionTaken: _decision,
+    MilestoneReached: _milestone,
+    FundsArrived: _funds,
+    RatesPublished: _rates,
+    Recognition: _recognition,
+    RecordCorrected: _amendment,
+    RecordWithdrawn: _amendment,
+}

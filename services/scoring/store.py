@@ -21,6 +21,7 @@ from sqlalchemy import BigInteger, Column, Index, UniqueConstraint, bindparam, i
 from sqlalchemy import select as core_select
 from sqlmodel import Field, Session, SQLModel, select
 
+from shared import inbox
 from shared.outbox import OutboxRow
 
 FEN = Decimal("0.01")
@@ -241,8 +242,8 @@ TABLES = (
 # Rows that are read and then changed (project, held records, rates) stay ORM objects.
 _inbox = Inbox.__table__  # type: ignore[attr-defined]
 _funds = FundsRecord.__table__  # type: ignore[attr-defined]
-_INBOX_SEEN = core_select(_inbox.c.key).where(_inbox.c.key == bindparam("k"))
-_INBOX_ADD = insert(_inbox)
+# Every message claims its key here first, in the transaction that applies it.
+INBOX = inbox.Inbox(_inbox, "key")
 _INBOX_OUTCOME = update(_inbox).where(_inbox.c.key == bindparam("k"))
 _ENTRY_ADD = insert(Entry.__table__)  # type: ignore[attr-defined]
 _FUNDS_ADD = insert(_funds)
@@ -285,29 +286,6 @@ _PROJECT_LOCKED = (
 
 
 # --- queries ---------------------------------------------------------------------------------
-
-
-def inbox_seen(session: Session, key: str) -> bool:
-    return session.connection().execute(_INBOX_SEEN, {"k": key}).first() is not None
-
-
-def add_inbox(
-    session: Session,
-    key: str,
-    subject: str,
-    stream_seq: int | None,
-    outcome: str,
-    received_at: dt.datetime,
-) -> None:
-    """Inserted at once: a replica that applied the same key first makes this fail."""
-    row = {
-        "key": key,
-        "subject": subject,
-        "stream_seq": stream_seq,
-        "outcome": outcome,
-        "received_at": received_at,
-    }
-    session.connection().execute(_INBOX_ADD, row)
 
 
 def set_inbox_outcome(session: Session, key: str, outcome: str) -> None:

@@ -41,17 +41,23 @@ class NotInContract(ValueError):
     """An event that is not what its subject promises: no retry will change that."""
 
 
-def check_event(subject: str, raw: bytes) -> None:
-    """Raise NotInContract unless `raw` is the model its subject carries (unknown subjects,
-    which a newer producer may add, pass: the consumer skips them)."""
+def parse_event(subject: str, raw: bytes) -> BaseModel | None:
+    """`raw` as the model its subject carries; None for a subject the contract does not name
+    (a newer producer may add one: the consumer skips it). Raises NotInContract."""
     model = EVENT_MODELS.get(subject)
     if model is None:
-        return
+        return None
     try:
-        model.model_validate_json(raw)
+        return model.model_validate_json(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '$'}: {e['msg']}"
             for e in exc.errors(include_url=False)
         )
         raise NotInContract(f"{subject}: {problems}") from exc
+
+
+def check_event(subject: str, raw: bytes) -> None:
+    """Raise NotInContract unless `raw` is the model its subject carries (unknown subjects,
+    which a newer producer may add, pass: the consumer skips them)."""
+    parse_event(subject, raw)

@@ -108,7 +108,12 @@ CreditCode = Annotated[str, AfterValidator(_credit_code)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    # cache_strings off: pydantic-core's JSON string cache kept ≈ 100 bytes of each distinct
+    # message parsed (tests/scoring/test_inputs_memory.py), part of the RSS that grew with a
+    # year (issue 17); a parse builds its few strings anew instead.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=True, cache_strings=False
+    )
 
 
 class Investor(Strict):

@@ -29,7 +29,7 @@ from .inbound import (
 
 
 class Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, cache_strings=False)  # as inbound.py
 
 
 class FieldError(Event):

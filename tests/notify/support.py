@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 
 from services.notify import store
 from services.notify.contacts import read_contacts, store_contacts
-from services.notify.handle import consume
+from services.notify.handlers import consume
 from services.notify.params import rule_titles
 from services.notify.render import Renderer
 from shared.db import create_tables, make_engine, unit_of_work

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 from services.notify import facts, store
 from services.notify.channels import EMAIL_POLICY, Outgoing, build_email
-from services.notify.handle import consume_run
+from services.notify.handlers import consume_run
 from services.notify.triggers import ALERTING_SUBJECTS, EVENT_TRIGGERS, event_alerts
 from shared.contract import (
     Change,

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from samples.workload import PROOFS as WORKLOAD_PROOFS
-from services.review import store
+from services.review import handlers, store
 from services.review.cases import apply
 from shared import subjects
+from shared.contract import FundsArrived
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.rules import RulesetRegistry
 from tests.helpers import lead, uid
@@ -49,9 +50,27 @@ class Review:
             "form": "cash",
         }
         # A voucher files a funds_voucher document (funds_voucher_from_funds_record).
+        data["voucher"] = {"kind": "bank_receipt", "ref": f"BR-{data['funds_id']}"}
         if voucher:
-            data["voucher"] = {"kind": "bank_receipt", "ref": f"BR-{data['funds_id']}"}
-        return self.send("funds", project_id, data)
+            return self.send("funds", project_id, data)
+        # The contract requires a voucher: a record without one (nothing filed from it) is
+        # built past validation, as only a handler's caller could.
+        event = FundsArrived.model_validate(self.envelope("funds", project_id, data))
+        event = event.model_copy(update={"data": event.data.model_copy(update={"voucher": None})})
+        with unit_of_work(self.engine) as session:
+            rows = handlers.handle(session, "project.funds", event, self.rules)
+            return [{"subject": r.subject, **json.loads(r.body)} for r in rows]
+
+    @staticmethod
+    def envelope(kind: str, project_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "event_id": f"{kind}:{uid()}",
+            "project_id": project_id,
+            "data": data,
+            "unit": "",
+            "idempotency_key": "",
+            "received_at": dt.datetime.now(dt.UTC),
+        }
 
 
 @pytest.fixture
@@ -68,7 +87,7 @@ def review(database_url: str, rules: RulesetRegistry) -> Iterator[Review]:
 
 
 def recognitions(events: list[dict]) -> list[dict]:
-    return [e for e in events if e["subject"] == "review.recognition"]
+    return [e for e in events if subjects.event_type(e["subject"]) == "review.recognition"]
 
 
 def test_funds_announce_nothing_new_until_a_published_version_decides_otherwise(

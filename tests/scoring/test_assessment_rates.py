@@ -4,12 +4,14 @@ changed projects only, the scoreboard's figures, the ruleset version, split into
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
-from services.scoring import assessment_rates, scoreboard
+from services.scoring import assessment_rates, scoreboard, store
 from shared import subjects
 from shared.contract import AssessmentRates, MilestoneReached
 from shared.db import unit_of_work
@@ -80,4 +82,45 @@ def test_a_revision_when_the_rates_change_with_the_changed_projects(
     assert [e["msg_id"] for e in third] == ["score.rates:2022:3:1", "score.rates:2022:3:2"]
     assert {p for e in third for p in e["by_project"]} == {a.project_id, d.project_id}
     assert all(e["county"]["signed"] == 3 and e["county"]["performed"] == 1 for e in third)
+    s.close()
+
+
+def test_the_rates_hold_a_few_projects_facts_at_a_time_and_add_up_to_the_whole_year(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The publisher recomputes the rates every second: reading the whole year's facts at
+    once made scoring's memory grow with the year (≈ 50 MB per 1,000 leads, issue 17).
+    Counted, not measured: no query of a recomputation loads more than CHUNK projects or
+    funds records, and the figures are the scoreboard's, which reads the year whole."""
+    s = Scoring(f"sqlite:///{tmp_path / 'scoring.db'}")
+    for i in range(7):
+        lead = b.lead(("TS01", "TS02")[i % 2])
+        s.send(lead)
+        s.send(b.signed(lead.project_id, "2022-04-15", f"{100 + i}000000"))
+        s.send(b.funds(lead.project_id, "F1", f"{i + 1}000000", "CNY", "2022-06-01"))
+        if i % 3 == 0:
+            s.send(_started(lead.project_id, "2022-07-01"))
+    s.send(b.signed("TS03-NOLEAD", "2022-04-15", "200000000"))  # facts with no project row
+
+    loaded: list[tuple[str, Any]] = []  # (table, query context): kept, so ids stay unique
+
+    def on_load(target: Any, context: Any) -> None:
+        loaded.append((type(target).__name__, context))
+
+    monkeypatch.setattr(assessment_rates, "CHUNK", 3, raising=False)
+    for table in (store.Project, store.FundsRecord):
+        event.listen(table, "load", on_load)
+    try:
+        (published,) = _settle(s)
+    finally:
+        for table in (store.Project, store.FundsRecord):
+            event.remove(table, "load", on_load)
+    per_query = Counter((table, id(context)) for table, context in loaded)
+    assert sum(n for (table, _), n in per_query.items() if table == "Project") == 7
+    assert max(per_query.values()) <= 3, per_query
+
+    board = scoreboard.build(s.engine, 2022, rules=s.rules).to_json()["rates"]
+    assert published["county"] == board["county"] and published["county"]["signed"] == 7
+    assert published["by_unit"] == board["by_unit"] and set(board["by_unit"]) == {"TS01", "TS02"}
+    assert published["by_project"] == board["by_project"] and published["projects"] == 7
     s.close()
