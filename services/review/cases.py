@@ -86,6 +86,7 @@ def apply(
     if model is None:
         return []
     defaults = {"unit": "", "idempotency_key": "", "received_at": dt.datetime.now(dt.UTC)}
+    defaults = {k: v for k, v in defaults.items() if k in model.model_fields}  # its own only
     return handlers.handle(session, subject, model.model_validate({**defaults, **event}), rules)
 
 

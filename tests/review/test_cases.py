@@ -59,7 +59,7 @@ class Review:
         event = event.model_copy(update={"data": event.data.model_copy(update={"voucher": None})})
         with unit_of_work(self.engine) as session:
             rows = handlers.handle(session, "project.funds", event, self.rules)
-            return [{"subject": r.subject, **json.loads(r.body)} for r in rows]
+            return [{"subject": subjects.event_type(r.subject), **json.loads(r.body)} for r in rows]
 
     @staticmethod
     def envelope(kind: str, project_id: str, data: dict[str, Any]) -> dict[str, Any]:
