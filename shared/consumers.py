@@ -31,7 +31,7 @@ from nats.js.api import ConsumerInfo, DeliverPolicy
 from . import metrics, subjects, tracing
 from .messaging import dead_letter, delivery_count
 from .partitions import PartitionConsumer, Partitioning, StreamPartitions
-from .settings import Settings
+from .settings import Settings, connect_nats
 from .streams import (
     STREAM_BY_NAME,
     keyed_partitioning,
@@ -308,6 +308,8 @@ class ServiceConsumers:
             metrics.observe_settled(service, subjects.event_type(msg.subject), outcome, seconds)
             tracing.settled(msg, outcome)
 
+        self.nc: Any = None  # the connection `start_consumers` made, closed by `close()`
+        self.task: asyncio.Task[None] | None = None
         self.streams = [
             StreamConsumer(
                 js,
@@ -343,3 +345,34 @@ class ServiceConsumers:
     async def infos(self) -> list[ConsumerInfo]:
         """Every durable as the server sees it, for the /metrics gauges."""
         return [i for s in self.streams for i in await s.infos()]
+
+    async def close(self) -> None:
+        """Finish the batches in hand, give the leases back, close the connection."""
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        if self.nc is not None:
+            await self.nc.close()
+
+
+async def start_consumers(
+    settings: Settings,
+    broker: NatsBroker,
+    service: str,
+    reads: Sequence[Reads],
+    handler: Handler,
+) -> ServiceConsumers:
+    """A service's consumers on a connection of their own, every durable made (call before
+    saying ready: each partition's backlog shows from the start), consuming in a task;
+    `await consumers.close()` on the way out."""
+    nc = await connect_nats(
+        settings, name=f"investflow-{service}-consumers", max_reconnect_attempts=-1
+    )
+    consumers = ServiceConsumers(
+        nc.jetstream(), broker, service, reads, handler=handler, settings=settings
+    )
+    consumers.nc = nc
+    await consumers.start()
+    consumers.task = asyncio.create_task(consumers.run(), name=f"{service}-consumers")
+    return consumers

@@ -9,7 +9,6 @@ and only then acknowledged. The pages read those tables only (`queries`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -31,12 +30,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from shared import subjects, tracing
-from shared.consumers import Reads, ServiceConsumers, document
+from shared.consumers import Reads, ServiceConsumers, document, start_consumers
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.directory import Directory, load_directory
 from shared.http_ops import add_ops_routes, serve
 from shared.messaging import dead_letter, delivery_count, make_broker, stream_seq
-from shared.settings import Settings, connect_nats
+from shared.settings import Settings
 
 from . import access, ingest, queries, store
 from .readmodel import Thresholds
@@ -245,22 +244,12 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Off in compose until the board's NATS user may subscribe rules.loaded.* (deploy_cli).
         await broker.connection.subscribe("rules.loaded.*", cb=on_rules_loaded)  # type: ignore[union-attr]
     global consumers
-    nc = await connect_nats(
-        settings, name=f"investflow-{SERVICE}-consumers", max_reconnect_attempts=-1
-    )
-    consumers = ServiceConsumers(
-        nc.jetstream(), broker, SERVICE, READS, handler=store_run, settings=settings
-    )
-    await consumers.start()  # before ready: every partition's backlog shows from the start
-    consuming = asyncio.create_task(consumers.run(), name=f"{SERVICE}-consumers")
+    consumers = await start_consumers(settings, broker, SERVICE, READS, store_run)
     print(f"investflow: {SERVICE} ready", flush=True)
     try:
         yield
     finally:
-        consuming.cancel()  # the batches in hand are finished, the leases given back
-        with contextlib.suppress(asyncio.CancelledError):
-            await consuming
-        await nc.close()
+        await consumers.close()  # the batches in hand are finished, the leases given back
         await broker.stop()
         await asyncio.to_thread(tracing.shutdown)
 

@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from sqlalchemy import Engine
 
 from shared import outbox, subjects, tracing
-from shared.consumers import Reads, ServiceConsumers, document
+from shared.consumers import Reads, ServiceConsumers, document, start_consumers
 from shared.contract import NotifyOutcome
 from shared.contract.events import check_event
 from shared.db import create_tables, make_engine, unit_of_work
@@ -31,7 +31,7 @@ from shared.directory import load_directory
 from shared.http_ops import start_ops_server
 from shared.messaging import configure_logging, log_failure, make_broker
 from shared.rules import RulesetRegistry, default_registry, published
-from shared.settings import REPO_ROOT, Settings, connect_nats
+from shared.settings import REPO_ROOT, Settings
 
 from . import contacts, store
 from .channels import default_channels
@@ -156,7 +156,6 @@ READS = (
 documented = NatsBroker(settings.nats_url)
 document(documented, SERVICE, READS)
 consumers: ServiceConsumers | None = None
-_nc = None
 
 
 def seed_contacts() -> None:
@@ -210,15 +209,8 @@ async def _ready() -> None:
     poll_s = float(os.environ.get("NOTIFY_POLL_S", "1"))
     _tasks.append(asyncio.create_task(dispatcher().run(poll_s)))
     _tasks.append(asyncio.create_task(run_scheduler(tick_s)))
-    global consumers, _nc
-    _nc = await connect_nats(
-        settings, name=f"investflow-{SERVICE}-consumers", max_reconnect_attempts=-1
-    )
-    consumers = ServiceConsumers(
-        _nc.jetstream(), broker, SERVICE, READS, handler=handle_run, settings=settings
-    )
-    await consumers.start()  # before ready: every partition's backlog shows from the start
-    _tasks.append(asyncio.create_task(consumers.run(), name=f"{SERVICE}-consumers"))
+    global consumers
+    consumers = await start_consumers(settings, broker, SERVICE, READS, handle_run)
     _stops.append(await start_ops_server(SERVICE, broker, engine, None, consumers.infos))
     print(f"investflow: {SERVICE} ready", flush=True)
 
@@ -227,11 +219,11 @@ async def _ready() -> None:
 async def _shutdown() -> None:
     for stop in _stops:
         await stop()
-    for task in _tasks:  # the consumers finish the batches in hand, give their leases back
+    if consumers is not None:
+        await consumers.close()  # the batches in hand are finished, the leases given back
+    for task in _tasks:
         task.cancel()
     await asyncio.gather(*_tasks, return_exceptions=True)
-    if _nc is not None:
-        await _nc.close()
     await asyncio.to_thread(tracing.shutdown)
 
 

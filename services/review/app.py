@@ -9,7 +9,6 @@ and recognition for the assessment (认定): each message is parsed into its con
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from faststream import FastStream
@@ -18,14 +17,14 @@ from nats.aio.msg import Msg
 from sqlalchemy import Engine
 
 from shared import outbox, subjects, tracing
-from shared.consumers import Reads, ServiceConsumers, document
+from shared.consumers import Reads, ServiceConsumers, document, start_consumers
 from shared.contract import Decided, MaterialsStatus, Recognition, Refused, Screened
 from shared.contract.events import parse_event
 from shared.db import create_tables, make_engine, unit_of_work
 from shared.http_ops import start_ops_server
 from shared.messaging import configure_logging, make_broker
 from shared.rules import RulesetRegistry, default_registry, published
-from shared.settings import Settings, connect_nats
+from shared.settings import Settings
 
 from . import handlers, store
 
@@ -113,8 +112,6 @@ READS = (Reads("PROJECT", "canonical project events from intake"),)
 documented = NatsBroker(settings.nats_url)
 document(documented, SERVICE, READS)
 consumers: ServiceConsumers | None = None
-_consuming: asyncio.Task[None] | None = None
-_nc = None
 _stop_following = None
 
 
@@ -129,12 +126,8 @@ async def _startup() -> None:
 
 @app.on_shutdown
 async def _shutdown() -> None:
-    if _consuming is not None:
-        _consuming.cancel()  # the batches in hand are finished, the leases given back
-        with contextlib.suppress(asyncio.CancelledError):
-            await _consuming
-    if _nc is not None:
-        await _nc.close()
+    if consumers is not None:
+        await consumers.close()  # the batches in hand are finished, the leases given back
     if _stop_ops is not None:
         await _stop_ops()
     if _stop_following is not None:
@@ -148,15 +141,8 @@ _stop_ops = None
 
 @app.after_startup
 async def _ready() -> None:
-    global _stop_ops, consumers, _consuming, _nc
-    _nc = await connect_nats(
-        settings, name=f"investflow-{SERVICE}-consumers", max_reconnect_attempts=-1
-    )
-    consumers = ServiceConsumers(
-        _nc.jetstream(), broker, SERVICE, READS, handler=handle_run, settings=settings
-    )
-    await consumers.start()  # before ready: every partition's backlog shows from the start
-    _consuming = asyncio.create_task(consumers.run(), name=f"{SERVICE}-consumers")
+    global _stop_ops, consumers
+    consumers = await start_consumers(settings, broker, SERVICE, READS, handle_run)
     _stop_ops = await start_ops_server(  # /health, /metrics
         SERVICE, broker, engine, store.Outbox, consumers.infos
     )

@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import col, select
 
 from shared import outbox, subjects, tracing
-from shared.consumers import Reads, ServiceConsumers, document
+from shared.consumers import Reads, ServiceConsumers, document, start_consumers
 from shared.contract import (
     AssessmentRates,
     Credited,
@@ -50,7 +50,7 @@ from shared.messaging import dead_letter, delivery_count, make_broker, stream_se
 from shared.openapi import error_response, make_exact
 from shared.rules import RulesetRegistry, published
 from shared.rules.ruletest import gate_on_rule_tests
-from shared.settings import Settings, connect_nats
+from shared.settings import Settings
 
 from . import assessment_rates, scoreboard, store
 from .inputs import BadInput, inbox_key, parse
@@ -299,24 +299,16 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         published.loaded_subject(SERVICE), cb=on_rules_loaded
     )
     global consumers
-    nc = await connect_nats(
-        settings, name=f"investflow-{SERVICE}-consumers", max_reconnect_attempts=-1
-    )
-    consumers = ServiceConsumers(
-        nc.jetstream(), broker, SERVICE, READS, handler=process_run, settings=settings
-    )
-    await consumers.start()  # before ready: every partition's backlog shows from the start
-    consuming = asyncio.create_task(consumers.run(), name=f"{SERVICE}-consumers")
+    consumers = await start_consumers(settings, broker, SERVICE, READS, process_run)
     rates_task = asyncio.create_task(rates_publisher())
     print(f"investflow: {SERVICE} ready", flush=True)
     try:
         yield
     finally:
-        for task in (consuming, rates_task):  # batches in hand finish, leases go back
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await nc.close()
+        await consumers.close()  # the batches in hand finish, the leases go back
+        rates_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await rates_task
         await broker.stop()
         await stop_following()
         await outbox.flush_marks()
