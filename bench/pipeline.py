@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import nats  # noqa: E402
+import nats.js.errors  # noqa: E402
 
 from bench.measure import cpu_s, rss_mb, split_soak, until_quiet, with_soak  # noqa: E402
 from investflow.nats_server import NatsServer, free_port  # noqa: E402
@@ -100,6 +101,34 @@ async def replica_shares(http_urls: dict[str, str]) -> dict[str, dict[str, int]]
     return out
 
 
+async def shared_out(js: Any, replicas: int, timeout: float = 120) -> float:
+    """Seconds until every lease group (`<service>[.<stream>].p.<p>`, shared/partitions.py) is
+    held by `replicas` members: the steady state the shares are measured in. A replica that
+    joins takes its share within about a lease round (the holders give back at their tick)."""
+    kv = await js.key_value("investflow_leases")
+    start = time.perf_counter()
+    while True:
+        holders: dict[str, set[bytes]] = {}
+        try:
+            keys = await kv.keys()
+        except Exception:
+            keys = []
+        for key in keys:
+            group, sep, _ = key.rpartition(".p.")
+            if sep:
+                try:
+                    entry = await kv.get(key)
+                except nats.js.errors.KeyNotFoundError:
+                    continue  # given back since the listing
+                holders.setdefault(group, set()).add(entry.value or b"")
+        if holders and all(len(h) >= replicas for h in holders.values()):
+            return time.perf_counter() - start
+        if time.perf_counter() - start > timeout:
+            print(f"not shared out within {timeout:.0f}s: {holders}", flush=True)
+            return float("nan")
+        await asyncio.sleep(0.5)
+
+
 async def run_real(
     leads: int, per: int, replicas: int = 1
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -117,6 +146,9 @@ async def run_real(
             pids = {n: c.proc.pid for n, c in system.supervisor.children.items() if c.proc}
             rss_start = {n: round(rss_mb(p), 1) for n, p in pids.items()}
             arrived: dict[str, float] = {}
+            if replicas > 1:
+                took = await shared_out(system.js, replicas)
+                print(f"every lease group held by {replicas} replicas after {took:.1f} s")
 
             async def on_credit(msg: Any) -> None:
                 event = json.loads(msg.data)
@@ -277,6 +309,9 @@ record, 67-96 records/s (ratio 0.03-0.06).
 RSS (MB) per service, start → end: {rss_line}.
 
 The rules engine alone: `bench/rules.py`; the what-if replay: `bench/whatif.py`.
+
+The partitioned consumers (issue 12), before and after, by number of partitions and with two
+replicas: docs/profiles/consumers.md.
 
 Per-service profiles (issue 12, CPU per record), with the commands and the top lines before and
 after each cut: docs/profiles/intake.md (record on Core statements, outbox acks in flight
