@@ -284,7 +284,6 @@ class ServiceConsumers:
         reads: Sequence[Reads],
         *,
         handler: Handler,
-        handle_one: Callable[[Msg], Awaitable[None]] | None = None,
         settings: Settings,
     ) -> None:
         combined = Combined(handler)
@@ -298,7 +297,7 @@ class ServiceConsumers:
             # so a failure is its own and it alone is retried or dead-lettered.
             async with combined.turn:
                 tracing.consuming([msg], service)
-                await (handle_one(msg) if handle_one is not None else handler([msg]))
+                await handler([msg])
 
         async def to_dead_letters(msg: Msg, exc: BaseException) -> None:
             await dead_letter(broker, service, msg, exc, delivery_count(msg))

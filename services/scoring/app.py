@@ -141,10 +141,6 @@ def retrying(work: Callable[[], T], attempts: int = 6) -> T:
     raise AssertionError("unreachable")
 
 
-async def process(msg: Msg) -> None:
-    await process_run([msg])
-
-
 async def process_run(msgs: list[Msg]) -> None:
     """Apply `msgs` in order in one transaction, then publish the events they cause."""
     items = []
