@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, Table, event
+from sqlalchemy import Engine, Index, Table, event
+from sqlalchemy.schema import CreateIndex, DropIndex
 from sqlmodel import Session, SQLModel, create_engine
 
 
@@ -41,6 +42,15 @@ def create_tables(engine: Engine, tables: Sequence[type[SQLModel]]) -> None:
     """Create only this service's tables: all services share SQLModel.metadata in-process."""
     wanted: list[Table] = [t.__table__ for t in tables]  # type: ignore[attr-defined]
     SQLModel.metadata.create_all(engine, tables=wanted)
+    # create_all makes a table's indexes only with the table: one added since (a data dir
+    # from an older version) is made here, and one the model retired (its table's
+    # info["retired_indexes"]) is dropped. IF (NOT) EXISTS: replicas may start together.
+    with engine.begin() as conn:
+        for table in wanted:
+            for name in table.info.get("retired_indexes", ()):
+                conn.execute(DropIndex(Index(name), if_exists=True))
+            for index in sorted(table.indexes, key=lambda i: str(i.name)):
+                conn.execute(CreateIndex(index, if_not_exists=True))
 
 
 @contextmanager

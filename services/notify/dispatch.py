@@ -143,14 +143,14 @@ class Dispatcher:
         a pass costs a few transactions, not two per notification."""
         done: list[Attempt] = []  # sent, not yet saved
         sending: list[asyncio.Task[Attempt]] = []
-        tried, after = 0, 0
+        tried: list[int] = []  # claimed this pass: a row that failed just now is not tried twice
         try:
-            while tried < batch:
-                slots = await self._free_slots(batch - tried)
+            while len(tried) < batch:
+                slots = await self._free_slots(batch - len(tried))
                 finished = done[:]
                 try:
                     notes = await asyncio.to_thread(
-                        self._record_and_claim, finished, slots, after, None
+                        self._record_and_claim, finished, slots, tried, None
                     )
                 except BaseException:
                     self._release(slots)
@@ -158,11 +158,9 @@ class Dispatcher:
                 del done[: len(finished)]  # sends only append, so these are the ones saved
                 self._release(slots - len(notes))
                 sending += [asyncio.create_task(self._attempt(note, done)) for note in notes]
-                tried += len(notes)
+                tried += [note.id for note in notes]
                 if len(notes) < slots:
                     break  # nothing else due now
-                # Onwards from the last id: a row that failed just now is not tried twice a pass.
-                after = notes[-1].id
             await asyncio.gather(*sending)
         except asyncio.CancelledError:
             for task in sending:
@@ -173,10 +171,10 @@ class Dispatcher:
             if sending:
                 await asyncio.wait(sending)
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self._record_and_claim, done, 0, 0, None)
+                await asyncio.to_thread(self._record_and_claim, done, 0, [], None)
             raise
         if done:
-            await asyncio.to_thread(self._record_and_claim, done, 0, 0, None)
+            await asyncio.to_thread(self._record_and_claim, done, 0, [], None)
         await self.publish_outcomes()
         return sum(1 for task in sending if task.result().error is None)
 
@@ -184,7 +182,7 @@ class Dispatcher:
         """Claim, send and record one notification; True if it was delivered now."""
         await self._free_slots(1)
         try:
-            notes = await asyncio.to_thread(self._record_and_claim, [], 1, 0, note_id)
+            notes = await asyncio.to_thread(self._record_and_claim, [], 1, [], note_id)
         except BaseException:
             self._release(1)
             raise
@@ -193,7 +191,7 @@ class Dispatcher:
             return False
         done: list[Attempt] = []
         attempt = await self._attempt(notes[0], done)
-        await asyncio.to_thread(self._record_and_claim, done, 0, 0, None)
+        await asyncio.to_thread(self._record_and_claim, done, 0, [], None)
         return attempt.error is None
 
     async def _free_slots(self, most: int) -> int:
@@ -230,7 +228,7 @@ class Dispatcher:
         return attempt
 
     def _record_and_claim(
-        self, finished: list[Attempt], limit: int, after: int, note_id: int | None
+        self, finished: list[Attempt], limit: int, skip: list[int], note_id: int | None
     ) -> list[Outgoing]:
         """One transaction: save the outcomes of `finished`, then claim up to `limit` rows."""
         with unit_of_work(self.engine) as session:
@@ -240,7 +238,7 @@ class Dispatcher:
             if not limit:
                 return []
             rows = store.claim_due(
-                session, self.clock(), self.lease, limit, after=after, note_id=note_id
+                session, self.clock(), self.lease, limit, skip=skip, note_id=note_id
             )
             return [outgoing(row) for row in rows]
 
@@ -282,22 +280,7 @@ class Dispatcher:
 
         def unannounced() -> list[Row[Any]]:
             with Session(self.engine) as session:
-                query = (
-                    select(  # type: ignore[call-overload]
-                        N.id,
-                        N.project_id,
-                        N.cause,
-                        N.recipient,
-                        N.channel,
-                        N.attempts,
-                        N.status,
-                        N.last_error,
-                    )
-                    .where(N.status.in_(("sent", "failed")), N.outcome_published_at.is_(None))  # type: ignore[attr-defined,union-attr]
-                    .order_by(N.id)
-                    .limit(500)
-                )
-                return list(session.exec(query).all())
+                return store.unannounced(session)
 
         rows = await asyncio.to_thread(unannounced)
         outcomes = []
