@@ -49,6 +49,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -705,6 +706,10 @@ def update_doc(doc: Path, args: argparse.Namespace, block: str) -> None:
     doc.write_text(with_soak(text, SOAK_INTRO + "\n" + kept + body + SOAK_END + "\n"), "utf-8")
 
 
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -748,6 +753,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-doc", action="store_true", help="leave docs/performance.md alone")
     parser.add_argument("--keep-data", type=Path, help="run in this (new) directory and keep it")
     args = parser.parse_args(argv)
+    # `kill` (SIGTERM) stops the run as Ctrl-C does: the system's processes are stopped and
+    # the temporary directory removed, where they outlived the soak before.
+    signal.signal(signal.SIGTERM, _interrupted)
 
     with tempfile.TemporaryDirectory(prefix="investflow-soak-") as tmp_name:
         tmp = Path(tmp_name)

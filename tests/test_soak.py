@@ -7,11 +7,14 @@ three-node JetStream cluster with every service a process, runs under INVESTFLOW
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -183,3 +186,61 @@ def test_soak_section_of_performance_doc_survives_both_writers(tmp_path: Path) -
     again = with_soak("# Performance\n\npipeline numbers v2\n", soak)
     assert "pipeline numbers v2" in again and "pipeline numbers v1" not in again
     assert split_soak(again)[1] == soak
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                kids = {int(k) for k in (task / "children").read_text().split()}
+                todo += sorted(kids - found)
+                found |= kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.timeout(180)
+def test_a_soak_stopped_with_sigterm_stops_the_system_it_started(tmp_path: Path) -> None:
+    """Found by the 100,000-lead soak: `kill <soak>` left nats-server and the five services
+    running (and the temporary directory on disk)."""
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "bench/soak.py", "--leads", "40", "--nodes", "1", "--no-doc"),
+            *("--results", str(tmp_path), "--idle-probe", "0"),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        year = None
+        for line in proc.stderr:  # the progress bar: the system is up and being fed
+            if m := re.search(r" to (/\S+/year-40\.jsonl)", line):
+                year = Path(m.group(1))
+            if "fed " in line:
+                break
+        assert year is not None and year.exists()
+        system = _descendants(proc.pid)
+        assert len(system) >= 6, system  # nats-server and five services at least
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in system) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [p for p in system if _alive(p)]
+        assert proc.returncode != 0  # interrupted, not a run that passed
+        assert not year.parent.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
