@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Row
 from sqlalchemy.exc import IntegrityError
 
 from shared import metrics, outbox, subjects, tracing
@@ -439,12 +439,12 @@ async def post_event(
         MESSAGES.labels(kind=kind_label(kind), outcome="rejected_http").inc()
         return _errors_response(parsed)
 
-    def stateful_check(p: Parsed) -> tuple[store.InboundEvent | None, list[FieldError]]:
+    def stateful_check(p: Parsed) -> tuple[Row[Any] | None, list[FieldError]]:
         with unit_of_work(engine()) as session:
             errors = check(session, p)
             # Looked up after the checks: if the consumer stored this key meanwhile (a
             # re-send racing its first copy), it is that re-send, not a conflict.
-            seen = store.find_inbound(session, unit, idempotency_key)
+            seen = store.inbound_by_key(session, unit, idempotency_key)
             return (seen, []) if seen is not None else (None, errors)
 
     seen, errors = await asyncio.to_thread(stateful_check, parsed)

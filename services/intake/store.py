@@ -122,7 +122,9 @@ def _connection(session: Session) -> Any:
 
 
 def inbound_by_key(session: Session, unit: str, key: str) -> Row[Any] | None:
-    """`find_inbound` as a row (its columns as attributes), for the consumer's hot path."""
+    """What the unit sent under `key` (a row: its columns as attributes), or None: the one
+    look-up of a re-send, for the consumer and the HTTP path alike. Not an inbox: a re-send
+    with other content is refused (key_reused), so the first one's payload is compared."""
     return _connection(session).execute(_BY_KEY, {"unit": unit, "key": key}).first()
 
 
@@ -153,12 +155,6 @@ def add_outbox(session: Session, rows: Sequence[Pending]) -> None:
             for r in rows
         ]
         _connection(session).execute(_ADD_OUTBOX, values)
-
-
-def find_inbound(session: Session, unit: str, key: str) -> InboundEvent | None:
-    return session.exec(
-        select(InboundEvent).where(InboundEvent.unit == unit, InboundEvent.idempotency_key == key)
-    ).first()
 
 
 def natural_key_taken(session: Session, natural_key: str) -> InboundEvent | None:
