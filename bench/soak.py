@@ -250,7 +250,9 @@ class Progress:
         elapsed = max(0.001, now - self.started)
         rate = fed / elapsed
         settled = credited + held
-        frac = settled / self.funds if self.funds else 1.0
+        # By messages fed, not funds settled: the feed keeps the funds close behind it (the
+        # window), and a year's funds come late, so their share promised hours at first.
+        frac = fed / self.total if self.total else 1.0
         eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
         width = 24
         bar = "#" * int(width * frac) + "-" * (width - int(width * frac))

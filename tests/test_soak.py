@@ -244,3 +244,18 @@ def test_a_soak_stopped_with_sigterm_stops_the_system_it_started(tmp_path: Path)
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_progress_estimates_by_messages_fed_not_by_funds_settled(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A year's funds come late: at a quarter of the feed, 1 % of the funds had settled
+    and the ETA said 12 h for a run of 1 h."""
+    from bench.soak import Progress
+
+    bar = Progress(total=1000, funds=100)
+    bar.started -= 60  # a minute in
+    bar.show(fed=250, credited=0, held=1, done=True)
+    line = capsys.readouterr().err
+    assert "ETA 3m00s" in line, line
+    assert line.startswith("[######------------------]"), line
