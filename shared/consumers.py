@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -309,6 +311,7 @@ class ServiceConsumers:
 
         self.nc: Any = None  # the connection `start_consumers` made, closed by `close()`
         self.task: asyncio.Task[None] | None = None
+        self.closing = False  # close() called: the task ending is expected
         self.streams = [
             StreamConsumer(
                 js,
@@ -345,8 +348,25 @@ class ServiceConsumers:
         """Every durable as the server sees it, for the /metrics gauges."""
         return [i for s in self.streams for i in await s.infos()]
 
+    def ended(self, task: asyncio.Task[None]) -> None:
+        """`task` (run()) never ends on its own: if it does, the service stops (SIGTERM: the
+        batches in hand are finished) and its supervisor starts it again (`investflow up`,
+        compose's restart policy), where it ran on consuming nothing (the 100,000-lead
+        soak's notify, an hour in)."""
+        if self.closing or task.cancelled():
+            return  # closed, or cancelled with everything else (the loop shutting down)
+        error = task.exception()
+        log.critical(
+            "%s: consuming ended (%r); stopping the service so that it is started again",
+            task.get_name(),
+            error,
+            exc_info=error,
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+
     async def close(self) -> None:
         """Finish the batches in hand, give the leases back, close the connection."""
+        self.closing = True
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -374,4 +394,5 @@ async def start_consumers(
     consumers.nc = nc
     await consumers.start()
     consumers.task = asyncio.create_task(consumers.run(), name=f"{service}-consumers")
+    consumers.task.add_done_callback(consumers.ended)
     return consumers

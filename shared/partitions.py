@@ -464,6 +464,11 @@ class PartitionConsumer:
                     await self._tick()
                 except (nats.errors.Error, OSError, TimeoutError) as exc:
                     log.warning("%s: lease round failed: %s", self.service, exc)
+                except Exception:
+                    # Any other failure of a round is retried too: leaving here gave every
+                    # lease back and the service consumed nothing more while it ran on (the
+                    # 100,000-lead soak's notify, an hour in).
+                    log.exception("%s: lease round failed; trying again", self.service)
                 await asyncio.sleep(self._pause())
             if me is not None and me.cancelling():
                 raise asyncio.CancelledError

@@ -153,3 +153,39 @@ async def test_a_fresh_stream_has_no_legacy_durable_and_each_partition_in_order(
     assert len([n for n in names if n.startswith("svc-p")]) == 4
     stored = {s.split(".")[2] for _, s, _ in recorder.seen}
     assert stored <= {"0", "1", "2", "3"}  # project.funds.<p>.<key>
+
+
+async def test_consuming_that_ends_stops_the_service_so_it_is_started_again() -> None:
+    """The consumers' task never ends on its own; when it did (the 100,000-lead soak's
+    notify), the service ran on consuming nothing. Now it stops itself (SIGTERM: its
+    shutdown finishes the batches in hand) and its supervisor starts it again; not when
+    the service itself is closing them."""
+    import signal
+    import types
+
+    got: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: got.append(signum))
+    try:
+
+        async def fails() -> None:
+            raise RuntimeError("a lease round failed in a way nobody foresaw")
+
+        task = asyncio.create_task(fails(), name="notify-consumers")
+        with contextlib.suppress(RuntimeError):
+            await task
+        ServiceConsumers.ended(types.SimpleNamespace(closing=True), task)  # type: ignore[arg-type]
+        cancelled = asyncio.create_task(asyncio.sleep(10))
+        cancelled.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cancelled
+        ServiceConsumers.ended(types.SimpleNamespace(closing=False), cancelled)  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        assert got == []
+        ServiceConsumers.ended(types.SimpleNamespace(closing=False), task)  # type: ignore[arg-type]
+        for _ in range(100):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        assert got == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -675,3 +675,55 @@ async def test_a_partition_durable_redefined_with_another_filter_is_put_back_and
     assert info.config.filter_subject == parts.filter_subject(2)
     assert (info.num_pending or 0) == 1
     assert any("project.none" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_lease_round_that_fails_unexpectedly_is_retried_not_the_end(nats_js) -> None:  # type: ignore[no-untyped-def]
+    """Found by the 100,000-lead soak: notify's consumer loop left on an error of a lease
+    round that was not a NATS one, gave every lease back, and the service ran on for good
+    consuming nothing (200,000 messages pending)."""
+    _, js = nats_js
+    await add_stream(js, partitions=2)
+    handled: list[str] = []
+
+    async def handler(msgs: list[Msg]) -> None:
+        handled.extend(m.subject for m in msgs)
+
+    async def dead_letter(msg: Msg, exc: BaseException) -> None:
+        raise AssertionError(f"nothing is dead-lettered here: {msg.subject} {exc!r}")
+
+    consumer = PartitionConsumer(
+        js,
+        service="solo",
+        stream="PROJECT",
+        partitioning=partitioning(SUBJECTS, 2),
+        handler=handler,
+        dead_letter=dead_letter,
+        ack_wait_s=2.0,
+        lease_s=2.0,
+        batch=10,
+        fetch_timeout_s=0.5,
+    )
+    leases_tick = consumer.leases.tick
+    failed = 0
+
+    async def tick_failing_once(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        nonlocal failed
+        if consumer.held and not failed:  # a round after the first, holding partitions
+            failed += 1
+            raise RuntimeError("a round failed in a way nobody foresaw")
+        return await leases_tick(*args, **kwargs)  # type: ignore[arg-type]
+
+    consumer.leases.tick = tick_failing_once  # type: ignore[method-assign]
+    task = asyncio.create_task(consumer.run())
+    try:
+        await until(lambda: failed == 1, what="the failing round")
+        await until(lambda: consumer.held == {0, 1}, what="both partitions held after it")
+        for i in range(20):
+            await js.publish(f"project.lead.K{i}", b"{}")
+        await until(lambda: len(handled) == 20, what="all 20 handled after the failed round")
+        assert not task.done()
+        assert set(await holders_of(js, "solo")) >= {"solo.p.0", "solo.p.1"}
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
