@@ -355,15 +355,23 @@ def advance_date(session: Session, key: str, day: dt.date) -> None:
         set_state(session, key, day.isoformat())
 
 
+KEYS_PER_QUERY = 500  # causes per IN (...): a statement takes so many (PostgreSQL 65,535)
+
+
 def existing_keys(session: Session, causes: list[str]) -> set[tuple[str, str, str]]:
-    if not causes:
-        return set()
-    rows = session.exec(
-        select(Notification.cause, Notification.recipient, Notification.channel).where(
-            Notification.cause.in_(causes)  # type: ignore[attr-defined]
-        )
-    ).all()
-    return {(c, r, ch) for c, r, ch in rows}
+    """(cause, recipient, channel) of the notifications already planned for `causes`, read
+    KEYS_PER_QUERY causes at a time: a province's daily time triggers are 100,000s of causes
+    in one plan (the 100,000-lead soak: "too many SQL variables", every tick)."""
+    unique = sorted(set(causes))
+    found: set[tuple[str, str, str]] = set()
+    for i in range(0, len(unique), KEYS_PER_QUERY):
+        rows = session.exec(
+            select(Notification.cause, Notification.recipient, Notification.channel).where(
+                Notification.cause.in_(unique[i : i + KEYS_PER_QUERY])  # type: ignore[attr-defined]
+            )
+        ).all()
+        found.update((c, r, ch) for c, r, ch in rows)
+    return found
 
 
 def _due(now: dt.datetime) -> tuple[Any, Any]:

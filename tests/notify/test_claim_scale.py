@@ -6,6 +6,7 @@ lead_assigned notifications waiting, notify spent a quarter of its CPU in claim_
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -201,3 +202,22 @@ def test_finding_what_to_announce_costs_the_same_after_30000_sent(engines) -> No
     print(f"unannounced work: {small_work} after 300 sent, {large_work} after 30,000")
     assert len(small_ids) == len(large_ids) == 3 and large_ids == sorted(large_ids)
     assert large_work <= 2 * small_work + 50, (small_work, large_work)
+
+
+def test_planning_a_provinces_day_looks_up_more_causes_than_a_query_takes(engines) -> None:  # type: ignore[no-untyped-def]
+    """The scheduler plans a day's time triggers for every project at once: at 100,000
+    leads one IN (...) of every cause was over what a statement takes, and every tick
+    failed ("too many SQL variables"), so no reminder or weekly report went out. More
+    causes here than either backend takes in one statement (PostgreSQL: 65,535)."""
+    engine = engines("province")
+    fill(engine, 0, sent=2_000)
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        limit = 65_535
+        if engine.dialect.name == "sqlite":
+            limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]
+    causes = [f"lead_assigned:P-{i}" for i in range(limit + 1)]
+    with unit_of_work(engine) as session:
+        found = store.existing_keys(session, causes + causes[:10])
+    assert len(found) == 2_000
+    assert ("lead_assigned:P-1999", "u1", "email") in found
