@@ -195,6 +195,13 @@ class _Meeting:
     on: int
     announced: int
     agenda: list[str] = field(default_factory=list)
+    overflow: _Meeting | None = None  # the next session of the same day, once this one is full
+
+
+# Projects per meeting message: a Center message is at most 64 KB (INVESTFLOW_MAX_PAYLOAD),
+# ≈ 2,900 project ids. A month of a province-size year has more: the day gets more sessions
+# (PS2022-06, PS2022-06-2, ...), where one meeting was refused as too large (the soak).
+AGENDA_MAX = 1_000
 
 
 @dataclass(slots=True)
@@ -635,6 +642,18 @@ class _Year:
             line = self._line(CENTER, "claim", f"CENTER/claim/{unit}-{lead_id}", claim, "claim")
             self._schedule(when + 20, LATE, "line", self.center, line)
 
+    def _session_with_room(self, meeting: _Meeting) -> _Meeting:
+        session, base = 1, meeting.meeting_id
+        while len(meeting.agenda) >= AGENDA_MAX:
+            session += 1
+            if meeting.overflow is None:
+                meeting.overflow = _Meeting(
+                    meeting.number, f"{base}-{session}", meeting.on, meeting.announced
+                )
+                self._schedule(meeting.announced, MEETING, "meeting", self.center, meeting.overflow)
+            meeting = meeting.overflow
+        return meeting
+
     # -- a project's year -----------------------------------------------------------------
 
     def _plan(self, p: _Project, day: int, facts: _Facts) -> None:
@@ -644,6 +663,7 @@ class _Year:
             meeting = next((m for m in self.meetings if m.announced >= day + 7), None)
             if meeting is None:
                 return  # reported too late for this year's last meeting
+            meeting = self._session_with_room(meeting)
             meeting.agenda.append(p.pid)
             complete = self._plan_materials(p, day, meeting)
             approved = rng.random() < (0.9 if complete else 0.35)

@@ -468,3 +468,26 @@ def test_a_hundred_thousand_leads_generate_in_well_under_a_minute(tmp_path: Path
     )
     assert time.perf_counter() - started < 45
     assert out.stat().st_size > 100_000_000
+
+
+def test_a_full_meeting_day_gets_more_sessions_each_a_message_that_fits(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """At 100,000 leads one month's landing review agenda was over the 64 KB a Center
+    message may be, and the whole meeting was refused (the soak). Sessions of at most
+    AGENDA_MAX projects: every project on exactly one agenda, every decision naming the
+    session that had it on its agenda, and no session before its announcement."""
+    import samples.generate as gen
+
+    monkeypatch.setattr(gen, "AGENDA_MAX", 4)
+    lines = list(generate(300, 2022, 2022))
+    meetings = [x for x in lines if x["subject"].endswith(".meeting")]
+    agendas = {m["data"]["meeting_id"]: m["data"]["agenda"] for m in meetings}
+    assert max(len(a) for a in agendas.values()) <= 4
+    assert any(mid.count("-") == 2 for mid in agendas), "some day needed a second session"
+    on_agenda = Counter(pid for a in agendas.values() for pid in a)
+    assert set(on_agenda.values()) == {1}
+    for x in lines:
+        if x["subject"].endswith(".decision") and x["data"].get("meeting_id"):
+            assert x["data"]["project_id"] in agendas[x["data"]["meeting_id"]], x
+    limit = 64 * 1024
+    for m in meetings:
+        assert len(json.dumps(m["data"], ensure_ascii=False).encode()) < limit
