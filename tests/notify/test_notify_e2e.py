@@ -168,8 +168,10 @@ async def test_events_reach_recipients_once_through_the_running_service(
             def weekly_reports() -> list:
                 return [m for m in smtp_server.to(f"l03@{domain}") if "周通报" in m["Subject"]]
 
-            # Planned in their own transactions after the time alerts: wait for both.
-            await eventually(lambda: len(weekly_reports()) >= 2)
+            # Planned in their own transactions after the time alerts: wait for both. The
+            # latest's chart is drawn first (CPU-bound): with the suite's four workers on two
+            # cores it took over 20 s once in CI (PostgreSQL, 2026-12-08).
+            await eventually(lambda: len(weekly_reports()) >= 2, timeout=60)
             weekly = weekly_reports()
             assert sorted(m["Subject"][-11:-1] for m in weekly) == ["2022-03-14", "2022-03-21"]
             # The latest week's report carries its chart (a caught-up past week's may not).
