@@ -414,7 +414,7 @@ def claim_due(
             pick = pick.where(N.id == note_id)
         pick = pick.order_by(N.next_attempt_at, N.id).limit(limit)  # type: ignore[arg-type]
         found += list(session.exec(pick.with_for_update(skip_locked=True)).all())
-    ids = [note for _, note in sorted(found, key=lambda f: (_aware(f[0]), f[1]))[:limit]]
+    ids = [note for _, note in sorted(found)[:limit]]
     if not ids:
         return []
     # Due again, row by row, as a CASE: given the OR itself, SQLite's planner walks the
@@ -454,8 +454,3 @@ def unannounced(session: Session, limit: int = 500) -> list[Row[Any]]:
         .limit(limit)
     )
     return list(session.exec(query).all())
-
-
-def _aware(at: dt.datetime) -> dt.datetime:
-    # SQLite hands timestamps back without their zone (they are stored in UTC).
-    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
